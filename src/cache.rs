@@ -1,0 +1,244 @@
+//! The artifact cache: immutable artifacts named by fingerprint, written atomically.
+//!
+//! Layout under the cache directory:
+//!
+//! ```text
+//! artifacts/<fingerprint>.arrow   the data (Arrow IPC file)
+//! artifacts/<fingerprint>.json    its record: what was hashed, rows, bytes, BLAKE3, timings
+//! pipelines/<name>/<stage>.json   the fingerprint a pipeline's stage last produced, so a
+//!                                 miss can be explained by comparing records
+//! stat-cache.json                 (path, size, mtime, inode) -> SHA-256, to skip re-hashing
+//! tmp/                            files being written; never trusted
+//! ```
+//!
+//! An artifact is written to `tmp/`, synced, and renamed into `artifacts/`; its record is
+//! written the same way afterwards and is the commit point: an artifact counts as present
+//! only when its record exists and the data file has the recorded size. A killed run can
+//! therefore leave litter in `tmp/`, never a half file that a later run trusts. All access
+//! goes through [`Cache`], the one place a shared (e.g. object-store) cache would plug in.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The JSON record kept next to each artifact.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub fingerprint: String,
+    pub kind: String,
+    pub version: u32,
+    /// Pipeline and stage that first produced it (informational; not hashed).
+    pub pipeline: String,
+    pub stage: String,
+    pub params: serde_json::Value,
+    /// Input stage name -> fingerprint, in input order.
+    pub inputs: Vec<(String, String)>,
+    /// For `ingest`: number of files and the hash of their list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub blake3: String,
+    #[serde(default)]
+    pub fitted: serde_json::Value,
+    /// Stage-specific numbers worth showing (e.g. rows per partition).
+    #[serde(default)]
+    pub summary: serde_json::Value,
+    pub seconds: f64,
+    pub created_unix: u64,
+}
+
+/// The cache directory.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    /// Opens (creating if needed) a cache directory.
+    pub fn open(root: &Path) -> Result<Cache> {
+        if root.exists() && !root.is_dir() {
+            anyhow::bail!(
+                "the cache path {} exists but is not a directory; point `cache:` elsewhere or remove it",
+                root.display()
+            );
+        }
+        for sub in ["artifacts", "pipelines", "tmp"] {
+            fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("cannot create cache directory {}", root.join(sub).display()))?;
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn data_path(&self, fingerprint: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{fingerprint}.arrow"))
+    }
+
+    fn record_path(&self, fingerprint: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{fingerprint}.json"))
+    }
+
+    /// A fresh temporary path in `tmp/` for writing a file that will be renamed into place.
+    pub fn temp_path(&self, stem: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{stem}.{}.{n}.partial", std::process::id()))
+    }
+
+    /// The record of a present artifact: record readable and data file of the recorded size.
+    pub fn lookup(&self, fingerprint: &str) -> Lookup {
+        let Ok(text) = fs::read_to_string(self.record_path(fingerprint)) else {
+            return Lookup::Absent;
+        };
+        let record: Record = match serde_json::from_str(&text) {
+            Ok(r) => r,
+            Err(_) => return Lookup::Damaged("its record is not valid JSON".into()),
+        };
+        match fs::metadata(self.data_path(fingerprint)) {
+            Ok(m) if m.len() == record.bytes => Lookup::Present(Box::new(record)),
+            Ok(m) => Lookup::Damaged(format!(
+                "its data file has {} bytes, the record says {}",
+                m.len(),
+                record.bytes
+            )),
+            Err(_) => Lookup::Damaged("its data file is missing".into()),
+        }
+    }
+
+    /// Moves a finished data file into place and commits it by writing its record.
+    pub fn commit(&self, temp_data: &Path, record: &Record) -> Result<()> {
+        let data = self.data_path(&record.fingerprint);
+        fs::rename(temp_data, &data).with_context(|| format!("cannot move artifact into {}", data.display()))?;
+        self.write_json_atomic(&self.record_path(&record.fingerprint), record)
+    }
+
+    /// The fingerprint that `pipeline`'s `stage` produced last time, if any.
+    pub fn last_fingerprint(&self, pipeline: &str, stage: &str) -> Option<String> {
+        let text = fs::read_to_string(self.pointer_path(pipeline, stage)).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.get("fingerprint")?.as_str().map(String::from)
+    }
+
+    pub fn record(&self, fingerprint: &str) -> Option<Record> {
+        let text = fs::read_to_string(self.record_path(fingerprint)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn set_last_fingerprint(&self, pipeline: &str, stage: &str, fingerprint: &str) -> Result<()> {
+        let path = self.pointer_path(pipeline, stage);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        self.write_json_atomic(&path, &serde_json::json!({ "fingerprint": fingerprint }))
+    }
+
+    fn pointer_path(&self, pipeline: &str, stage: &str) -> PathBuf {
+        self.root.join("pipelines").join(pipeline).join(format!("{stage}.json"))
+    }
+
+    pub fn stat_cache_path(&self) -> PathBuf {
+        self.root.join("stat-cache.json")
+    }
+
+    /// Writes JSON to a temporary file, syncs it and renames it over `path`.
+    pub fn write_json_atomic<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let tmp = self.temp_path("json");
+        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut f, value)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Whether an artifact is in the cache.
+#[derive(Debug)]
+pub enum Lookup {
+    Present(Box<Record>),
+    Absent,
+    /// A record exists but cannot be trusted (reason given); the stage must be recomputed.
+    Damaged(String),
+}
+
+/// Remembers file hashes by (path, size, mtime, inode) so warm runs do not re-read files.
+#[derive(Default, Serialize, Deserialize)]
+pub struct StatCache {
+    entries: BTreeMap<String, StatEntry>,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+struct StatEntry {
+    size: u64,
+    mtime_ns: i128,
+    inode: u64,
+    sha256: String,
+}
+
+/// The stat of a file that decides whether its remembered hash still holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+}
+
+impl FileStat {
+    pub fn of(meta: &fs::Metadata) -> FileStat {
+        use std::os::unix::fs::MetadataExt;
+        FileStat {
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            inode: meta.ino(),
+        }
+    }
+}
+
+impl StatCache {
+    pub fn load(cache: &Cache) -> StatCache {
+        fs::read_to_string(cache.stat_cache_path())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str, stat: FileStat) -> Option<&str> {
+        let e = self.entries.get(path)?;
+        (e.size == stat.size && e.mtime_ns == stat.mtime_ns && e.inode == stat.inode).then_some(e.sha256.as_str())
+    }
+
+    pub fn put(&mut self, path: String, stat: FileStat, sha256: String) {
+        let entry = StatEntry {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            inode: stat.inode,
+            sha256,
+        };
+        if self.entries.get(&path) != Some(&entry) {
+            self.entries.insert(path, entry);
+            self.dirty = true;
+        }
+    }
+
+    pub fn save(&self, cache: &Cache) -> Result<()> {
+        if self.dirty {
+            cache.write_json_atomic(&cache.stat_cache_path(), self)?;
+        }
+        Ok(())
+    }
+}

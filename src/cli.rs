@@ -1,0 +1,202 @@
+//! The command line: argument definitions and one function per subcommand.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::Failure;
+use crate::executor::{self, RunOptions};
+use crate::plan::{self, Plan};
+use crate::suggest::did_you_mean;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Declarative, cached image-classifier preprocessing pipelines"
+)]
+pub struct Cli {
+    /// Print tracing detail on stderr (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every stale stage, reuse the rest.
+    Run {
+        file: PathBuf,
+        /// Run only this stage and what it needs (repeatable).
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
+        /// Recompute NAME even if cached, or every stage when no NAME is given.
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+        force: Option<String>,
+        /// Override a param for this run: `stage.param=value` (value in YAML syntax).
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+        /// Worker threads for decoding and pixel work (default: all cores).
+        #[arg(short = 'j', long = "jobs", value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Show each stage as fresh or stale, and why.
+    Status {
+        file: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Parse and plan only; report every problem.
+    Check {
+        file: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Print the stage graph.
+    Dag {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = DagFormat::Text)]
+        format: DagFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DagFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Run {
+            file,
+            stages,
+            force,
+            sets,
+            jobs,
+        } => {
+            if let Some(n) = jobs {
+                if n == 0 {
+                    return Err(Failure::Usage("-j must be at least 1".into()).into());
+                }
+                rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+            }
+            let plan = load(&file, &sets)?;
+            for s in &stages {
+                known_stage(&plan, s, "--stage")?;
+            }
+            let force = match force {
+                None => None,
+                Some(s) if s.is_empty() => Some(None),
+                Some(s) => {
+                    known_stage(&plan, &s, "--force")?;
+                    Some(Some(s))
+                }
+            };
+            let opts = RunOptions { targets: stages, force };
+            executor::run(&plan, &opts, &mut out).map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+        }
+        Command::Status { file, sets } => {
+            let plan = load(&file, &sets)?;
+            let statuses = executor::status(&plan).map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+            let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
+            for s in statuses {
+                match s.stale {
+                    None => writeln!(out, "{:width$}  fresh", s.name)?,
+                    Some(reasons) => writeln!(out, "{:width$}  stale  {}", s.name, crate::dirty::join(&reasons))?,
+                }
+            }
+        }
+        Command::Check { file, sets } => {
+            let plan = load(&file, &sets)?;
+            writeln!(
+                out,
+                "{}: ok, {} stages: {}",
+                file.display(),
+                plan.order.len(),
+                plan.order
+                    .iter()
+                    .map(|&i| plan.stage(i).name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            )?;
+        }
+        Command::Dag { file, format } => {
+            let plan = load(&file, &[])?;
+            write!(out, "{}", dag(&plan, format))?;
+        }
+    }
+    Ok(())
+}
+
+fn load(file: &std::path::Path, sets: &[String]) -> Result<Plan> {
+    plan::load(file, sets).map_err(|e| Failure::Spec(e.rendered).into())
+}
+
+fn known_stage(plan: &Plan, name: &str, flag: &str) -> Result<()> {
+    if plan.index_of(name).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = plan.spec.stages.iter().map(|s| s.name.as_str()).collect();
+    let hint = match did_you_mean(name, names.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("stages: {}", names.join(", ")),
+    };
+    Err(Failure::Usage(format!("{flag} {name}: there is no stage `{name}`; {hint}")).into())
+}
+
+/// Renders the stage graph as text, Graphviz dot or Mermaid.
+pub fn dag(plan: &Plan, format: DagFormat) -> String {
+    let mut s = String::new();
+    let label = |i: usize| {
+        let st = plan.stage(i);
+        format!("{} ({})", st.name, st.params.kind())
+    };
+    match format {
+        DagFormat::Text => {
+            for &i in &plan.order {
+                let inputs: Vec<&str> = plan.inputs[i].iter().map(|&j| plan.stage(j).name.as_str()).collect();
+                if inputs.is_empty() {
+                    s.push_str(&format!("{}\n", label(i)));
+                } else {
+                    s.push_str(&format!("{} <- {}\n", label(i), inputs.join(", ")));
+                }
+            }
+        }
+        DagFormat::Dot => {
+            s.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n", plan.spec.name));
+            for &i in &plan.order {
+                s.push_str(&format!("  \"{}\" [label=\"{}\"];\n", plan.stage(i).name, label(i)));
+            }
+            for &i in &plan.order {
+                for &j in &plan.inputs[i] {
+                    s.push_str(&format!(
+                        "  \"{}\" -> \"{}\";\n",
+                        plan.stage(j).name,
+                        plan.stage(i).name
+                    ));
+                }
+            }
+            s.push_str("}\n");
+        }
+        DagFormat::Mermaid => {
+            s.push_str("graph LR\n");
+            for &i in &plan.order {
+                s.push_str(&format!("  {}[\"{}\"]\n", plan.stage(i).name, label(i)));
+            }
+            for &i in &plan.order {
+                for &j in &plan.inputs[i] {
+                    s.push_str(&format!("  {} --> {}\n", plan.stage(j).name, plan.stage(i).name));
+                }
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,108 @@
+//! Diagnostics: problems a user can fix, each pointing into the pipeline file.
+//!
+//! Spec parsing and planning collect every problem into a `Vec<Diagnostic>` instead of stopping
+//! at the first one, then render them all at once in the style of rustc: the message, a
+//! `file:line:col` locator, the offending source line with a `^` under the bad text, and a
+//! `help:` line with the likely fix.
+
+use std::fmt::Write as _;
+
+/// A position in the pipeline file: 1-based line and column (in characters), and the width
+/// of the text to underline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub line: usize,
+    pub col: usize,
+    pub len: usize,
+}
+
+/// One problem found in a pipeline file or on the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    /// Where in the file; `None` for problems that come from the command line (`--set`) or
+    /// that concern the whole file.
+    pub span: Option<Span>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(span: impl Into<Option<Span>>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            span: span.into(),
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Renders this diagnostic against the file it refers to.
+    pub fn render(&self, path: &str, source: &str) -> String {
+        let mut out = format!("error: {}\n", self.message);
+        let mut pad = " ".to_string();
+        match self.span {
+            Some(span) => {
+                let _ = writeln!(out, "  --> {path}:{}:{}", span.line, span.col);
+                if let Some(text) = source.lines().nth(span.line.saturating_sub(1)) {
+                    let gutter = span.line.to_string();
+                    pad = " ".repeat(gutter.len());
+                    let caret_pad: String = text
+                        .chars()
+                        .take(span.col.saturating_sub(1))
+                        .map(|c| if c == '\t' { '\t' } else { ' ' })
+                        .collect();
+                    let _ = writeln!(out, "{pad} |");
+                    let _ = writeln!(out, "{gutter} | {text}");
+                    let _ = writeln!(out, "{pad} | {caret_pad}{}", "^".repeat(span.len.max(1)));
+                }
+            }
+            None => {
+                let _ = writeln!(out, "  --> {path}");
+            }
+        }
+        if let Some(help) = &self.help {
+            let _ = writeln!(out, "{pad} = help: {help}");
+        }
+        out
+    }
+}
+
+/// Renders a list of diagnostics, one block each, and a closing count.
+pub fn render_all(diags: &[Diagnostic], path: &str, source: &str) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&d.render(path, source));
+        out.push('\n');
+    }
+    let n = diags.len();
+    let _ = writeln!(out, "{path}: {n} problem{} found", if n == 1 { "" } else { "s" });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_caret_under_the_bad_text() {
+        let src = "stages:\n  resize:\n    sise: [32, 32]\n";
+        let d = Diagnostic::new(
+            Span {
+                line: 3,
+                col: 5,
+                len: 4,
+            },
+            "unknown param `sise`",
+        )
+        .with_help("did you mean `size`?");
+        let text = d.render("p.yaml", src);
+        assert_eq!(
+            text,
+            "error: unknown param `sise`\n  --> p.yaml:3:5\n  |\n3 |     sise: [32, 32]\n  |     ^^^^\n  = help: did you mean `size`?\n"
+        );
+    }
+}

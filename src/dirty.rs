@@ -1,0 +1,196 @@
+//! Why a stage is stale: cache misses explained, as data first and words second.
+//!
+//! A stage's new fingerprint is compared with the one the same stage of the same pipeline
+//! produced last time (kept in the cache); when they differ, the two records are compared
+//! item by item (see [`crate::fingerprint`] for what is hashed) to say what changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::cache::{Cache, Lookup, Record};
+use crate::dataset::{self, Rows};
+use crate::stage::ingest::Scan;
+
+/// The reasons a stage must be (re)computed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DirtyReason {
+    /// The stage has never produced an artifact in this cache.
+    NeverRun,
+    /// `--force` was given for it.
+    Forced,
+    /// The artifact that was produced is gone or damaged.
+    ArtifactMissing(String),
+    KindVersionChanged {
+        old: u32,
+        new: u32,
+    },
+    ParamChanged {
+        name: String,
+        old: String,
+        new: String,
+    },
+    InputChanged {
+        input: String,
+    },
+    /// The images changed (ingest): counts of files added, removed, changed, relabelled.
+    FilesChanged {
+        added: usize,
+        removed: usize,
+        changed: usize,
+        relabeled: usize,
+    },
+    /// The last record is gone, so what changed cannot be told.
+    Unknown,
+}
+
+impl fmt::Display for DirtyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirtyReason::NeverRun => write!(f, "never run"),
+            DirtyReason::Forced => write!(f, "forced"),
+            DirtyReason::ArtifactMissing(why) => write!(f, "cached artifact unusable: {why}"),
+            DirtyReason::KindVersionChanged { old, new } => write!(f, "stage kind version changed {old} -> {new}"),
+            DirtyReason::ParamChanged { name, old, new } => write!(f, "param {name} changed {old} -> {new}"),
+            DirtyReason::InputChanged { input } => write!(f, "input {input} changed"),
+            DirtyReason::FilesChanged {
+                added,
+                removed,
+                changed,
+                relabeled,
+            } => {
+                let mut parts = Vec::new();
+                for (n, what) in [
+                    (added, "added"),
+                    (changed, "changed"),
+                    (removed, "removed"),
+                    (relabeled, "relabeled"),
+                ] {
+                    if *n > 0 {
+                        parts.push(format!("{n} {} {what}", if *n == 1 { "file" } else { "files" }));
+                    }
+                }
+                if parts.is_empty() {
+                    write!(f, "file list changed")
+                } else {
+                    write!(f, "{}", parts.join(", "))
+                }
+            }
+            DirtyReason::Unknown => write!(f, "changed (the previous record is gone)"),
+        }
+    }
+}
+
+/// What a stage would produce now, for comparison with what it produced last.
+pub struct Candidate<'a> {
+    pub fingerprint: &'a str,
+    pub version: u32,
+    pub params: &'a serde_json::Value,
+    /// Input stage name -> fingerprint.
+    pub inputs: &'a [(String, String)],
+    pub scan: Option<&'a Scan>,
+}
+
+/// `None` when the stage's artifact for `now` is present; otherwise every reason it is not.
+pub fn explain(cache: &Cache, pipeline: &str, stage: &str, now: &Candidate<'_>) -> Option<Vec<DirtyReason>> {
+    match cache.lookup(now.fingerprint) {
+        Lookup::Present(_) => return None,
+        Lookup::Damaged(why) => return Some(vec![DirtyReason::ArtifactMissing(why)]),
+        Lookup::Absent => {}
+    }
+    let Some(last) = cache.last_fingerprint(pipeline, stage) else {
+        return Some(vec![DirtyReason::NeverRun]);
+    };
+    if last == now.fingerprint {
+        return Some(vec![DirtyReason::ArtifactMissing(
+            "it was removed from the cache".into(),
+        )]);
+    }
+    let Some(old) = cache.record(&last) else {
+        return Some(vec![DirtyReason::Unknown]);
+    };
+    let mut reasons = Vec::new();
+    if old.version != now.version {
+        reasons.push(DirtyReason::KindVersionChanged {
+            old: old.version,
+            new: now.version,
+        });
+    }
+    reasons.extend(param_changes(&old.params, now.params));
+    for (name, fp) in now.inputs {
+        let before = old.inputs.iter().find(|(n, _)| n == name).map(|(_, f)| f);
+        if before != Some(fp) {
+            reasons.push(DirtyReason::InputChanged { input: name.clone() });
+        }
+    }
+    if let Some(scan) = now.scan
+        && old.content.as_deref() != Some(scan.content.as_str())
+    {
+        reasons.push(files_changed(cache, &old, scan));
+    }
+    if reasons.is_empty() {
+        reasons.push(DirtyReason::Unknown);
+    }
+    Some(reasons)
+}
+
+fn param_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<DirtyReason> {
+    let empty = serde_json::Map::new();
+    let o = old.as_object().unwrap_or(&empty);
+    let n = new.as_object().unwrap_or(&empty);
+    let keys: std::collections::BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => "(unset)".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(a)) => {
+            format!("[{}]", a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+        }
+        Some(v) => v.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| o.get(*k) != n.get(*k))
+        .map(|k| DirtyReason::ParamChanged {
+            name: k.clone(),
+            old: show(o.get(k)),
+            new: show(n.get(k)),
+        })
+        .collect()
+}
+
+/// Compares the previous ingest artifact's rows with a new scan.
+fn files_changed(cache: &Cache, old: &Record, scan: &Scan) -> DirtyReason {
+    let mut before: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let read = dataset::for_each_batch(&cache.data_path(&old.fingerprint), |batch| {
+        let rows = Rows::from_batch(batch)?;
+        for i in 0..rows.len() {
+            before.insert(rows.path[i].clone(), (rows.id[i].clone(), rows.class[i].clone()));
+        }
+        Ok(())
+    });
+    if read.is_err() {
+        return DirtyReason::Unknown;
+    }
+    let (mut added, mut changed, mut relabeled) = (0, 0, 0);
+    for f in &scan.files {
+        match before.remove(&f.path) {
+            None => added += 1,
+            Some((id, class)) => {
+                if id != f.sha256 {
+                    changed += 1;
+                } else if class != f.class {
+                    relabeled += 1;
+                }
+            }
+        }
+    }
+    DirtyReason::FilesChanged {
+        added,
+        removed: before.len(),
+        changed,
+        relabeled,
+    }
+}
+
+/// Joins reasons for one line of output.
+pub fn join(reasons: &[DirtyReason]) -> String {
+    reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}

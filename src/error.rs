@@ -1,0 +1,37 @@
+//! How a command fails, and the exit code each failure maps to.
+//!
+//! Exit codes: 0 ok; 1 the pipeline ran and a stage failed (bad image, changed file, ...);
+//! 2 usage or spec error (nothing ran).
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Failure {
+    /// The pipeline file has problems (already rendered with positions).
+    Spec(String),
+    /// The command line is wrong.
+    Usage(String),
+    /// A stage failed while running.
+    Pipeline(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Pipeline(_) => 1,
+            Failure::Spec(_) | Failure::Usage(_) => 2,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Spec(text) => write!(f, "{}", text.trim_end()),
+            Failure::Usage(text) => write!(f, "error: {text}"),
+            Failure::Pipeline(text) => write!(f, "error: {text}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}

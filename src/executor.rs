@@ -1,0 +1,296 @@
+//! Runs a plan: decides per stage whether its artifact is cached, runs the stale ones in
+//! order, and says what it did, one line per stage.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::cache::{Cache, Lookup, Record, StatCache};
+use crate::dataset::LineageEntry;
+use crate::dirty::{self, Candidate, DirtyReason};
+use crate::plan::Plan;
+use crate::stage::{Output, Params, RunCtx, ingest::Scan};
+
+/// Which stages to run and which to recompute regardless of the cache.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Run only these stages and what they need (all when empty).
+    pub targets: Vec<String>,
+    /// `Some(None)`: recompute everything run; `Some(Some(name))`: recompute that stage.
+    pub force: Option<Option<String>>,
+}
+
+/// The state of one stage after resolving its fingerprint.
+pub struct Resolved {
+    pub index: usize,
+    pub fingerprint: String,
+    pub params: serde_json::Value,
+    pub inputs: Vec<(String, String)>,
+    pub scan: Option<Scan>,
+}
+
+impl Resolved {
+    pub fn candidate(&self, version: u32) -> Candidate<'_> {
+        Candidate {
+            fingerprint: &self.fingerprint,
+            version,
+            params: &self.params,
+            inputs: &self.inputs,
+            scan: self.scan.as_ref(),
+        }
+    }
+}
+
+/// Computes a stage's fingerprint from its params and its inputs' fingerprints (scanning
+/// the image folder for `ingest`).
+pub fn resolve(plan: &Plan, i: usize, done: &[Option<Resolved>], stat_cache: &mut StatCache) -> Result<Resolved> {
+    let s = plan.stage(i);
+    let params = s.params.to_json();
+    let inputs: Vec<(String, String)> = plan.inputs[i]
+        .iter()
+        .map(|&j| {
+            let fp = done[j].as_ref().map(|r| r.fingerprint.clone()).unwrap_or_default();
+            (plan.stage(j).name.clone(), fp)
+        })
+        .collect();
+    let scan = match &s.params {
+        Params::Ingest(p) => Some(
+            p.scan(&plan.base_dir, stat_cache)
+                .with_context(|| format!("stage `{}`", s.name))?,
+        ),
+        _ => None,
+    };
+    let input_fps: Vec<&str> = inputs.iter().map(|(_, f)| f.as_str()).collect();
+    let fingerprint = crate::fingerprint::stage(
+        s.params.kind(),
+        s.params.version(),
+        &params,
+        &input_fps,
+        scan.as_ref().map(|sc| sc.content.as_str()),
+    );
+    Ok(Resolved {
+        index: i,
+        fingerprint,
+        params,
+        inputs,
+        scan,
+    })
+}
+
+/// Runs the plan. Writes one line per stage to `out`.
+pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
+    let cache = Cache::open(&plan.cache_dir)?;
+    let _lock = lock(&cache, out)?;
+    let targets: Vec<usize> = if opts.targets.is_empty() {
+        plan.order.clone()
+    } else {
+        opts.targets.iter().filter_map(|t| plan.index_of(t)).collect()
+    };
+    let selected = plan.closure(&targets);
+    let mut stat_cache = StatCache::load(&cache);
+    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    let width = plan.spec.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let mut ran_any = false;
+    for &i in &selected {
+        let s = plan.stage(i);
+        let resolved = resolve(plan, i, &done, &mut stat_cache)?;
+        stat_cache.save(&cache)?;
+        let forced = match &opts.force {
+            Some(None) => true,
+            Some(Some(name)) => *name == s.name,
+            None => false,
+        };
+        let reasons = if forced {
+            Some(vec![DirtyReason::Forced])
+        } else {
+            dirty::explain(
+                &cache,
+                &plan.spec.name,
+                &s.name,
+                &resolved.candidate(s.params.version()),
+            )
+        };
+        match reasons {
+            None => {
+                let rows = match cache.lookup(&resolved.fingerprint) {
+                    Lookup::Present(r) => r.rows,
+                    _ => 0,
+                };
+                tracing::debug!(stage = %s.name, fingerprint = %resolved.fingerprint, "cached");
+                writeln!(out, "{:width$}  cached  {rows} rows", s.name)?;
+            }
+            Some(reasons) => {
+                let started = Instant::now();
+                let record =
+                    execute(plan, &cache, &resolved, &done).with_context(|| format!("stage `{}` failed", s.name))?;
+                ran_any = true;
+                let extra = summary_text(&record);
+                writeln!(
+                    out,
+                    "{:width$}  ran     {} rows in {:.2}s{extra}  ({})",
+                    s.name,
+                    record.rows,
+                    started.elapsed().as_secs_f64(),
+                    dirty::join(&reasons)
+                )?;
+            }
+        }
+        cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
+        done[i] = Some(resolved);
+    }
+    tracing::debug!(ran_any, "run finished");
+    Ok(())
+}
+
+fn summary_text(record: &Record) -> String {
+    if let Some(parts) = record.summary.get("partitions").and_then(|p| p.as_object()) {
+        let counts: Vec<String> = ["train", "val", "test"]
+            .iter()
+            .map(|p| {
+                let n: u64 = parts
+                    .get(*p)
+                    .and_then(|c| c.as_object())
+                    .map(|c| c.values().filter_map(|v| v.as_u64()).sum())
+                    .unwrap_or(0);
+                format!("{p} {n}")
+            })
+            .collect();
+        return format!(" ({})", counts.join(", "));
+    }
+    String::new()
+}
+
+/// Runs one stage into a temporary file and commits it to the cache.
+fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) -> Result<Record> {
+    let s = plan.stage(r.index);
+    let started = Instant::now();
+    let input = plan.inputs[r.index]
+        .first()
+        .and_then(|&j| done[j].as_ref())
+        .map(|d| cache.data_path(&d.fingerprint));
+    let images_root = plan
+        .ingest_of(r.index)
+        .and_then(|j| done[j].as_ref())
+        .and_then(|d| d.scan.as_ref())
+        .map(|sc| sc.root.clone());
+    let rows_hint = plan
+        .ingest_of(r.index)
+        .and_then(|j| done[j].as_ref())
+        .and_then(|d| d.scan.as_ref())
+        .map_or(0, |sc| sc.files.len() as u64);
+    let progress = progress_bar(&s.name, rows_hint);
+    let temp = cache.temp_path(&r.fingerprint);
+    let ctx = RunCtx {
+        input,
+        images_root,
+        seed: plan.spec.seed,
+        entry: LineageEntry {
+            stage: s.name.clone(),
+            kind: s.params.kind().to_string(),
+            version: s.params.version(),
+            params: r.params.clone(),
+            fingerprint: r.fingerprint.clone(),
+            fitted: serde_json::Value::Null,
+        },
+        out_path: temp.clone(),
+        progress: &progress,
+    };
+    let result: Result<Output> = match &s.params {
+        Params::Ingest(p) => p.run(r.scan.as_ref().context("ingest ran without a scan")?, &ctx),
+        Params::Split(p) => p.run(&ctx),
+        Params::Resize(p) => p.run(&ctx),
+        Params::MeanSubtract(p) => p.run(&ctx),
+        Params::Normalize(p) => p.run(&ctx),
+    };
+    progress.finish_and_clear();
+    let output = match result {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
+    let record = Record {
+        fingerprint: r.fingerprint.clone(),
+        kind: s.params.kind().to_string(),
+        version: s.params.version(),
+        pipeline: plan.spec.name.clone(),
+        stage: s.name.clone(),
+        params: r.params.clone(),
+        inputs: r.inputs.clone(),
+        content: r.scan.as_ref().map(|sc| sc.content.clone()),
+        rows: output.written.rows,
+        bytes: output.written.bytes,
+        blake3: output.written.blake3,
+        fitted: output.fitted,
+        summary: output.summary,
+        seconds: started.elapsed().as_secs_f64(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    cache.commit(&temp, &record)?;
+    Ok(record)
+}
+
+fn progress_bar(name: &str, len: u64) -> indicatif::ProgressBar {
+    if !std::io::stdout().is_terminal() || len < 500 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+/// Takes the cache's run lock, saying so while another run holds it. The OS releases the
+/// lock when the holder exits, however it exits, so a dead run never blocks.
+fn lock(cache: &Cache, out: &mut dyn Write) -> Result<std::fs::File> {
+    let path = cache.root().join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            writeln!(out, "waiting for another pipeline run that holds {}", path.display())?;
+            file.lock()?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).context("cannot lock the cache"),
+    }
+    Ok(file)
+}
+
+/// One stage's status line: fresh, or stale with every reason.
+pub struct StageStatus {
+    pub name: String,
+    pub stale: Option<Vec<DirtyReason>>,
+}
+
+/// Computes every stage's status without running anything.
+pub fn status(plan: &Plan) -> Result<Vec<StageStatus>> {
+    let cache = Cache::open(&plan.cache_dir)?;
+    let mut stat_cache = StatCache::load(&cache);
+    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    let mut out = Vec::new();
+    for &i in &plan.order {
+        let s = plan.stage(i);
+        let r = resolve(plan, i, &done, &mut stat_cache)?;
+        let stale = dirty::explain(&cache, &plan.spec.name, &s.name, &r.candidate(s.params.version()));
+        out.push(StageStatus {
+            name: s.name.clone(),
+            stale,
+        });
+        done[i] = Some(r);
+    }
+    stat_cache.save(&cache)?;
+    Ok(out)
+}

@@ -1,0 +1,4 @@
+//! Pure kernels: pixel math and resizing on slices, apart from all I/O.
+
+pub mod pixel;
+pub mod resize;

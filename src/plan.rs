@@ -1,0 +1,360 @@
+//! The validated plan: stages linked to their inputs, in a runnable order, checked as a whole.
+//!
+//! [`load`] reads a pipeline file, applies `--set` overrides, types it ([`crate::spec`]) and
+//! checks what only the whole pipeline can tell: every input names a stage, there are no
+//! cycles (the cycle is named), pixels exist where a stage needs them, and a stage that fits
+//! statistics has a `split` upstream. All problems are reported at once. The executor trusts
+//! a [`Plan`] and re-checks nothing of this.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Diagnostic, render_all};
+use crate::spec::{self, PipelineSpec, StageSpec};
+use crate::stage::Params;
+use crate::suggest::did_you_mean;
+
+/// A checked pipeline, ready to run.
+#[derive(Debug)]
+pub struct Plan {
+    pub spec: PipelineSpec,
+    /// Folder that relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    /// Stage indices (into `spec.stages`) in an order where inputs come first.
+    pub order: Vec<usize>,
+    /// For each stage, the indices of its inputs.
+    pub inputs: Vec<Vec<usize>>,
+}
+
+impl Plan {
+    pub fn stage(&self, i: usize) -> &StageSpec {
+        &self.spec.stages[i]
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.spec.stages.iter().position(|s| s.name == name)
+    }
+
+    /// `targets` and everything they need, in run order.
+    pub fn closure(&self, targets: &[usize]) -> Vec<usize> {
+        let mut needed = vec![false; self.spec.stages.len()];
+        let mut stack: Vec<usize> = targets.to_vec();
+        while let Some(i) = stack.pop() {
+            if !needed[i] {
+                needed[i] = true;
+                stack.extend(&self.inputs[i]);
+            }
+        }
+        self.order.iter().copied().filter(|&i| needed[i]).collect()
+    }
+
+    /// The `ingest` stage upstream of stage `i` (itself if it is one).
+    pub fn ingest_of(&self, mut i: usize) -> Option<usize> {
+        loop {
+            if matches!(self.stage(i).params, Params::Ingest(_)) {
+                return Some(i);
+            }
+            i = *self.inputs[i].first()?;
+        }
+    }
+}
+
+/// A pipeline file that could not be loaded: the rendered problems.
+#[derive(Debug)]
+pub struct LoadError {
+    pub rendered: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.rendered.trim_end())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads, types and checks a pipeline file.
+pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
+    let shown = file.display().to_string();
+    let fail = |diags: Vec<Diagnostic>, source: &str| LoadError {
+        rendered: render_all(&diags, &shown, source),
+    };
+    let source = match std::fs::read(file) {
+        Ok(bytes) if bytes.len() > crate::yaml::MAX_SOURCE_BYTES => {
+            return Err(fail(
+                vec![Diagnostic::new(
+                    None,
+                    format!(
+                        "the file is {} bytes; pipeline files are limited to {} bytes",
+                        bytes.len(),
+                        crate::yaml::MAX_SOURCE_BYTES
+                    ),
+                )],
+                "",
+            ));
+        }
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(_) => {
+                return Err(fail(
+                    vec![Diagnostic::new(None, "the file is not valid UTF-8 text")],
+                    "",
+                ));
+            }
+        },
+        Err(e) => {
+            return Err(fail(
+                vec![
+                    Diagnostic::new(None, format!("cannot read the pipeline file: {e}"))
+                        .with_help("check the path; it is relative to the current directory"),
+                ],
+                "",
+            ));
+        }
+    };
+    let mut root = crate::yaml::parse(&source).map_err(|d| fail(vec![d], &source))?;
+    spec::apply_overrides(&mut root, sets).map_err(|d| fail(d, &source))?;
+    let (spec, spec_diags) = spec::parse(&root).map_err(|d| fail(d, &source))?;
+    let base_dir = file
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let cache_dir = match &spec.cache {
+        Some(c) => base_dir.join(c),
+        None => project_root(&base_dir).join("cache"),
+    };
+    check(spec, spec_diags, base_dir, cache_dir).map_err(|mut d| {
+        d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
+        fail(d, &source)
+    })
+}
+
+/// The project root: the nearest folder at or above `dir` holding `.git`, else `dir`.
+fn project_root(dir: &Path) -> PathBuf {
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    abs.ancestors()
+        .find(|a| a.join(".git").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.to_path_buf())
+}
+
+/// Links inputs, orders the stages and checks the pipeline as a whole.
+fn check(
+    spec: PipelineSpec,
+    mut diags: Vec<Diagnostic>,
+    base_dir: PathBuf,
+    cache_dir: PathBuf,
+) -> Result<Plan, Vec<Diagnostic>> {
+    // Stages that cannot be checked further: their own problems were already reported.
+    let mut broken = vec![false; spec.stages.len()];
+    let names: BTreeMap<&str, usize> = spec
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut inputs = vec![Vec::new(); spec.stages.len()];
+    for (i, s) in spec.stages.iter().enumerate() {
+        let want = s.params.input_count();
+        if s.inputs.len() != want {
+            let msg = if want == 0 {
+                format!("stage `{}` (kind `{}`) takes no input", s.name, s.params.kind())
+            } else {
+                format!(
+                    "stage `{}` (kind `{}`) takes exactly {want} input, found {}",
+                    s.name,
+                    s.params.kind(),
+                    s.inputs.len()
+                )
+            };
+            let span = s.inputs.first().map_or(s.span, |(_, sp)| *sp);
+            diags.push(Diagnostic::new(span, msg));
+            broken[i] = true;
+            continue;
+        }
+        for (name, span) in &s.inputs {
+            match names.get(name.as_str()) {
+                Some(&j) if j == i => {
+                    diags.push(Diagnostic::new(
+                        *span,
+                        format!("stage `{}` names itself as its input", s.name),
+                    ));
+                    broken[i] = true;
+                }
+                Some(&j) => inputs[i].push(j),
+                None if spec.declared.contains(name) => broken[i] = true,
+                None => {
+                    broken[i] = true;
+                    let mut d = Diagnostic::new(
+                        *span,
+                        format!(
+                            "stage `{}` takes input from `{name}`, but there is no such stage",
+                            s.name
+                        ),
+                    );
+                    d = match did_you_mean(name, names.keys().copied()) {
+                        Some(m) => d.with_help(format!("did you mean `{m}`?")),
+                        None => d.with_help(format!(
+                            "stages: {}",
+                            names.keys().copied().collect::<Vec<_>>().join(", ")
+                        )),
+                    };
+                    diags.push(d);
+                }
+            }
+        }
+    }
+    let order = match topo_order(&inputs) {
+        Ok(o) => o,
+        Err(cycle) => {
+            let path: Vec<&str> = cycle.iter().map(|&i| spec.stages[i].name.as_str()).collect();
+            let first = &spec.stages[cycle[0]];
+            diags.push(
+                Diagnostic::new(first.span, format!("the stages form a cycle: {}", path.join(" -> ")))
+                    .with_help("a stage cannot depend on its own output; change one `input` to break the cycle"),
+            );
+            return Err(diags);
+        }
+    };
+    // Flow checks in run order: where pixels and partitions exist.
+    let mut has_pixels = vec![false; spec.stages.len()];
+    let mut has_partition = vec![false; spec.stages.len()];
+    for &i in &order {
+        let s = &spec.stages[i];
+        if broken[i] || inputs[i].iter().any(|&j| broken[j]) {
+            broken[i] = true;
+            continue;
+        }
+        let (in_pixels, in_partition) = inputs[i]
+            .first()
+            .map_or((false, false), |&j| (has_pixels[j], has_partition[j]));
+        let (pixels, partition) = match &s.params {
+            Params::Ingest(_) => (false, false),
+            Params::Split(_) => {
+                if in_partition {
+                    diags.push(
+                        Diagnostic::new(
+                            s.span,
+                            format!("stage `{}` splits data that is already split upstream", s.name),
+                        )
+                        .with_help("keep one `split` stage per chain"),
+                    );
+                }
+                (in_pixels, true)
+            }
+            Params::Resize(_) => {
+                if in_pixels {
+                    diags.push(
+                        Diagnostic::new(
+                            s.span,
+                            format!(
+                                "stage `{}` resizes the source images, but its input already holds pixels",
+                                s.name
+                            ),
+                        )
+                        .with_help("take its input from the `ingest` stage (or a `split` right after it)"),
+                    );
+                }
+                (true, in_partition)
+            }
+            Params::MeanSubtract(_) | Params::Normalize(_) => {
+                if !in_pixels {
+                    diags.push(
+                        Diagnostic::new(
+                            s.span,
+                            format!(
+                                "stage `{}` (kind `{}`) needs pixels, but no `resize` stage is upstream of it",
+                                s.name,
+                                s.params.kind()
+                            ),
+                        )
+                        .with_help("add a `resize` stage before it; it decodes the images"),
+                    );
+                }
+                (true, in_partition)
+            }
+        };
+        if s.params.fits_statistics() && !in_partition {
+            diags.push(
+                Diagnostic::new(s.span, format!("stage `{}` fits statistics on the data, but no `split` stage is upstream of it", s.name))
+                    .with_help(
+                        "statistics fitted on all rows would include the val and test images, leaking them into the preprocessing of the \
+                         training data; add a `split` stage before it so statistics are computed on `train` rows only, or use constants",
+                    ),
+            );
+        }
+        has_pixels[i] = pixels;
+        has_partition[i] = partition;
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Plan {
+        spec,
+        base_dir,
+        cache_dir,
+        order,
+        inputs,
+    })
+}
+
+/// Orders stages so inputs come first (file order among equals); on a cycle, returns it.
+fn topo_order(inputs: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit(
+        i: usize,
+        inputs: &[Vec<usize>],
+        marks: &mut [Mark],
+        stack: &mut Vec<usize>,
+        out: &mut Vec<usize>,
+    ) -> Result<(), Vec<usize>> {
+        match marks[i] {
+            Mark::Done => return Ok(()),
+            Mark::Active => {
+                let start = stack.iter().position(|&s| s == i).unwrap_or(0);
+                let mut cycle: Vec<usize> = stack[start..].to_vec();
+                cycle.reverse();
+                cycle.push(cycle[0]);
+                return Err(cycle);
+            }
+            Mark::New => {}
+        }
+        marks[i] = Mark::Active;
+        stack.push(i);
+        for &j in &inputs[i] {
+            visit(j, inputs, marks, stack, out)?;
+        }
+        stack.pop();
+        marks[i] = Mark::Done;
+        out.push(i);
+        Ok(())
+    }
+    let mut marks = vec![Mark::New; inputs.len()];
+    let mut out = Vec::new();
+    for i in 0..inputs.len() {
+        visit(i, inputs, &mut marks, &mut Vec::new(), &mut out)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_inputs_first_and_names_cycles() {
+        let inputs = vec![vec![], vec![0], vec![1]];
+        assert_eq!(topo_order(&inputs).unwrap(), vec![0, 1, 2]);
+        let cyclic = vec![vec![2], vec![0], vec![1]];
+        let cycle = topo_order(&cyclic).unwrap_err();
+        assert_eq!(cycle.first(), cycle.last());
+        assert_eq!(cycle.len(), 4);
+    }
+}

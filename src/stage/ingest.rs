@@ -1,0 +1,373 @@
+//! `ingest`: find the labelled images of a folder and hash them.
+//!
+//! Labels come from the file-name prefix (`cat.12.jpg` → `cat`, the part before the first
+//! dot), from the first sub-folder (`cat/12.jpg` → `cat`) or from a CSV of `path,label`
+//! (paths relative to the image folder, an optional `path,label` header). Classes are the
+//! explicit `classes` list, or the sorted label names found. The artifact holds one row per
+//! image (`id`, `path`, `label`, `class`) and no pixels: later stages read the files and check
+//! each against its `id` (the SHA-256 of its bytes, as `sha256sum` prints it), so a file
+//! changed after ingest is detected, never silently used.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+
+use super::{Kind, Output, RunCtx};
+use crate::cache::{FileStat, StatCache};
+use crate::dataset::{Meta, Rows};
+use crate::diag::Diagnostic;
+use crate::fingerprint::sha256_hex;
+use crate::spec::{Fields, get_choice, get_str};
+
+/// Deepest folder nesting searched for images.
+const MAX_DEPTH: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabelSource {
+    Prefix,
+    Folder,
+    Csv,
+}
+
+impl LabelSource {
+    fn name(self) -> &'static str {
+        match self {
+            LabelSource::Prefix => "prefix",
+            LabelSource::Folder => "folder",
+            LabelSource::Csv => "csv",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    /// The image folder, relative to the pipeline file.
+    pub path: String,
+    pub labels: LabelSource,
+    /// The label file for `labels: csv`, relative to the pipeline file.
+    pub csv: Option<String>,
+    pub classes: Option<Vec<String>>,
+    pub extensions: Vec<String>,
+}
+
+impl Kind for Ingest {
+    const KIND: &'static str = "ingest";
+    const VERSION: u32 = 1;
+    const PARAMS: &'static [&'static str] = &["path", "labels", "csv", "classes", "extensions"];
+
+    fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
+        let path = f
+            .require("path", "add `path: <folder of images>` (relative to this file)", diags)
+            .and_then(|n| get_str(n, "path", diags));
+        let labels = match f.get("labels") {
+            Some(n) => get_choice(
+                n,
+                "labels",
+                &[
+                    ("prefix", LabelSource::Prefix),
+                    ("folder", LabelSource::Folder),
+                    ("csv", LabelSource::Csv),
+                ],
+                diags,
+            ),
+            None => Some(LabelSource::Prefix),
+        };
+        let csv_node = f.get("csv");
+        let csv = csv_node.and_then(|n| get_str(n, "csv", diags));
+        if labels == Some(LabelSource::Csv) && csv_node.is_none() {
+            diags.push(
+                Diagnostic::new(f.span, format!("{} has `labels: csv` but no `csv` file", f.what))
+                    .with_help("add `csv: labels.csv` (a file of `path,label` lines)"),
+            );
+        }
+        if let (Some(n), Some(l)) = (csv_node, labels)
+            && l != LabelSource::Csv
+        {
+            diags.push(
+                Diagnostic::new(
+                    n.span,
+                    format!("`csv` is only used with `labels: csv`, not `labels: {}`", l.name()),
+                )
+                .with_help("add `labels: csv` or remove `csv`"),
+            );
+        }
+        let classes = f.get("classes").and_then(|n| string_list(n, "classes", diags));
+        if let (Some(c), Some(n)) = (&classes, f.get("classes")) {
+            let unique: BTreeSet<_> = c.iter().collect();
+            if unique.len() != c.len() || c.is_empty() {
+                diags.push(Diagnostic::new(n.span, "`classes` must list distinct class names"));
+            }
+        }
+        let extensions = match f.get("extensions") {
+            Some(n) => string_list(n, "extensions", diags).map(|v| {
+                v.into_iter()
+                    .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                    .collect()
+            }),
+            None => Some(vec!["jpg".into(), "jpeg".into(), "png".into()]),
+        };
+        Some(Ingest {
+            path: path?,
+            labels: labels?,
+            csv,
+            classes,
+            extensions: extensions?,
+        })
+    }
+
+    /// The folder and CSV locations are not hashed: the files' content and labels are.
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "labels": self.labels.name(),
+            "classes": self.classes,
+            "extensions": self.extensions,
+        })
+    }
+}
+
+fn string_list(node: &crate::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<String>> {
+    match node.as_seq() {
+        Some(items) => items.iter().map(|i| get_str(i, field, diags)).collect(),
+        None => {
+            diags.push(Diagnostic::new(
+                node.span,
+                format!("`{field}` must be a list of strings, found {}", node.describe()),
+            ));
+            None
+        }
+    }
+}
+
+/// One image found by a scan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileEntry {
+    /// Relative to the image folder, `/`-separated.
+    pub path: String,
+    pub sha256: String,
+    pub class: String,
+}
+
+/// The result of scanning the image folder: what `ingest`'s fingerprint covers.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    pub root: PathBuf,
+    pub files: Vec<FileEntry>,
+    pub classes: Vec<String>,
+    /// SHA-256 over the sorted (path, sha256, label) lines.
+    pub content: String,
+}
+
+impl Ingest {
+    /// Lists, labels and hashes the images (re-hashing only files whose stat changed).
+    pub fn scan(&self, base: &Path, stat_cache: &mut StatCache) -> Result<Scan> {
+        let root = base.join(&self.path);
+        if !root.is_dir() {
+            bail!(
+                "ingest folder {} does not exist or is not a folder (`path: {}` is relative to the pipeline file)",
+                root.display(),
+                self.path
+            );
+        }
+        let labelled: Vec<(String, String)> = match self.labels {
+            LabelSource::Csv => {
+                let csv_path = base.join(self.csv.as_deref().unwrap_or_default());
+                read_csv(&csv_path, &root)?
+            }
+            mode => {
+                let mut files = Vec::new();
+                walk(&root, "", 0, &self.extensions, &mut files)?;
+                let mut out = Vec::new();
+                for rel in files {
+                    let label = match mode {
+                        LabelSource::Folder => match rel.split_once('/') {
+                            Some((dir, _)) => dir.to_string(),
+                            None => bail!(
+                                "{rel} is directly in {}; with `labels: folder` every image must be in a sub-folder named after its class",
+                                root.display()
+                            ),
+                        },
+                        _ => {
+                            let name = rel.rsplit('/').next().unwrap_or(&rel);
+                            name.split('.').next().unwrap_or(name).to_string()
+                        }
+                    };
+                    out.push((rel, label));
+                }
+                out
+            }
+        };
+        if labelled.is_empty() {
+            bail!(
+                "no images found in {} (looked for files ending in .{})",
+                root.display(),
+                self.extensions.join(", .")
+            );
+        }
+        let classes = match &self.classes {
+            Some(c) => {
+                let known: BTreeSet<&String> = c.iter().collect();
+                let unknown: BTreeMap<&str, &str> = labelled
+                    .iter()
+                    .filter(|(_, l)| !known.contains(l))
+                    .map(|(p, l)| (l.as_str(), p.as_str()))
+                    .collect();
+                if !unknown.is_empty() {
+                    let list: Vec<String> = unknown.iter().map(|(l, p)| format!("`{l}` (e.g. {p})")).collect();
+                    bail!(
+                        "labels not in `classes`: {}; add them to `classes` or remove those files",
+                        list.join(", ")
+                    );
+                }
+                c.clone()
+            }
+            None => labelled
+                .iter()
+                .map(|(_, l)| l.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let stats: Vec<(String, FileStat)> = labelled
+            .iter()
+            .map(|(rel, _)| {
+                let full = root.join(rel);
+                let meta = fs::metadata(&full).with_context(|| format!("cannot read {}", full.display()))?;
+                Ok((full.to_string_lossy().into_owned(), FileStat::of(&meta)))
+            })
+            .collect::<Result<_>>()?;
+        let hashes: Vec<String> = stats
+            .par_iter()
+            .map(|(full, stat)| match stat_cache.get(full, *stat) {
+                Some(h) => Ok(h.to_string()),
+                None => {
+                    let bytes = fs::read(full).with_context(|| format!("cannot read {full}"))?;
+                    Ok(sha256_hex(&bytes))
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut files = Vec::with_capacity(labelled.len());
+        let mut listing = String::new();
+        for (((rel, class), (full, stat)), sha) in labelled.into_iter().zip(stats).zip(hashes) {
+            stat_cache.put(full, stat, sha.clone());
+            let label = classes.iter().position(|c| *c == class).unwrap_or(0);
+            listing.push_str(&format!("{rel}\t{sha}\t{label}\n"));
+            files.push(FileEntry {
+                path: rel,
+                sha256: sha,
+                class,
+            });
+        }
+        Ok(Scan {
+            root,
+            files,
+            classes,
+            content: sha256_hex(listing.as_bytes()),
+        })
+    }
+
+    pub fn run(&self, scan: &Scan, ctx: &RunCtx<'_>) -> Result<Output> {
+        let empty = Meta {
+            classes: scan.classes.clone(),
+            has_partition: false,
+            pixels: None,
+            lineage: Vec::new(),
+        };
+        let mut writer = ctx.writer(&empty, None, false, &serde_json::Value::Null)?;
+        let mut per_class: BTreeMap<&str, u64> = BTreeMap::new();
+        for chunk in scan.files.chunks(empty.rows_per_batch()) {
+            let mut rows = Rows::default();
+            for f in chunk {
+                rows.id.push(f.sha256.clone());
+                rows.path.push(f.path.clone());
+                rows.label
+                    .push(scan.classes.iter().position(|c| *c == f.class).unwrap_or(0) as i32);
+                rows.class.push(f.class.clone());
+                *per_class.entry(&f.class).or_default() += 1;
+            }
+            writer.write(&rows, None)?;
+            ctx.progress.inc(chunk.len() as u64);
+        }
+        Ok(Output {
+            written: writer.finish()?,
+            fitted: serde_json::Value::Null,
+            summary: serde_json::json!({ "classes": per_class }),
+        })
+    }
+}
+
+/// Collects image files under `dir` (relative paths, sorted), skipping hidden entries and
+/// not following symlinked folders.
+fn walk(dir: &Path, prefix: &str, depth: usize, exts: &[String], out: &mut Vec<String>) -> Result<()> {
+    if depth > MAX_DEPTH {
+        bail!("{} is nested more than {MAX_DEPTH} folders deep", dir.display());
+    }
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            walk(&e.path(), &rel, depth + 1, exts, out)?;
+        } else {
+            let ext = name.rsplit_once('.').map(|(_, x)| x.to_ascii_lowercase());
+            if ext.is_some_and(|x| exts.contains(&x)) {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `path,label` lines (an optional header line `path,label` is skipped).
+fn read_csv(csv_path: &Path, root: &Path) -> Result<Vec<(String, String)>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .trim(csv::Trim::All)
+        .from_path(csv_path)
+        .with_context(|| format!("cannot read label file {}", csv_path.display()))?;
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, rec) in reader.records().enumerate() {
+        let rec = rec.with_context(|| format!("{}: line {}", csv_path.display(), i + 1))?;
+        if rec.len() != 2 {
+            bail!(
+                "{}:{}: expected `path,label`, found {} fields",
+                csv_path.display(),
+                i + 1,
+                rec.len()
+            );
+        }
+        if i == 0 && &rec[0] == "path" && &rec[1] == "label" {
+            continue;
+        }
+        let rel = rec[0].trim_start_matches("./").to_string();
+        if !root.join(&rel).is_file() {
+            bail!(
+                "{}:{}: image `{rel}` not found in {}",
+                csv_path.display(),
+                i + 1,
+                root.display()
+            );
+        }
+        if !seen.insert(rel.clone()) {
+            bail!("{}:{}: image `{rel}` is listed twice", csv_path.display(), i + 1);
+        }
+        out.push((rel, rec[1].to_string()));
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,249 @@
+//! The closed set of stage kinds, one file each, behind one small trait.
+//!
+//! Each kind knows how to read its params from the pipeline file ([`Kind::parse`]), how to
+//! write them canonically for its fingerprint ([`Kind::to_json`]), its version (bumped when
+//! its output for the same input would change) and how to run. [`Params`] is the enum the
+//! plan and the executor `match` on.
+
+pub mod ingest;
+pub mod mean_subtract;
+pub mod normalize;
+pub mod resize;
+pub mod split;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::dataset::{ArtifactWriter, Dtype, LineageEntry, Meta, Written};
+use crate::diag::Diagnostic;
+use crate::spec::Fields;
+
+/// Every stage kind this version runs, in pipeline order.
+pub const KINDS: &[&str] = &["ingest", "split", "resize", "mean_subtract", "normalize"];
+
+/// What every stage kind provides.
+pub trait Kind: Sized {
+    const KIND: &'static str;
+    /// Bumped whenever the output for the same input and params would change.
+    const VERSION: u32;
+    const PARAMS: &'static [&'static str];
+    /// Reads and checks the params of one stage; reports every problem into `diags`.
+    fn parse(fields: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self>;
+    /// All params, defaults filled in, as they enter the fingerprint.
+    fn to_json(&self) -> serde_json::Value;
+    /// Whether the stage computes statistics from the data (which must then come from
+    /// `train` rows only).
+    fn fits_statistics(&self) -> bool {
+        false
+    }
+}
+
+/// The typed params of one stage.
+#[derive(Clone, Debug)]
+pub enum Params {
+    Ingest(ingest::Ingest),
+    Split(split::Split),
+    Resize(resize::Resize),
+    MeanSubtract(mean_subtract::MeanSubtract),
+    Normalize(normalize::Normalize),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $p:ident => $e:expr) => {
+        match $self {
+            Params::Ingest($p) => $e,
+            Params::Split($p) => $e,
+            Params::Resize($p) => $e,
+            Params::MeanSubtract($p) => $e,
+            Params::Normalize($p) => $e,
+        }
+    };
+}
+
+fn kind_of<K: Kind>(_: &K) -> &'static str {
+    K::KIND
+}
+fn version_of<K: Kind>(_: &K) -> u32 {
+    K::VERSION
+}
+
+impl Params {
+    pub fn kind(&self) -> &'static str {
+        dispatch!(self, p => kind_of(p))
+    }
+    pub fn version(&self) -> u32 {
+        dispatch!(self, p => version_of(p))
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        dispatch!(self, p => p.to_json())
+    }
+    pub fn fits_statistics(&self) -> bool {
+        dispatch!(self, p => p.fits_statistics())
+    }
+    /// How many inputs the kind takes.
+    pub fn input_count(&self) -> usize {
+        match self {
+            Params::Ingest(_) => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// Reads the params of a stage of `kind` (which must be one of [`KINDS`]).
+pub fn parse_params(kind: &str, fields: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Params> {
+    match kind {
+        ingest::Ingest::KIND => ingest::Ingest::parse(fields, diags).map(Params::Ingest),
+        split::Split::KIND => split::Split::parse(fields, diags).map(Params::Split),
+        resize::Resize::KIND => resize::Resize::parse(fields, diags).map(Params::Resize),
+        mean_subtract::MeanSubtract::KIND => {
+            mean_subtract::MeanSubtract::parse(fields, diags).map(Params::MeanSubtract)
+        }
+        normalize::Normalize::KIND => normalize::Normalize::parse(fields, diags).map(Params::Normalize),
+        _ => None,
+    }
+}
+
+/// The params a kind accepts, for "unknown param" suggestions.
+pub fn param_names(kind: &str) -> &'static [&'static str] {
+    match kind {
+        ingest::Ingest::KIND => ingest::Ingest::PARAMS,
+        split::Split::KIND => split::Split::PARAMS,
+        resize::Resize::KIND => resize::Resize::PARAMS,
+        mean_subtract::MeanSubtract::KIND => mean_subtract::MeanSubtract::PARAMS,
+        normalize::Normalize::KIND => normalize::Normalize::PARAMS,
+        _ => &[],
+    }
+}
+
+/// Everything a stage needs to run: where its input is, where to write, its lineage entry.
+pub struct RunCtx<'a> {
+    /// The input artifact's data file (none for `ingest`).
+    pub input: Option<PathBuf>,
+    /// The folder the images live in (from the upstream `ingest`).
+    pub images_root: Option<PathBuf>,
+    pub seed: u64,
+    /// This stage's lineage entry (its `fitted` is filled in by [`RunCtx::writer`]).
+    pub entry: LineageEntry,
+    pub out_path: PathBuf,
+    pub progress: &'a indicatif::ProgressBar,
+}
+
+/// What a stage produced besides its data file.
+pub struct Output {
+    pub written: Written,
+    pub fitted: serde_json::Value,
+    pub summary: serde_json::Value,
+}
+
+impl RunCtx<'_> {
+    /// Creates the output artifact: the input's metadata with this stage's changes, and the
+    /// lineage extended by this stage (with its fitted params).
+    pub fn writer(
+        &self,
+        input: &Meta,
+        pixels: Option<([usize; 3], Dtype)>,
+        has_partition: bool,
+        fitted: &serde_json::Value,
+    ) -> Result<ArtifactWriter> {
+        let mut lineage = input.lineage.clone();
+        let mut entry = self.entry.clone();
+        entry.fitted = fitted.clone();
+        lineage.push(entry);
+        let meta = Meta {
+            classes: input.classes.clone(),
+            has_partition,
+            pixels,
+            lineage,
+        };
+        ArtifactWriter::create(&self.out_path, meta)
+    }
+
+    pub fn input_path(&self) -> Result<&Path> {
+        self.input
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("stage `{}` has no input artifact", self.entry.stage))
+    }
+}
+
+/// Per-channel statistics of the input's `train` rows: the only rows statistics may be
+/// fitted on, so that nothing about `val` or `test` leaks into the preprocessing.
+pub(crate) fn fit_train_stats(ctx: &RunCtx<'_>) -> Result<crate::kernel::pixel::ChannelStats> {
+    use crate::dataset::{self, Rows};
+    let input = ctx.input_path()?;
+    let (meta, reader) = dataset::open(input)?;
+    let Some((shape, dtype)) = meta.pixels else {
+        anyhow::bail!(
+            "stage `{}` needs pixels; its input has none (add a `resize` stage before it)",
+            ctx.entry.stage
+        );
+    };
+    if !meta.has_partition {
+        anyhow::bail!(
+            "stage `{}` fits statistics but its input has no partition column; add a `split` stage upstream",
+            ctx.entry.stage
+        );
+    }
+    let row_len = shape[0] * shape[1] * shape[2];
+    let mut stats = crate::kernel::pixel::ChannelStats::new(shape[2]);
+    for batch in reader {
+        let batch = batch?;
+        let rows = Rows::from_batch(&batch)?;
+        let values = dataset::pixels_as_f32(&batch, dtype)?;
+        let parts = rows.partition.as_deref().unwrap_or_default();
+        for (row, part) in values.chunks_exact(row_len).zip(parts) {
+            if part == "train" {
+                stats.add(row);
+            }
+        }
+    }
+    if stats.count == 0 {
+        anyhow::bail!(
+            "stage `{}` fits statistics on `train` rows, but the input has none; check the `split` fractions",
+            ctx.entry.stage
+        );
+    }
+    Ok(stats)
+}
+
+/// Runs an element-wise stage: every row's pixels, widened to `f32`, go through `f`; the
+/// output is `f32` with the same rows, shape and partition. Rows are processed in parallel
+/// within each bounded batch; output order equals input order.
+pub(crate) fn map_pixels_f32(
+    ctx: &RunCtx<'_>,
+    fitted: serde_json::Value,
+    f: impl Fn(&mut [f32]) + Sync,
+) -> Result<Output> {
+    use crate::dataset::{self, PixelValues, Rows};
+    use rayon::prelude::*;
+    let input = ctx.input_path()?;
+    let (meta, reader) = dataset::open(input)?;
+    let Some((shape, dtype)) = meta.pixels else {
+        anyhow::bail!(
+            "stage `{}` needs pixels; its input has none (add a `resize` stage before it)",
+            ctx.entry.stage
+        );
+    };
+    let row_len = shape[0] * shape[1] * shape[2];
+    let mut writer = ctx.writer(&meta, Some((shape, Dtype::Float32)), meta.has_partition, &fitted)?;
+    let out_rows = writer.meta.rows_per_batch();
+    for batch in reader {
+        let batch = batch?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let len = out_rows.min(batch.num_rows() - start);
+            let part = batch.slice(start, len);
+            let rows = Rows::from_batch(&part)?;
+            let mut values = dataset::pixels_as_f32(&part, dtype)?.into_owned();
+            values.par_chunks_mut(row_len).for_each(&f);
+            writer.write(&rows, Some(PixelValues::F32(values)))?;
+            ctx.progress.inc(len as u64);
+            start += len;
+        }
+    }
+    Ok(Output {
+        written: writer.finish()?,
+        fitted,
+        summary: serde_json::Value::Null,
+    })
+}

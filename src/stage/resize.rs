@@ -1,0 +1,190 @@
+//! `resize`: decode every image and bring it to one size; output `u8` RGB, HWC.
+//!
+//! Reads the source files of its input's rows (relative to the ingest folder), checks each
+//! file's SHA-256 against its row `id` (a file changed since ingest is an error, never used
+//! silently), decodes it (EXIF orientation applied, grayscale replicated to RGB, alpha
+//! dropped: see [`crate::decode`]) and resizes it with [`crate::kernel::resize`]. Images are
+//! processed in parallel within bounded batches; the output keeps the input's row order.
+//! Every unreadable file is reported, not just the first.
+
+use std::fs;
+
+use anyhow::{Result, bail};
+use rayon::prelude::*;
+
+use super::{Kind, Output, RunCtx};
+use crate::dataset::{self, Dtype, PixelValues, Rows};
+use crate::decode::{DecodeLimits, decode_rgb8};
+use crate::diag::Diagnostic;
+use crate::fingerprint::sha256_hex;
+use crate::kernel::resize::{Filter, Mode, resize_rgb8};
+use crate::spec::{Fields, get_choice, get_f64_list, get_u64};
+
+/// Largest side accepted for `size`.
+const MAX_SIDE: u64 = 8192;
+
+#[derive(Clone, Debug)]
+pub struct Resize {
+    /// `[height, width]`.
+    pub size: [u32; 2],
+    pub filter: Filter,
+    pub mode: Mode,
+    pub fill: [u8; 3],
+}
+
+const FILTERS: &[(&str, Filter)] = &[
+    ("nearest", Filter::Nearest),
+    ("bilinear", Filter::Bilinear),
+    ("bicubic", Filter::Bicubic),
+    ("lanczos3", Filter::Lanczos3),
+];
+const MODES: &[(&str, Mode)] = &[("stretch", Mode::Stretch), ("crop", Mode::Crop), ("pad", Mode::Pad)];
+
+fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], v: T) -> &'static str {
+    table.iter().find(|(_, x)| *x == v).map_or("?", |(n, _)| n)
+}
+
+impl Kind for Resize {
+    const KIND: &'static str = "resize";
+    const VERSION: u32 = 1;
+    const PARAMS: &'static [&'static str] = &["size", "filter", "mode", "fill"];
+
+    fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
+        let size = f
+            .require("size", "add `size: [32, 32]` (height, width)", diags)
+            .and_then(|n| {
+                let Some(items) = n.as_seq().filter(|s| s.len() == 2) else {
+                    diags.push(
+                        Diagnostic::new(
+                            n.span,
+                            format!("`size` must be `[height, width]`, found {}", n.describe()),
+                        )
+                        .with_help("e.g. `size: [224, 224]`"),
+                    );
+                    return None;
+                };
+                let h = get_u64(&items[0], "size", (1, MAX_SIDE), diags);
+                let w = get_u64(&items[1], "size", (1, MAX_SIDE), diags);
+                Some([h? as u32, w? as u32])
+            });
+        let filter = match f.get("filter") {
+            Some(n) => get_choice(n, "filter", FILTERS, diags),
+            None => Some(Filter::Bilinear),
+        };
+        let mode = match f.get("mode") {
+            Some(n) => get_choice(n, "mode", MODES, diags),
+            None => Some(Mode::Stretch),
+        };
+        let fill_node = f.get("fill");
+        let fill = match fill_node {
+            Some(n) => get_f64_list::<3>(n, "fill", (0.0, 255.0), diags).map(|v| v.map(|x| x.round() as u8)),
+            None => Some([0, 0, 0]),
+        };
+        if let (Some(n), Some(m)) = (fill_node, mode)
+            && m != Mode::Pad
+        {
+            diags.push(
+                Diagnostic::new(n.span, "`fill` is only used with `mode: pad`")
+                    .with_help("add `mode: pad` or remove `fill`"),
+            );
+        }
+        Some(Resize {
+            size: size?,
+            filter: filter?,
+            mode: mode?,
+            fill: fill?,
+        })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "size": self.size,
+            "filter": name_of(FILTERS, self.filter),
+            "mode": name_of(MODES, self.mode),
+        });
+        if self.mode == Mode::Pad {
+            v["fill"] = serde_json::json!(self.fill);
+        }
+        v
+    }
+}
+
+impl Resize {
+    pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
+        let input = ctx.input_path()?;
+        let Some(root) = ctx.images_root.as_deref() else {
+            bail!(
+                "stage `{}` cannot find its images: no `ingest` upstream",
+                ctx.entry.stage
+            );
+        };
+        let (meta, reader) = dataset::open(input)?;
+        if meta.pixels.is_some() {
+            bail!(
+                "stage `{}` reads the source images, but its input already holds pixels; put `resize` directly after `ingest` or `split`",
+                ctx.entry.stage
+            );
+        }
+        let [h, w] = self.size;
+        let shape = [h as usize, w as usize, 3];
+        let mut writer = ctx.writer(
+            &meta,
+            Some((shape, Dtype::Uint8)),
+            meta.has_partition,
+            &serde_json::Value::Null,
+        )?;
+        let batch_rows = writer.meta.rows_per_batch();
+        let limits = DecodeLimits::default();
+        let mut failures: Vec<String> = Vec::new();
+        for batch in reader {
+            let batch = batch?;
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let len = batch_rows.min(batch.num_rows() - start);
+                let rows = Rows::from_batch(&batch.slice(start, len))?;
+                let results: Vec<Result<Vec<u8>, String>> = rows
+                    .path
+                    .par_iter()
+                    .zip(&rows.id)
+                    .map(|(rel, id)| {
+                        let file = root.join(rel);
+                        let bytes = fs::read(&file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+                        if sha256_hex(&bytes) != *id {
+                            return Err(format!(
+                                "{}: changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to re-ingest",
+                                file.display()
+                            ));
+                        }
+                        let img = decode_rgb8(&bytes, &limits).map_err(|e| format!("{}: {e}", file.display()))?;
+                        resize_rgb8(&img.pixels, img.width, img.height, w, h, self.filter, self.mode, self.fill)
+                            .map_err(|e| format!("{}: {e}", file.display()))
+                    })
+                    .collect();
+                let mut pixels = Vec::with_capacity(len * shape.iter().product::<usize>());
+                for r in results {
+                    match r {
+                        Ok(p) => pixels.extend_from_slice(&p),
+                        Err(e) => failures.push(e),
+                    }
+                }
+                if failures.is_empty() {
+                    writer.write(&rows, Some(PixelValues::U8(pixels)))?;
+                }
+                ctx.progress.inc(len as u64);
+                start += len;
+            }
+        }
+        if !failures.is_empty() {
+            bail!(
+                "{} image(s) could not be used:\n  {}",
+                failures.len(),
+                failures.join("\n  ")
+            );
+        }
+        Ok(Output {
+            written: writer.finish()?,
+            fitted: serde_json::Value::Null,
+            summary: serde_json::Value::Null,
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! `split`: assign every row to `train`, `val` or `test`.
+//!
+//! A row's partition depends only on its content id and the seed: a uniform number is drawn
+//! from SHA-256(`seed:id`) and compared with the cumulative fractions. Adding or removing
+//! other images therefore never moves an image, and byte-identical duplicates always land in
+//! the same partition. Because each class is split by the same independent draw, the split
+//! is stratified by label in expectation (each class gets the requested fractions up to
+//! sampling noise); the exact counts per class and partition are recorded and printed.
+//! The partition is a column: all rows keep flowing through the same later stages.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use super::{Kind, Output, RunCtx};
+use crate::dataset::{self, Rows};
+use crate::diag::Diagnostic;
+use crate::spec::{Fields, get_f64, get_u64};
+
+pub const PARTITIONS: [&str; 3] = ["train", "val", "test"];
+
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub fractions: [f64; 3],
+    /// Overrides the pipeline's `seed` for this split.
+    pub seed: Option<u64>,
+}
+
+impl Kind for Split {
+    const KIND: &'static str = "split";
+    const VERSION: u32 = 1;
+    const PARAMS: &'static [&'static str] = &["train", "val", "test", "seed"];
+
+    fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
+        let mut fractions = [0.0; 3];
+        let mut ok = true;
+        let mut given = 0;
+        for (slot, name) in fractions.iter_mut().zip(PARTITIONS) {
+            if let Some(n) = f.get(name) {
+                given += 1;
+                match get_f64(n, name, (0.0, 1.0), diags) {
+                    Some(v) => *slot = v,
+                    None => ok = false,
+                }
+            }
+        }
+        if given == 0 {
+            diags.push(
+                Diagnostic::new(f.span, format!("{} gives no fractions", f.what))
+                    .with_help("add e.g. `train: 0.7`, `val: 0.15`, `test: 0.15`"),
+            );
+            return None;
+        }
+        let sum: f64 = fractions.iter().sum();
+        if ok && (sum - 1.0).abs() > 1e-6 {
+            diags.push(
+                Diagnostic::new(f.span, format!("the fractions of {} add up to {sum}, not 1", f.what))
+                    .with_help("make `train + val + test` equal 1"),
+            );
+            ok = false;
+        }
+        if ok && fractions[0] == 0.0 {
+            diags.push(Diagnostic::new(f.span, format!("{} puts no rows in `train`", f.what)));
+            ok = false;
+        }
+        let seed = f
+            .get("seed")
+            .and_then(|n| get_u64(n, "seed", (0, u64::MAX >> 1), diags));
+        ok.then_some(Split { fractions, seed })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "train": self.fractions[0],
+            "val": self.fractions[1],
+            "test": self.fractions[2],
+            "seed": self.seed,
+        })
+    }
+}
+
+/// The partition of one image: a pure function of its content id and the seed.
+pub fn partition_of(id: &str, seed: u64, fractions: [f64; 3]) -> &'static str {
+    let digest = crate::fingerprint::sha256_hex(format!("{seed}:{id}").as_bytes());
+    let draw = u64::from_str_radix(&digest[..16], 16).unwrap_or(0) as f64 / 2f64.powi(64);
+    if draw < fractions[0] {
+        "train"
+    } else if draw < fractions[0] + fractions[1] {
+        "val"
+    } else {
+        "test"
+    }
+}
+
+impl Split {
+    pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
+        let seed = self.seed.unwrap_or(ctx.seed);
+        let input = ctx.input_path()?;
+        let (meta, reader) = dataset::open(input)?;
+        let mut writer = ctx.writer(&meta, meta.pixels, true, &serde_json::Value::Null)?;
+        let mut counts: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+        for batch in reader {
+            let batch = batch?;
+            let mut rows = Rows::from_batch(&batch)?;
+            let parts: Vec<String> = rows
+                .id
+                .iter()
+                .map(|id| partition_of(id, seed, self.fractions).to_string())
+                .collect();
+            for (p, class) in parts.iter().zip(&rows.class) {
+                let p = PARTITIONS.iter().find(|x| **x == p).copied().unwrap_or("test");
+                *counts.entry(p).or_default().entry(class.clone()).or_default() += 1;
+            }
+            rows.partition = Some(parts);
+            let pixels = match meta.pixels {
+                Some((_, dataset::Dtype::Uint8)) => {
+                    Some(dataset::PixelValues::U8(dataset::pixels_u8(&batch)?.to_vec()))
+                }
+                Some((_, dataset::Dtype::Float32)) => {
+                    Some(dataset::PixelValues::F32(dataset::pixels_f32(&batch)?.to_vec()))
+                }
+                None => None,
+            };
+            writer.write(&rows, pixels)?;
+            ctx.progress.inc(rows.len() as u64);
+        }
+        Ok(Output {
+            written: writer.finish()?,
+            fitted: serde_json::Value::Null,
+            summary: serde_json::json!({ "partitions": counts }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_depends_on_id_and_seed_only() {
+        let f = [0.7, 0.15, 0.15];
+        let ids: Vec<String> = (0..2000)
+            .map(|i| crate::fingerprint::sha256_hex(&[i as u8, (i >> 8) as u8]))
+            .collect();
+        let parts: Vec<&str> = ids.iter().map(|id| partition_of(id, 7, f)).collect();
+        let train = parts.iter().filter(|p| **p == "train").count();
+        assert!((1300..1500).contains(&train), "train share {train}/2000");
+        assert_eq!(parts[5], partition_of(&ids[5], 7, f));
+        let other_seed: Vec<&str> = ids.iter().map(|id| partition_of(id, 8, f)).collect();
+        assert_ne!(parts, other_seed);
+    }
+}

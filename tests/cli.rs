@@ -1,0 +1,283 @@
+//! The binary as a user runs it: caching, staleness and its reasons, errors in the YAML.
+
+mod common;
+
+use common::{BASIC, Project};
+
+#[test]
+fn second_run_recomputes_nothing() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 6).pipeline(BASIC);
+    let first = p.run(&["run", "pipeline.yaml"]).ok();
+    for stage in ["ingest", "split", "resize", "mean_subtract", "normalize"] {
+        assert!(first.ran(stage), "{}", first.stdout);
+    }
+    let records_before = records(&p);
+    let second = p.run(&["run", "pipeline.yaml"]).ok();
+    for stage in ["ingest", "split", "resize", "mean_subtract", "normalize"] {
+        assert!(second.cached(stage), "{}", second.stdout);
+        assert!(second.line(stage).ends_with("12 rows"), "{}", second.line(stage));
+    }
+    assert_eq!(records(&p), records_before, "a warm run must not rewrite any artifact");
+    let status = p.run(&["status", "pipeline.yaml"]).ok();
+    assert_eq!(status.stdout.matches("fresh").count(), 5, "{}", status.stdout);
+}
+
+/// Every artifact record in the cache, with its content.
+fn records(p: &Project) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(p.path("cache/artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|path| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&path).unwrap_or_default(),
+            )
+        })
+        .filter(|(n, _)| n.ends_with(".json"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn changing_resize_size_restales_resize_and_downstream_only() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 5).pipeline(BASIC);
+    p.run(&["run", "pipeline.yaml"]).ok();
+    p.pipeline(&BASIC.replace("size: [8, 8]", "size: [12, 10]"));
+    let status = p.run(&["status", "pipeline.yaml"]).ok();
+    assert!(status.line("ingest").contains("fresh"));
+    assert!(status.line("split").contains("fresh"));
+    assert!(
+        status
+            .line("resize")
+            .contains("stale  param size changed [8, 8] -> [12, 10]"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.line("mean_subtract").contains("stale  input resize changed"));
+    assert!(status.line("normalize").contains("stale  input mean_subtract changed"));
+    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(run.cached("ingest") && run.cached("split"), "{}", run.stdout);
+    assert!(run.ran("resize") && run.ran("mean_subtract") && run.ran("normalize"));
+    assert!(run.line("resize").contains("param size changed [8, 8] -> [12, 10]"));
+}
+
+#[test]
+fn set_override_enters_the_fingerprint_like_a_param() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 4).pipeline(BASIC);
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let run = p.run(&["run", "pipeline.yaml", "--set", "resize.size=[16,16]"]).ok();
+    assert!(run.cached("split") && run.ran("resize"), "{}", run.stdout);
+    assert!(run.line("resize").contains("param size changed [8, 8] -> [16, 16]"));
+    // Back to the file's value: the first artifact is still cached.
+    let back = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(back.cached("resize"), "{}", back.stdout);
+    let bad = p.run(&["run", "pipeline.yaml", "--set", "resise.size=[16,16]"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("there is no stage `resise`") && bad.stderr.contains("did you mean `resize`?"));
+}
+
+#[test]
+fn adding_changing_and_removing_images_restales_ingest_with_counts() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 5).pipeline(BASIC);
+    p.run(&["run", "pipeline.yaml"]).ok();
+    p.image("images/cat.100.png", 20, 20, 9001);
+    p.image("images/dog.100.png", 20, 20, 9002);
+    p.image("images/dog.101.png", 20, 20, 9003);
+    p.image("images/cat.0.png", 21, 21, 9004);
+    std::fs::remove_file(p.path("images/dog.4.png")).unwrap();
+    let status = p.run(&["status", "pipeline.yaml"]).ok();
+    assert_eq!(
+        status.line("ingest"),
+        "ingest         stale  3 files added, 1 file changed, 1 file removed",
+        "{}",
+        status.stdout
+    );
+    assert!(status.line("split").contains("stale  input ingest changed"));
+    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(
+        run.ran("ingest") && run.line("ingest").contains("12 rows"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_partition_survives_adding_100_images() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 30).pipeline(BASIC);
+    p.run(&["run", "pipeline.yaml", "--stage", "split"]).ok();
+    let before: std::collections::BTreeMap<String, String> = p
+        .column("t", "split", "id")
+        .into_iter()
+        .zip(p.column("t", "split", "partition"))
+        .collect();
+    assert_eq!(before.len(), 60);
+    for i in 0..50 {
+        p.image(&format!("images/cat.new{i}.png"), 18, 18, 50_000 + i);
+        p.image(&format!("images/dog.new{i}.png"), 18, 18, 60_000 + i);
+    }
+    p.run(&["run", "pipeline.yaml", "--stage", "split"]).ok();
+    let after: std::collections::BTreeMap<String, String> = p
+        .column("t", "split", "id")
+        .into_iter()
+        .zip(p.column("t", "split", "partition"))
+        .collect();
+    assert_eq!(after.len(), 160);
+    for (id, part) in &before {
+        assert_eq!(after.get(id), Some(part), "image {id} moved partition");
+    }
+    let parts: std::collections::BTreeSet<&String> = after.values().collect();
+    assert_eq!(parts.len(), 3, "all three partitions are used");
+}
+
+#[test]
+fn typo_in_param_gets_position_and_suggestion() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 2).pipeline(
+        &BASIC
+            .replace("size: [8, 8]", "sise: [8, 8]")
+            .replace("per_image", "per_imag"),
+    );
+    let out = p.run(&["check", "pipeline.yaml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: unknown param `sise` in stage `resize`\n  --> pipeline.yaml:14:5\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("   |     ^^^^\n   = help: did you mean `size`?"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("pipeline.yaml:20:13"), "{}", out.stderr);
+    assert!(out.stderr.contains("did you mean `per_image`?"), "{}", out.stderr);
+    assert!(out.stderr.contains("pipeline.yaml: 2 problems found"), "{}", out.stderr);
+}
+
+#[test]
+fn fit_without_split_is_rejected_with_the_leakage_explained() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 2).pipeline(
+        "name: t\nstages:\n  ingest:\n    kind: ingest\n    path: images\n  resize:\n    kind: resize\n    size: [8, 8]\n  \
+         ms:\n    kind: mean_subtract\n    mean: fit\n",
+    );
+    let out = p.run(&["run", "pipeline.yaml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("stage `ms` fits statistics on the data, but no `split` stage is upstream of it")
+    );
+    assert!(
+        out.stderr.contains("leaking them into the preprocessing"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !p.path("cache/artifacts").exists(),
+        "nothing may run when the plan is rejected"
+    );
+}
+
+#[test]
+fn cycles_are_named_and_planned_kinds_rejected() {
+    let p = Project::new();
+    p.pipeline(
+        "name: t\nstages:\n  a:\n    kind: resize\n    input: c\n    size: [4, 4]\n  b:\n    kind: normalize\n    \
+         input: a\n    method: per_image\n  c:\n    kind: normalize\n    input: b\n    method: per_image\n  \
+         m:\n    kind: train\n",
+    );
+    let out = p.run(&["check", "pipeline.yaml"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("the stages form a cycle: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a -> b -> c -> a") || out.stderr.contains("b -> c -> a -> b"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("stage kind `train` is not available in this version"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn force_and_stage_select_what_runs() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 3).pipeline(BASIC);
+    let partial = p.run(&["run", "pipeline.yaml", "--stage", "resize"]).ok();
+    assert_eq!(partial.stdout.lines().count(), 3, "{}", partial.stdout);
+    let forced = p.run(&["run", "pipeline.yaml", "--force", "split"]).ok();
+    assert!(forced.cached("ingest") && forced.ran("split"), "{}", forced.stdout);
+    assert!(forced.line("split").contains("(forced)"));
+    // Forcing split rebuilt an identical artifact, so resize is still cached.
+    assert!(forced.cached("resize"), "{}", forced.stdout);
+    assert!(forced.ran("mean_subtract"), "never run before");
+    let all = p.run(&["run", "pipeline.yaml", "--force"]).ok();
+    assert_eq!(all.stdout.matches(" ran ").count(), 5, "{}", all.stdout);
+}
+
+#[test]
+fn dag_prints_text_dot_and_mermaid() {
+    let p = Project::new();
+    p.pipeline(BASIC);
+    let text = p.run(&["dag", "pipeline.yaml"]).ok();
+    assert_eq!(
+        text.stdout,
+        "ingest (ingest)\nsplit (split) <- ingest\nresize (resize) <- split\nmean_subtract (mean_subtract) <- resize\nnormalize (normalize) <- mean_subtract\n"
+    );
+    let dot = p.run(&["dag", "pipeline.yaml", "--format", "dot"]).ok();
+    assert!(dot.stdout.contains("\"split\" -> \"resize\";"));
+    let mermaid = p.run(&["dag", "pipeline.yaml", "--format", "mermaid"]).ok();
+    assert!(mermaid.stdout.contains("resize --> mean_subtract"));
+}
+
+#[test]
+fn labels_from_folders_and_csv() {
+    let p = Project::new();
+    p.image("imgs/cat/a.png", 10, 10, 1)
+        .image("imgs/cat/b.png", 10, 10, 2)
+        .image("imgs/dog/c.png", 10, 10, 3)
+        .write("labels.csv", "path,label\ncat/a.png,x\ncat/b.png,y\ndog/c.png,x\n")
+        .pipeline(
+            "name: f\nstages:\n  folders:\n    kind: ingest\n    path: imgs\n    labels: folder\n  \
+             csv:\n    kind: ingest\n    path: imgs\n    labels: csv\n    csv: labels.csv\n",
+        );
+    p.run(&["run", "pipeline.yaml"]).ok();
+    assert_eq!(p.column("f", "folders", "class"), vec!["cat", "cat", "dog"]);
+    assert_eq!(p.column("f", "csv", "class"), vec!["x", "y", "x"]);
+    assert_eq!(
+        p.column("f", "folders", "path"),
+        vec!["cat/a.png", "cat/b.png", "dog/c.png"]
+    );
+}
+
+#[test]
+fn unreadable_images_are_all_listed_and_nothing_is_cached_for_the_stage() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 3).pipeline(BASIC);
+    p.write("images/cat.bad.png", "this is not a png");
+    std::fs::write(p.path("images/dog.empty.png"), b"").unwrap();
+    let out = p.run(&["run", "pipeline.yaml"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("stage `resize` failed"), "{}", out.stderr);
+    assert!(out.stderr.contains("2 image(s) could not be used"), "{}", out.stderr);
+    assert!(out.stderr.contains("cat.bad.png") && out.stderr.contains("dog.empty.png"));
+    // What finished before the failure stays cached.
+    std::fs::remove_file(p.path("images/cat.bad.png")).unwrap();
+    std::fs::remove_file(p.path("images/dog.empty.png")).unwrap();
+    let again = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(again.ran("ingest"), "file list changed: {}", again.stdout);
+    assert!(
+        std::fs::read_dir(p.path("cache/tmp")).unwrap().next().is_none(),
+        "no litter"
+    );
+}

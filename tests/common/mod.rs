@@ -1,0 +1,162 @@
+//! A small builder for integration tests: a temporary project with images and a pipeline
+//! file, and a way to run the `pipeline` binary in it like a user would.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow_array::{Array, RecordBatch, StringArray};
+
+pub struct Project {
+    dir: tempfile::TempDir,
+}
+
+/// What a run printed and how it exited.
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Run {
+    /// The line of stdout that starts with a stage name.
+    pub fn line(&self, stage: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(stage))
+            .unwrap_or_else(|| panic!("no line for stage `{stage}` in:\n{}", self.stdout))
+    }
+
+    pub fn ran(&self, stage: &str) -> bool {
+        self.line(stage).split_whitespace().nth(1) == Some("ran")
+    }
+
+    pub fn cached(&self, stage: &str) -> bool {
+        self.line(stage).split_whitespace().nth(1) == Some("cached")
+    }
+
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Project {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, contents: &str) -> &Self {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, contents).unwrap();
+        self
+    }
+
+    /// Writes a deterministic, textured RGB PNG (distinct per `seed`).
+    pub fn image(&self, rel: &str, w: u32, h: u32, seed: u32) -> &Self {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let v = x.wrapping_mul(31) ^ y.wrapping_mul(17) ^ seed.wrapping_mul(2654435761);
+            image::Rgb([(v % 251) as u8, ((v >> 3) % 253) as u8, ((x + y + seed) % 256) as u8])
+        });
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        img.save(&p).unwrap();
+        self
+    }
+
+    /// `n` images per class named like Kaggle's `cat.12.png` in `images/`.
+    pub fn kaggle_images(&self, classes: &[&str], n: u32) -> &Self {
+        for (c, class) in classes.iter().enumerate() {
+            for i in 0..n {
+                self.image(
+                    &format!("images/{class}.{i}.png"),
+                    20 + (i % 5),
+                    16 + (i % 3),
+                    c as u32 * 1000 + i,
+                );
+            }
+        }
+        self
+    }
+
+    pub fn pipeline(&self, yaml: &str) -> &Self {
+        self.write("pipeline.yaml", yaml)
+    }
+
+    /// Runs `pipeline ARGS...` in the project directory.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args(args)
+            .current_dir(self.root())
+            .output()
+            .expect("run pipeline");
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// The data file of the artifact `stage` of pipeline `name` produced last.
+    pub fn artifact_path(&self, name: &str, stage: &str) -> PathBuf {
+        let pointer = self.path(&format!("cache/pipelines/{name}/{stage}.json"));
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&pointer).unwrap()).unwrap();
+        let fp = v["fingerprint"].as_str().unwrap();
+        self.path(&format!("cache/artifacts/{fp}.arrow"))
+    }
+
+    pub fn read_artifact(&self, name: &str, stage: &str) -> Vec<RecordBatch> {
+        let f = fs::File::open(self.artifact_path(name, stage)).unwrap();
+        arrow_ipc::reader::FileReader::try_new(f, None)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+    }
+
+    /// A string column of an artifact, all batches concatenated.
+    pub fn column(&self, name: &str, stage: &str, column: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in self.read_artifact(name, stage) {
+            let col = b.column_by_name(column).unwrap();
+            let s = col.as_any().downcast_ref::<StringArray>().unwrap();
+            out.extend((0..s.len()).map(|i| s.value(i).to_string()));
+        }
+        out
+    }
+}
+
+/// A pipeline over `images/` with the given extra stages after `ingest`.
+pub const BASIC: &str = "\
+name: t
+seed: 7
+stages:
+  ingest:
+    kind: ingest
+    path: images
+  split:
+    kind: split
+    train: 0.6
+    val: 0.2
+    test: 0.2
+  resize:
+    kind: resize
+    size: [8, 8]
+  mean_subtract:
+    kind: mean_subtract
+    mean: fit
+  normalize:
+    kind: normalize
+    method: per_image
+";
