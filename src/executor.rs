@@ -81,6 +81,7 @@ pub fn resolve(plan: &Plan, i: usize, done: &[Option<Resolved>], stat_cache: &mu
 /// Runs the plan. Writes one line per stage to `out`.
 pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
     let cache = Cache::open(&plan.cache_dir)?;
+    tracing::debug!(cache = %plan.cache_dir.display(), base = %plan.base_dir.display(), "opened cache");
     let _lock = lock(&cache, out)?;
     let targets: Vec<usize> = if opts.targets.is_empty() {
         plan.order.clone()
@@ -94,8 +95,18 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
     let mut ran_any = false;
     for &i in &selected {
         let s = plan.stage(i);
+        // Timed from here: for `ingest`, scanning and hashing the files is its work.
+        let started = Instant::now();
         let resolved = resolve(plan, i, &done, &mut stat_cache)?;
         stat_cache.save(&cache)?;
+        tracing::debug!(
+            stage = %s.name,
+            kind = s.params.kind(),
+            fingerprint = %resolved.fingerprint,
+            params = %resolved.params,
+            resolve_s = started.elapsed().as_secs_f64(),
+            "resolved fingerprint"
+        );
         let forced = match &opts.force {
             Some(None) => true,
             Some(Some(name)) => *name == s.name,
@@ -121,7 +132,6 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 writeln!(out, "{:width$}  cached  {rows} rows", s.name)?;
             }
             Some(reasons) => {
-                let started = Instant::now();
                 let record =
                     execute(plan, &cache, &resolved, &done).with_context(|| format!("stage `{}` failed", s.name))?;
                 ran_any = true;
@@ -231,6 +241,14 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
             .map_or(0, |d| d.as_secs()),
     };
     cache.commit(&temp, &record)?;
+    tracing::debug!(
+        stage = %s.name,
+        rows = record.rows,
+        bytes = record.bytes,
+        blake3 = %record.blake3,
+        seconds = record.seconds,
+        "committed artifact"
+    );
     Ok(record)
 }
 

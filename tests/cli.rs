@@ -281,3 +281,45 @@ fn unreadable_images_are_all_listed_and_nothing_is_cached_for_the_stage() {
         "no litter"
     );
 }
+
+#[test]
+fn grayscale_and_rgba_images_become_rgb_by_the_documented_rule() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path("images")).unwrap();
+    image::GrayImage::from_fn(4, 3, |x, y| image::Luma([(x * 40 + y) as u8]))
+        .save(p.path("images/gray.0.png"))
+        .unwrap();
+    image::RgbaImage::from_fn(4, 3, |x, y| image::Rgba([x as u8, y as u8, 200, (x * 60) as u8]))
+        .save(p.path("images/rgba.0.png"))
+        .unwrap();
+    p.pipeline(
+        "name: g\nstages:\n  ingest:\n    kind: ingest\n    path: images\n  resize:\n    kind: resize\n    \
+         size: [3, 4]\n",
+    );
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let batches = p.read_artifact("g", "resize");
+    let list = batches[0]
+        .column_by_name("pixels")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::FixedSizeListArray>()
+        .unwrap()
+        .clone();
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<arrow_array::UInt8Array>()
+        .unwrap();
+    let px: Vec<u8> = values.values().to_vec();
+    assert_eq!(list.value_length(), 36);
+    // Row 0 is gray.0.png (sorted paths): every pixel's three channels equal the gray value.
+    for (i, rgb) in px[..36].chunks(3).enumerate() {
+        let (x, y) = ((i % 4) as u8, (i / 4) as u8);
+        assert_eq!(rgb, [x * 40 + y; 3]);
+    }
+    // Row 1 is rgba.0.png: the alpha channel is dropped, colour values kept as stored.
+    for (i, rgb) in px[36..].chunks(3).enumerate() {
+        let (x, y) = ((i % 4) as u8, (i / 4) as u8);
+        assert_eq!(rgb, [x, y, 200]);
+    }
+}

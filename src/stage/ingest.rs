@@ -238,6 +238,8 @@ impl Ingest {
                 Ok((full.to_string_lossy().into_owned(), FileStat::of(&meta)))
             })
             .collect::<Result<_>>()?;
+        let cached = stats.iter().filter(|(f, s)| stat_cache.get(f, *s).is_some()).count();
+        tracing::debug!(files = stats.len(), rehash = stats.len() - cached, "hashing images");
         let hashes: Vec<String> = stats
             .par_iter()
             .map(|(full, stat)| match stat_cache.get(full, *stat) {

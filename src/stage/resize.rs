@@ -46,7 +46,8 @@ fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], v: T) -> &'static s
 
 impl Kind for Resize {
     const KIND: &'static str = "resize";
-    const VERSION: u32 = 1;
+    /// 2: Pillow-exact kernels (Nearest, Lanczos3 ported; Pillow's pass order).
+    const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &["size", "filter", "mode", "fill"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
@@ -186,5 +187,73 @@ impl Resize {
             fitted: serde_json::Value::Null,
             summary: serde_json::Value::Null,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{ArtifactWriter, LineageEntry, Meta};
+
+    /// An ingest-like artifact listing `files` (path, id) in `dir`.
+    fn ingest_artifact(dir: &std::path::Path, files: &[(&str, String)]) -> std::path::PathBuf {
+        let path = dir.join("ingest.arrow");
+        let meta = Meta {
+            classes: vec!["cat".into()],
+            has_partition: false,
+            pixels: None,
+            lineage: Vec::new(),
+        };
+        let mut w = ArtifactWriter::create(&path, meta).unwrap();
+        let rows = Rows {
+            id: files.iter().map(|(_, id)| id.clone()).collect(),
+            path: files.iter().map(|(p, _)| p.to_string()).collect(),
+            label: vec![0; files.len()],
+            class: vec!["cat".into(); files.len()],
+            partition: None,
+        };
+        w.write(&rows, None).unwrap();
+        w.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_file_changed_since_ingest_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::RgbImage::from_pixel(5, 4, image::Rgb([10, 20, 30]));
+        img.save(dir.path().join("cat.0.png")).unwrap();
+        img.save(dir.path().join("cat.1.png")).unwrap();
+        let good = sha256_hex(&fs::read(dir.path().join("cat.0.png")).unwrap());
+        // cat.1.png was ingested with other content than it has now.
+        let input = ingest_artifact(
+            dir.path(),
+            &[("cat.0.png", good), ("cat.1.png", sha256_hex(b"old bytes"))],
+        );
+        let progress = indicatif::ProgressBar::hidden();
+        let ctx = RunCtx {
+            input: Some(input),
+            images_root: Some(dir.path().to_path_buf()),
+            seed: 0,
+            entry: LineageEntry {
+                stage: "resize".into(),
+                kind: "resize".into(),
+                version: Resize::VERSION,
+                params: serde_json::Value::Null,
+                fingerprint: "f".into(),
+                fitted: serde_json::Value::Null,
+            },
+            out_path: dir.path().join("out.arrow"),
+            progress: &progress,
+        };
+        let stage = Resize {
+            size: [2, 2],
+            filter: Filter::Bilinear,
+            mode: Mode::Stretch,
+            fill: [0; 3],
+        };
+        let err = stage.run(&ctx).err().expect("must fail").to_string();
+        assert!(err.contains("1 image(s) could not be used"), "{err}");
+        assert!(err.contains("cat.1.png: changed since ingest"), "{err}");
+        assert!(!err.contains("cat.0.png"), "{err}");
     }
 }
