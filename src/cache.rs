@@ -26,9 +26,22 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// The JSON record kept next to each artifact.
+/// What an artifact's data file holds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A dataset: Arrow IPC file (`<fingerprint>.arrow`).
+    #[default]
+    Arrow,
+    /// A report: JSON (`<fingerprint>.report.json`), e.g. from `validate`.
+    Report,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Record {
     pub fingerprint: String,
+    #[serde(default)]
+    pub format: Format,
     pub kind: String,
     pub version: u32,
     /// Pipeline and stage that first produced it (informational; not hashed).
@@ -80,8 +93,17 @@ impl Cache {
         &self.root
     }
 
+    /// The data file of a dataset artifact.
     pub fn data_path(&self, fingerprint: &str) -> PathBuf {
-        self.root.join("artifacts").join(format!("{fingerprint}.arrow"))
+        self.data_file(fingerprint, Format::Arrow)
+    }
+
+    pub fn data_file(&self, fingerprint: &str, format: Format) -> PathBuf {
+        let name = match format {
+            Format::Arrow => format!("{fingerprint}.arrow"),
+            Format::Report => format!("{fingerprint}.report.json"),
+        };
+        self.root.join("artifacts").join(name)
     }
 
     fn record_path(&self, fingerprint: &str) -> PathBuf {
@@ -107,7 +129,7 @@ impl Cache {
             Ok(r) => r,
             Err(_) => return Lookup::Damaged("its record is not valid JSON".into()),
         };
-        match fs::metadata(self.data_path(fingerprint)) {
+        match fs::metadata(self.data_file(fingerprint, record.format)) {
             Ok(m) if m.len() == record.bytes => Lookup::Present(Box::new(record)),
             Ok(m) => Lookup::Damaged(format!(
                 "its data file has {} bytes, the record says {}",
@@ -120,7 +142,7 @@ impl Cache {
 
     /// Moves a finished data file into place and commits it by writing its record.
     pub fn commit(&self, temp_data: &Path, record: &Record) -> Result<()> {
-        let data = self.data_path(&record.fingerprint);
+        let data = self.data_file(&record.fingerprint, record.format);
         fs::rename(temp_data, &data).with_context(|| format!("cannot move artifact into {}", data.display()))?;
         self.write_json_atomic(&self.record_path(&record.fingerprint), record)
     }

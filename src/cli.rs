@@ -55,6 +55,16 @@ pub enum Command {
         #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
         sets: Vec<String>,
     },
+    /// Show how every artifact was made and what it holds, per partition; exit 1 on any
+    /// inconsistency.
+    Audit {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+    },
     /// Print the stage graph.
     Dag {
         file: PathBuf,
@@ -127,6 +137,15 @@ pub fn run(cli: Cli) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(" -> ")
             )?;
+        }
+        Command::Audit { file, json, sets } => {
+            let plan = load(&file, &sets)?;
+            let (text, consistent) =
+                crate::audit::audit(&plan, json).map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+            write!(out, "{text}")?;
+            if !consistent {
+                return Err(Failure::Inconsistent.into());
+            }
         }
         Command::Dag { file, format } => {
             let plan = load(&file, &[])?;

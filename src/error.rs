@@ -13,12 +13,14 @@ pub enum Failure {
     Usage(String),
     /// A stage failed while running.
     Pipeline(String),
+    /// `audit` found problems (already printed).
+    Inconsistent,
 }
 
 impl Failure {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Failure::Pipeline(_) => 1,
+            Failure::Pipeline(_) | Failure::Inconsistent => 1,
             Failure::Spec(_) | Failure::Usage(_) => 2,
         }
     }
@@ -30,6 +32,7 @@ impl fmt::Display for Failure {
             Failure::Spec(text) => write!(f, "{}", text.trim_end()),
             Failure::Usage(text) => write!(f, "error: {text}"),
             Failure::Pipeline(text) => write!(f, "error: {text}"),
+            Failure::Inconsistent => write!(f, "error: the audit found inconsistencies (see above)"),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::cache::{Cache, Lookup, Record, StatCache};
+use crate::cache::{Cache, Format, Lookup, Record, StatCache};
 use crate::dataset::LineageEntry;
 use crate::dirty::{self, Candidate, DirtyReason};
 use crate::plan::Plan;
@@ -124,18 +124,24 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
         };
         match reasons {
             None => {
-                let rows = match cache.lookup(&resolved.fingerprint) {
-                    Lookup::Present(r) => r.rows,
-                    _ => 0,
+                let record = match cache.lookup(&resolved.fingerprint) {
+                    Lookup::Present(r) => Some(*r),
+                    _ => None,
                 };
+                let rows = record.as_ref().map_or(0, |r| r.rows);
                 tracing::debug!(stage = %s.name, fingerprint = %resolved.fingerprint, "cached");
-                writeln!(out, "{:width$}  cached  {rows} rows", s.name)?;
+                let extra = record.as_ref().map(findings_text).unwrap_or_default();
+                writeln!(out, "{:width$}  cached  {rows} rows{extra}", s.name)?;
+                if let Some(record) = record.filter(|_| s.params.is_report()) {
+                    cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
+                    gate(&cache, &record, &s.name, false, out)?;
+                }
             }
             Some(reasons) => {
                 let record =
                     execute(plan, &cache, &resolved, &done).with_context(|| format!("stage `{}` failed", s.name))?;
                 ran_any = true;
-                let extra = summary_text(&record);
+                let extra = summary_text(&record) + &findings_text(&record);
                 writeln!(
                     out,
                     "{:width$}  ran     {} rows in {:.2}s{extra}  ({})",
@@ -144,12 +150,49 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                     started.elapsed().as_secs_f64(),
                     dirty::join(&reasons)
                 )?;
+                if s.params.is_report() {
+                    cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
+                    gate(&cache, &record, &s.name, true, out)?;
+                }
             }
         }
         cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
         done[i] = Some(resolved);
     }
     tracing::debug!(ran_any, "run finished");
+    Ok(())
+}
+
+/// `(2 errors, 1 warning)` for a report artifact.
+fn findings_text(record: &Record) -> String {
+    let n = |k: &str| record.summary.get(k).and_then(|v| v.as_u64());
+    match (n("errors"), n("warnings")) {
+        (Some(e), Some(w)) => format!(
+            "  ({e} error{}, {w} warning{})",
+            if e == 1 { "" } else { "s" },
+            if w == 1 { "" } else { "s" }
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Prints a validation report (all of it when it was just computed, its errors when it
+/// came from the cache) and stops the run when it holds errors.
+fn gate(cache: &Cache, record: &Record, stage: &str, fresh: bool, out: &mut dyn Write) -> Result<()> {
+    let path = cache.data_file(&record.fingerprint, record.format);
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("cannot read report {}", path.display()))?,
+    )?;
+    let errors = report.get("errors").and_then(|v| v.as_u64()).unwrap_or(0);
+    if fresh || errors > 0 {
+        write!(out, "{}", crate::audit::render_report(&report, !fresh))?;
+    }
+    if errors > 0 {
+        anyhow::bail!(
+            "stage `{stage}` found {errors} error(s) in the data; fix them (see above) before training. \
+             `pipeline audit FILE` shows the full picture"
+        );
+    }
     Ok(())
 }
 
@@ -177,7 +220,7 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
     let started = Instant::now();
     let input = plan.inputs[r.index]
         .first()
-        .and_then(|&j| done[j].as_ref())
+        .and_then(|&j| done[plan.data_source(j)].as_ref())
         .map(|d| cache.data_path(&d.fingerprint));
     let images_root = plan
         .ingest_of(r.index)
@@ -205,6 +248,7 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
         },
         out_path: temp.clone(),
         progress: &progress,
+        cache: Some(cache),
     };
     let result: Result<Output> = match &s.params {
         Params::Ingest(p) => p.run(r.scan.as_ref().context("ingest ran without a scan")?, &ctx),
@@ -212,6 +256,7 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
         Params::Resize(p) => p.run(&ctx),
         Params::MeanSubtract(p) => p.run(&ctx),
         Params::Normalize(p) => p.run(&ctx),
+        Params::Validate(p) => p.run(&ctx),
     };
     progress.finish_and_clear();
     let output = match result {
@@ -223,6 +268,11 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
     };
     let record = Record {
         fingerprint: r.fingerprint.clone(),
+        format: if s.params.is_report() {
+            Format::Report
+        } else {
+            Format::Arrow
+        },
         kind: s.params.kind().to_string(),
         version: s.params.version(),
         pipeline: plan.spec.name.clone(),

@@ -2,6 +2,8 @@
 //!
 //! `main` only parses the command line, runs it, and maps a failure to an exit code.
 
+mod analysis;
+mod audit;
 mod cache;
 mod cli;
 mod dataset;

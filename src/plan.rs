@@ -49,6 +49,18 @@ impl Plan {
         self.order.iter().copied().filter(|&i| needed[i]).collect()
     }
 
+    /// The stage whose dataset stage `i`'s output is: itself, or for a report stage
+    /// (`validate`) the dataset it reported on.
+    pub fn data_source(&self, mut i: usize) -> usize {
+        while self.stage(i).params.is_report() {
+            match self.inputs[i].first() {
+                Some(&j) => i = j,
+                None => break,
+            }
+        }
+        i
+    }
+
     /// The `ingest` stage upstream of stage `i` (itself if it is one).
     pub fn ingest_of(&self, mut i: usize) -> Option<usize> {
         loop {
@@ -259,7 +271,7 @@ fn check(
                 }
                 (true, in_partition)
             }
-            Params::MeanSubtract(_) | Params::Normalize(_) => {
+            Params::MeanSubtract(_) | Params::Normalize(_) | Params::Validate(_) => {
                 if !in_pixels {
                     diags.push(
                         Diagnostic::new(

@@ -37,7 +37,7 @@ pub struct StageSpec {
 }
 
 /// Stage kinds later versions add; named so the message can say they are not here yet.
-const PLANNED_KINDS: &[&str] = &["validate", "train", "evaluate"];
+const PLANNED_KINDS: &[&str] = &["train", "evaluate"];
 
 /// Reads the fields of one YAML mapping, remembering which keys were consumed so unknown
 /// keys can be reported with a suggestion.

@@ -10,6 +10,7 @@ pub mod mean_subtract;
 pub mod normalize;
 pub mod resize;
 pub mod split;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,7 @@ use crate::diag::Diagnostic;
 use crate::spec::Fields;
 
 /// Every stage kind this version runs, in pipeline order.
-pub const KINDS: &[&str] = &["ingest", "split", "resize", "mean_subtract", "normalize"];
+pub const KINDS: &[&str] = &["ingest", "split", "resize", "mean_subtract", "normalize", "validate"];
 
 /// What every stage kind provides.
 pub trait Kind: Sized {
@@ -47,6 +48,7 @@ pub enum Params {
     Resize(resize::Resize),
     MeanSubtract(mean_subtract::MeanSubtract),
     Normalize(normalize::Normalize),
+    Validate(validate::Validate),
 }
 
 macro_rules! dispatch {
@@ -57,6 +59,7 @@ macro_rules! dispatch {
             Params::Resize($p) => $e,
             Params::MeanSubtract($p) => $e,
             Params::Normalize($p) => $e,
+            Params::Validate($p) => $e,
         }
     };
 }
@@ -82,6 +85,11 @@ impl Params {
         dispatch!(self, p => p.fits_statistics())
     }
     /// How many inputs the kind takes.
+    /// Whether the artifact is a report, the data flowing on unchanged from the input.
+    pub fn is_report(&self) -> bool {
+        matches!(self, Params::Validate(_))
+    }
+
     pub fn input_count(&self) -> usize {
         match self {
             Params::Ingest(_) => 0,
@@ -100,6 +108,7 @@ pub fn parse_params(kind: &str, fields: &mut Fields<'_>, diags: &mut Vec<Diagnos
             mean_subtract::MeanSubtract::parse(fields, diags).map(Params::MeanSubtract)
         }
         normalize::Normalize::KIND => normalize::Normalize::parse(fields, diags).map(Params::Normalize),
+        validate::Validate::KIND => validate::Validate::parse(fields, diags).map(Params::Validate),
         _ => None,
     }
 }
@@ -112,6 +121,7 @@ pub fn param_names(kind: &str) -> &'static [&'static str] {
         resize::Resize::KIND => resize::Resize::PARAMS,
         mean_subtract::MeanSubtract::KIND => mean_subtract::MeanSubtract::PARAMS,
         normalize::Normalize::KIND => normalize::Normalize::PARAMS,
+        validate::Validate::KIND => validate::Validate::PARAMS,
         _ => &[],
     }
 }
@@ -127,6 +137,8 @@ pub struct RunCtx<'a> {
     pub entry: LineageEntry,
     pub out_path: PathBuf,
     pub progress: &'a indicatif::ProgressBar,
+    /// The cache, for stages that check lineage against it.
+    pub cache: Option<&'a crate::cache::Cache>,
 }
 
 /// What a stage produced besides its data file.

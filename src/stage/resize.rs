@@ -244,6 +244,7 @@ mod tests {
             },
             out_path: dir.path().join("out.arrow"),
             progress: &progress,
+            cache: None,
         };
         let stage = Resize {
             size: [2, 2],

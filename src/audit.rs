@@ -1,0 +1,259 @@
+//! `pipeline audit`: how every artifact of a pipeline was made and what it holds, per
+//! partition — lineage, fitted params, dtype, shape, rows, per-channel statistics, drift and
+//! leakage — and whether it is consistent. Also renders `validate` reports as text.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use crate::analysis::{self, Analysis, Finding, Severity, Thresholds, short};
+use crate::cache::{Cache, Lookup, StatCache};
+use crate::executor::{Resolved, resolve};
+use crate::plan::Plan;
+
+/// The audit of one stage's artifact.
+pub struct StageAudit {
+    pub json: Value,
+    pub text: String,
+    pub consistent: bool,
+}
+
+/// Audits every stage of the plan. Returns the text (or JSON) and whether all is consistent.
+pub fn audit(plan: &Plan, json_out: bool) -> Result<(String, bool)> {
+    let cache = Cache::open(&plan.cache_dir)?;
+    let mut stat_cache = StatCache::load(&cache);
+    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    let mut stages = Vec::new();
+    let mut text = String::new();
+    let mut consistent = true;
+    for &i in &plan.order {
+        let r = resolve(plan, i, &done, &mut stat_cache)?;
+        let a = audit_stage(plan, &cache, i, &r)?;
+        consistent &= a.consistent;
+        text.push_str(&a.text);
+        stages.push(a.json);
+        done[i] = Some(r);
+    }
+    let _ = writeln!(
+        text,
+        "audit: {}",
+        if consistent {
+            "consistent"
+        } else {
+            "INCONSISTENT (see above)"
+        }
+    );
+    if json_out {
+        let doc = json!({ "pipeline": plan.spec.name, "consistent": consistent, "stages": stages });
+        return Ok((serde_json::to_string_pretty(&doc)? + "\n", consistent));
+    }
+    Ok((text, consistent))
+}
+
+fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<StageAudit> {
+    let s = plan.stage(i);
+    let mut text = String::new();
+    let record = match cache.lookup(&r.fingerprint) {
+        Lookup::Present(rec) => *rec,
+        other => {
+            let why = match other {
+                Lookup::Damaged(w) => w,
+                _ => "not built".into(),
+            };
+            let _ = writeln!(
+                text,
+                "== {} ({}) {}: {why}; run `pipeline run` first\n",
+                s.name,
+                s.params.kind(),
+                short(&r.fingerprint)
+            );
+            return Ok(StageAudit {
+                json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": false, "problem": why }),
+                text,
+                consistent: false,
+            });
+        }
+    };
+    if s.params.is_report() {
+        let path = cache.data_file(&record.fingerprint, record.format);
+        let report: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let errors = report.get("errors").and_then(Value::as_u64).unwrap_or(0);
+        let _ = writeln!(
+            text,
+            "== {} ({}) {}: validation report",
+            s.name,
+            s.params.kind(),
+            short(&r.fingerprint)
+        );
+        text.push_str(&render_report(&report, false));
+        text.push('\n');
+        return Ok(StageAudit {
+            json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": true, "report": report }),
+            text,
+            consistent: errors == 0,
+        });
+    }
+    let path = cache.data_path(&record.fingerprint);
+    let mut t = Thresholds::default();
+    let meta = crate::dataset::open(&path)?.0;
+    if let Some((_, d)) = meta.pixels {
+        t.dtype = d;
+    }
+    let analysis = analysis::analyze(&path, &t)?;
+    let findings: Vec<Finding> = analysis
+        .findings(&t, Some(cache))
+        .into_iter()
+        .filter(|f| !(f.check == "partitions" || (f.check == "dtype" && analysis.dtype.is_none())))
+        .collect();
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let _ = writeln!(
+        text,
+        "== {} ({}) {}: {} rows, {}",
+        s.name,
+        s.params.kind(),
+        short(&r.fingerprint),
+        record.rows,
+        match (analysis.dtype, analysis.shape) {
+            (Some(d), Some(sh)) => format!("{} [{}, {}, {}] RGB", d.name(), sh[0], sh[1], sh[2]),
+            _ => "no pixels".into(),
+        }
+    );
+    text.push_str("   lineage:\n");
+    for e in &meta.lineage {
+        let fitted = if e.fitted.is_null() {
+            String::new()
+        } else {
+            format!(" fitted {}", e.fitted)
+        };
+        let _ = writeln!(
+            text,
+            "     {:<14} {:<14} v{} {} {}{fitted}",
+            e.stage,
+            e.kind,
+            e.version,
+            short(&e.fingerprint),
+            e.params
+        );
+    }
+    text.push_str(&render_analysis(&analysis));
+    text.push_str(&render_findings(&findings, false));
+    text.push('\n');
+    Ok(StageAudit {
+        json: json!({
+            "stage": s.name,
+            "kind": s.params.kind(),
+            "fingerprint": r.fingerprint,
+            "built": true,
+            "rows": record.rows,
+            "lineage": meta.lineage,
+            "analysis": analysis,
+            "findings": findings,
+        }),
+        text,
+        consistent: errors == 0,
+    })
+}
+
+/// Per-partition table, drift and leakage of an analysis.
+pub fn render_analysis(a: &Analysis) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "   {:<10} {:>6}  {:<24} {:<27} {:<27}",
+        "partition", "rows", "classes", "mean R G B", "std R G B"
+    );
+    for (name, p) in &a.partitions {
+        let classes = p
+            .classes
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (mean, std) = if p.channels.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                p.channels
+                    .iter()
+                    .map(|c| format!("{:8.3}", c.mean))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                p.channels
+                    .iter()
+                    .map(|c| format!("{:8.3}", c.std))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        };
+        let _ = writeln!(s, "   {name:<10} {:>6}  {classes:<24} {mean:<27} {std:<27}", p.rows);
+    }
+    if !a.drift.is_empty() {
+        let _ = writeln!(s, "   drift vs train (per channel R G B):");
+        let mut parts: Vec<&str> = a.drift.iter().map(|d| d.partition.as_str()).collect();
+        parts.dedup();
+        for part in parts {
+            let ds: Vec<_> = a.drift.iter().filter(|d| d.partition == part).collect();
+            let _ = writeln!(
+                s,
+                "     {part:<8} L-inf {}   JS {}",
+                ds.iter()
+                    .map(|d| format!("{:.4}", d.linf))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                ds.iter().map(|d| format!("{:.5}", d.js)).collect::<Vec<_>>().join(" ")
+            );
+        }
+    }
+    if a.shape.is_some() {
+        let _ = writeln!(
+            s,
+            "   leakage: {} identical and {} near-identical image pair(s) across partitions (closest distinct pair {} of {} hash bits apart); {} non-finite row(s)",
+            a.duplicates.len(),
+            a.near_duplicates.len(),
+            a.closest_pair_bits.map_or("-".to_string(), |b| b.to_string()),
+            a.hash_bits,
+            a.nonfinite_rows
+        );
+    }
+    s
+}
+
+/// Findings as text, one block each.
+pub fn render_findings(findings: &[Finding], errors_only: bool) -> String {
+    let mut s = String::new();
+    for f in findings
+        .iter()
+        .filter(|f| !errors_only || f.severity == Severity::Error)
+    {
+        let sev = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(s, "   {sev:<7} [{}] {}", f.check, f.message);
+        for r in &f.rows {
+            let _ = writeln!(s, "             {r}");
+        }
+        let _ = writeln!(s, "             likely cause: {}", f.cause);
+    }
+    s
+}
+
+/// A `validate` report as text: the numbers and the findings (only errors when `errors_only`).
+pub fn render_report(report: &Value, errors_only: bool) -> String {
+    let mut s = String::new();
+    let analysis: Option<Analysis> = report
+        .get("analysis")
+        .and_then(|a| serde_json::from_value(a.clone()).ok());
+    let findings: Vec<Finding> = report
+        .get("findings")
+        .and_then(|f| serde_json::from_value(f.clone()).ok())
+        .unwrap_or_default();
+    if !errors_only && let Some(a) = &analysis {
+        s.push_str(&render_analysis(a));
+    }
+    s.push_str(&render_findings(&findings, errors_only));
+    let n = |k: &str| report.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(s, "   validate: {} error(s), {} warning(s)", n("errors"), n("warnings"));
+    s
+}
