@@ -119,22 +119,17 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
             _ => "no pixels".into(),
         }
     );
-    text.push_str("   lineage:\n");
-    for e in &meta.lineage {
-        let fitted = if e.fitted.is_null() {
-            String::new()
-        } else {
-            format!(" fitted {}", e.fitted)
-        };
-        let _ = writeln!(
-            text,
-            "     {:<14} {:<14} v{} {} {}{fitted}",
-            e.stage,
-            e.kind,
-            e.version,
-            short(&e.fingerprint),
-            e.params
-        );
+    let chain: Vec<String> = meta
+        .lineage
+        .iter()
+        .map(|e| format!("{}@{}", e.stage, short(&e.fingerprint)))
+        .collect();
+    let _ = writeln!(text, "   lineage: {}", chain.join(" -> "));
+    if let Some(own) = meta.lineage.last() {
+        let _ = writeln!(text, "   params:  {} v{} {}", own.kind, own.version, own.params);
+    }
+    for e in meta.lineage.iter().filter(|e| !e.fitted.is_null()) {
+        let _ = writeln!(text, "   fitted:  {} {}", e.stage, e.fitted);
     }
     text.push_str(&render_analysis(&analysis));
     text.push_str(&render_findings(&findings, false));
@@ -208,13 +203,18 @@ pub fn render_analysis(a: &Analysis) -> String {
     if a.shape.is_some() {
         let _ = writeln!(
             s,
-            "   leakage: {} identical and {} near-identical image pair(s) across partitions (closest distinct pair {} of {} hash bits apart); {} non-finite row(s)",
+            "   leakage: {} identical and {} near-identical image pair(s) across partitions; {} non-finite row(s)",
             a.duplicates.len(),
             a.near_duplicates.len(),
-            a.closest_pair_bits.map_or("-".to_string(), |b| b.to_string()),
-            a.hash_bits,
             a.nonfinite_rows
         );
+        if let Some(p) = &a.closest_pair {
+            let _ = writeln!(
+                s,
+                "   most similar distinct pair across partitions: {}",
+                analysis::pair_text(p)
+            );
+        }
     }
     s
 }

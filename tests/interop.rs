@@ -17,9 +17,26 @@ fn shipped_example_artifacts_open_in_pyarrow_and_polars() {
         .replace("name: cats_dogs", "name: cats_dogs\ncache: cache");
     p.pipeline(&yaml);
     let run = p.run(&["run", "pipeline.yaml"]).ok();
-    for stage in ["ingest", "split", "resize", "mean_subtract", "normalize"] {
+    for stage in ["ingest", "split", "resize", "mean_subtract", "normalize", "validate"] {
         assert!(run.line(stage).contains("1800 rows"), "{}", run.stdout);
     }
+    // The healthy example raises no false alarm, in the gate or in the audit.
+    assert!(
+        run.line("validate").contains("(0 errors, 0 warnings)"),
+        "{}",
+        run.stdout
+    );
+    let audit = p.run(&["audit", "pipeline.yaml"]).ok();
+    assert!(audit.stdout.ends_with("audit: consistent\n"), "{}", audit.stdout);
+    assert!(
+        !audit.stdout.contains("error ") && !audit.stdout.contains("warning "),
+        "{}",
+        audit.stdout
+    );
+    let json = p.run(&["audit", "pipeline.yaml", "--json"]).ok();
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["consistent"], true);
+    assert_eq!(doc["stages"].as_array().unwrap().len(), 6);
     let out = Command::new("python3")
         .arg(format!("{repo}/tests/python/check_artifacts.py"))
         .arg(p.path("cache"))

@@ -1,7 +1,8 @@
 //! `ingest`: find the labelled images of a folder and hash them.
 //!
 //! Labels come from the file-name prefix (`cat.12.jpg` → `cat`, the part before the first
-//! dot), from the first sub-folder (`cat/12.jpg` → `cat`) or from a CSV of `path,label`
+//! dot), from the folder holding the file (`cat/12.jpg` and `train/cat/12.jpg` → `cat`) or
+//! from a CSV of `path,label`
 //! (paths relative to the image folder, an optional `path,label` header). Classes are the
 //! explicit `classes` list, or the sorted label names found. The artifact holds one row per
 //! image (`id`, `path`, `label`, `class`) and no pixels: later stages read the files and check
@@ -182,8 +183,8 @@ impl Ingest {
                 let mut out = Vec::new();
                 for rel in files {
                     let label = match mode {
-                        LabelSource::Folder => match rel.split_once('/') {
-                            Some((dir, _)) => dir.to_string(),
+                        LabelSource::Folder => match rel.rsplit_once('/') {
+                            Some((dirs, _)) => dirs.rsplit('/').next().unwrap_or(dirs).to_string(),
                             None => bail!(
                                 "{rel} is directly in {}; with `labels: folder` every image must be in a sub-folder named after its class",
                                 root.display()

@@ -7,6 +7,10 @@
 //! is stratified by label in expectation (each class gets the requested fractions up to
 //! sampling noise); the exact counts per class and partition are recorded and printed.
 //! The partition is a column: all rows keep flowing through the same later stages.
+//!
+//! `method: folder` takes the partition from the first folder of each path instead
+//! (`train/`, `val/` or `valid/`, `test/`), for datasets that come split; there the same photo
+//! can sit in two folders, which the `validate` stage reports as leakage.
 
 use std::collections::BTreeMap;
 
@@ -15,23 +19,49 @@ use anyhow::Result;
 use super::{Kind, Output, RunCtx};
 use crate::dataset::{self, Rows};
 use crate::diag::Diagnostic;
-use crate::spec::{Fields, get_f64, get_u64};
+use crate::spec::{Fields, get_choice, get_f64, get_u64};
 
 pub const PARTITIONS: [&str; 3] = ["train", "val", "test"];
 
 #[derive(Clone, Debug)]
 pub struct Split {
-    pub fractions: [f64; 3],
-    /// Overrides the pipeline's `seed` for this split.
-    pub seed: Option<u64>,
+    pub method: Method,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// Drawn from the content id and the seed.
+    Hash {
+        fractions: [f64; 3],
+        /// Overrides the pipeline's `seed` for this split.
+        seed: Option<u64>,
+    },
+    /// Taken from the first folder of each image's path (`train/cat/1.jpg`), for datasets
+    /// that come split already.
+    Folder,
 }
 
 impl Kind for Split {
     const KIND: &'static str = "split";
     const VERSION: u32 = 1;
-    const PARAMS: &'static [&'static str] = &["train", "val", "test", "seed"];
+    const PARAMS: &'static [&'static str] = &["method", "train", "val", "test", "seed"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
+        let method = match f.get("method") {
+            Some(n) => get_choice(n, "method", &[("hash", false), ("folder", true)], diags)?,
+            None => false,
+        };
+        if method {
+            for key in ["train", "val", "test", "seed"] {
+                if let Some(n) = f.get(key) {
+                    diags.push(
+                        Diagnostic::new(n.span, format!("`{key}` has no meaning with `method: folder`"))
+                            .with_help("the partition is the image's first folder: train/, val/ or test/"),
+                    );
+                }
+            }
+            return Some(Split { method: Method::Folder });
+        }
         let mut fractions = [0.0; 3];
         let mut ok = true;
         let mut given = 0;
@@ -66,16 +96,21 @@ impl Kind for Split {
         let seed = f
             .get("seed")
             .and_then(|n| get_u64(n, "seed", (0, u64::MAX >> 1), diags));
-        ok.then_some(Split { fractions, seed })
+        ok.then_some(Split {
+            method: Method::Hash { fractions, seed },
+        })
     }
 
     fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "train": self.fractions[0],
-            "val": self.fractions[1],
-            "test": self.fractions[2],
-            "seed": self.seed,
-        })
+        match self.method {
+            Method::Hash { fractions, seed } => serde_json::json!({
+                "train": fractions[0],
+                "val": fractions[1],
+                "test": fractions[2],
+                "seed": seed,
+            }),
+            Method::Folder => serde_json::json!({ "method": "folder" }),
+        }
     }
 }
 
@@ -92,9 +127,20 @@ pub fn partition_of(id: &str, seed: u64, fractions: [f64; 3]) -> &'static str {
     }
 }
 
+/// The partition named by the first folder of `path`.
+fn folder_partition(path: &str) -> Result<String> {
+    let first = path.split('/').next().unwrap_or_default();
+    let name = match first {
+        "train" | "training" => "train",
+        "val" | "valid" | "validation" => "val",
+        "test" | "testing" => "test",
+        _ => anyhow::bail!("`{path}` is not under a train/, val/ or test/ folder, which `split: method: folder` needs"),
+    };
+    Ok(name.to_string())
+}
+
 impl Split {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
-        let seed = self.seed.unwrap_or(ctx.seed);
         let input = ctx.input_path()?;
         let (meta, reader) = dataset::open(input)?;
         let mut writer = ctx.writer(&meta, meta.pixels, true, &serde_json::Value::Null)?;
@@ -102,11 +148,16 @@ impl Split {
         for batch in reader {
             let batch = batch?;
             let mut rows = Rows::from_batch(&batch)?;
-            let parts: Vec<String> = rows
-                .id
-                .iter()
-                .map(|id| partition_of(id, seed, self.fractions).to_string())
-                .collect();
+            let parts: Vec<String> = match self.method {
+                Method::Hash { fractions, seed } => {
+                    let seed = seed.unwrap_or(ctx.seed);
+                    rows.id
+                        .iter()
+                        .map(|id| partition_of(id, seed, fractions).to_string())
+                        .collect()
+                }
+                Method::Folder => rows.path.iter().map(|p| folder_partition(p)).collect::<Result<_>>()?,
+            };
             for (p, class) in parts.iter().zip(&rows.class) {
                 let p = PARTITIONS.iter().find(|x| **x == p).copied().unwrap_or("test");
                 *counts.entry(p).or_default().entry(class.clone()).or_default() += 1;

@@ -62,7 +62,7 @@ impl Kind for Validate {
         number("std_tolerance", (0.0, 1e9), &mut t.std_tolerance);
         number("drift_linf", (0.0, 1.0), &mut t.drift_linf);
         number("drift_js", (0.0, 1.0), &mut t.drift_js);
-        number("near_duplicate", (0.0, 0.5), &mut t.near_duplicate);
+        number("near_duplicate", (0.5, 1.0), &mut t.near_duplicate);
         if let Some(n) = f.get("bins") {
             match get_u64(n, "bins", (2, 4096), diags) {
                 Some(b) => t.bins = b as usize,
