@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::analysis::{self, Analysis, Finding, Severity, Thresholds, short};
@@ -256,4 +256,59 @@ pub fn render_report(report: &Value, errors_only: bool) -> String {
     let n = |k: &str| report.get(k).and_then(Value::as_u64).unwrap_or(0);
     let _ = writeln!(s, "   validate: {} error(s), {} warning(s)", n("errors"), n("warnings"));
     s
+}
+
+/// `audit --compare`: compares each external features file with the features of stage
+/// `against` (default: the dataset the last stage holds or reports on).
+pub fn compare(
+    plan: &Plan,
+    paths: &[std::path::PathBuf],
+    against: Option<&str>,
+    json_out: bool,
+) -> Result<(String, bool)> {
+    let cache = Cache::open(&plan.cache_dir)?;
+    let mut stat_cache = StatCache::load(&cache);
+    let target = match against {
+        Some(name) => plan.index_of(name).context("unknown stage")?,
+        None => *plan.order.last().context("the pipeline has no stages")?,
+    };
+    let target = plan.data_source(target);
+    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    for &i in &plan.closure(&[target]) {
+        done[i] = Some(resolve(plan, i, &done, &mut stat_cache)?);
+    }
+    let r = done[target].as_ref().context("target stage was not resolved")?;
+    let stage = &plan.stage(target).name;
+    if !matches!(cache.lookup(&r.fingerprint), Lookup::Present(_)) {
+        anyhow::bail!("stage `{stage}` is not built for the current pipeline; run `pipeline run` first");
+    }
+    let data = cache.data_path(&r.fingerprint);
+    let images_root = plan
+        .ingest_of(target)
+        .and_then(|j| done[j].as_ref())
+        .and_then(|d| d.scan.as_ref())
+        .map(|s| s.root.clone());
+    let ours = crate::compare::Ours {
+        cache: &cache,
+        stage,
+        data: &data,
+        images_root: images_root.as_deref(),
+    };
+    let mut text = String::new();
+    let mut docs = Vec::new();
+    let mut consistent = true;
+    for p in paths {
+        let c = crate::compare::compare(p, &ours)?;
+        consistent &= c.consistent;
+        text.push_str(&c.text);
+        text.push('\n');
+        docs.push(c.json);
+    }
+    if json_out {
+        return Ok((
+            serde_json::to_string_pretty(&json!({ "consistent": consistent, "comparisons": docs }))? + "\n",
+            consistent,
+        ));
+    }
+    Ok((text, consistent))
 }

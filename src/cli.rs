@@ -62,6 +62,13 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Compare features made outside the pipeline (Arrow IPC or .npy) with the
+        /// pipeline's own, and name how they differ (repeatable).
+        #[arg(long = "compare", value_name = "PATH")]
+        compare: Vec<PathBuf>,
+        /// The stage whose features `--compare` checks against (default: the last dataset).
+        #[arg(long = "against", value_name = "STAGE", requires = "compare")]
+        against: Option<String>,
         #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
         sets: Vec<String>,
     },
@@ -138,10 +145,23 @@ pub fn run(cli: Cli) -> Result<()> {
                     .join(" -> ")
             )?;
         }
-        Command::Audit { file, json, sets } => {
+        Command::Audit {
+            file,
+            json,
+            compare,
+            against,
+            sets,
+        } => {
             let plan = load(&file, &sets)?;
-            let (text, consistent) =
-                crate::audit::audit(&plan, json).map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+            if let Some(a) = &against {
+                known_stage(&plan, a, "--against")?;
+            }
+            let (text, consistent) = if compare.is_empty() {
+                crate::audit::audit(&plan, json)
+            } else {
+                crate::audit::compare(&plan, &compare, against.as_deref(), json)
+            }
+            .map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
             write!(out, "{text}")?;
             if !consistent {
                 return Err(Failure::Inconsistent.into());

@@ -6,6 +6,7 @@ mod analysis;
 mod audit;
 mod cache;
 mod cli;
+mod compare;
 mod dataset;
 mod decode;
 mod diag;
@@ -14,6 +15,9 @@ mod error;
 mod executor;
 mod fingerprint;
 mod kernel;
+// The .npy writer is exercised against NumPy in its tests; the binary only reads .npy so far.
+#[allow(dead_code)]
+mod npy;
 mod plan;
 mod spec;
 mod stage;

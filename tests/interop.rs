@@ -4,19 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 #[test]
 fn shipped_example_artifacts_open_in_pyarrow_and_polars() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let p = common::Project::new();
-    // The example pipeline itself, with its cache moved into the temp project.
-    let yaml = std::fs::read_to_string(format!("{repo}/pipelines/cats_dogs.yaml"))
-        .unwrap()
-        .replace("path: ../data/cats_dogs", &format!("path: {repo}/data/cats_dogs"))
-        .replace("name: cats_dogs", "name: cats_dogs\ncache: cache");
-    p.pipeline(&yaml);
-    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    let (p, run) = common::example_project();
     for stage in ["ingest", "split", "resize", "mean_subtract", "normalize", "validate"] {
         assert!(run.line(stage).contains("1800 rows"), "{}", run.stdout);
     }
@@ -37,17 +27,18 @@ fn shipped_example_artifacts_open_in_pyarrow_and_polars() {
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(doc["consistent"], true);
     assert_eq!(doc["stages"].as_array().unwrap().len(), 6);
-    let out = Command::new("python3")
-        .arg(format!("{repo}/tests/python/check_artifacts.py"))
-        .arg(p.path("cache"))
-        .args(["cats_dogs", "ingest", "split", "resize", "mean_subtract", "normalize"])
-        .output()
-        .expect("python3 must be installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the Python check failed (run scripts/test.sh, which installs pyarrow/polars/numpy):\n{stdout}\n{stderr}"
+    let cache = p.path("cache");
+    let stdout = common::python(
+        "check_artifacts.py",
+        &[
+            cache.to_str().unwrap(),
+            "cats_dogs",
+            "ingest",
+            "split",
+            "resize",
+            "mean_subtract",
+            "normalize",
+        ],
     );
     assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 5, "{stdout}");
 }

@@ -137,6 +137,37 @@ impl Project {
     }
 }
 
+/// A temp project running the shipped example pipeline (`pipelines/cats_dogs.yaml` on
+/// `data/cats_dogs/`), with its cache inside the project; already run once.
+pub fn example_project() -> (Project, Run) {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let p = Project::new();
+    let yaml = fs::read_to_string(format!("{repo}/pipelines/cats_dogs.yaml"))
+        .unwrap()
+        .replace("path: ../data/cats_dogs", &format!("path: {repo}/data/cats_dogs"))
+        .replace("name: cats_dogs", "name: cats_dogs\ncache: cache");
+    p.pipeline(&yaml);
+    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    (p, run)
+}
+
+/// Runs a Python script of `tests/python/` (its packages come from scripts/test.sh).
+pub fn python(script: &str, args: &[&str]) -> String {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .arg(format!("{repo}/tests/python/{script}"))
+        .args(args)
+        .output()
+        .expect("python3 must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed (run scripts/test.sh, which installs its packages):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A pipeline over `images/` with the given extra stages after `ingest`.
 pub const BASIC: &str = "\
 name: t
