@@ -75,6 +75,62 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
             });
         }
     };
+    if let crate::stage::Params::Train(_) = s.params {
+        let sm = &record.summary;
+        let _ = writeln!(
+            text,
+            "== {} ({}) {}: model {}, trained on {} rows, best epoch {} of {} (val accuracy {:.4})\n   data lineage: {}\n",
+            s.name,
+            s.params.kind(),
+            short(&r.fingerprint),
+            sm["architecture"],
+            sm["train_rows"],
+            sm["best_epoch"],
+            sm["epochs_run"],
+            sm["best_val_accuracy"].as_f64().unwrap_or(f64::NAN),
+            sm["data_lineage"]
+                .as_array()
+                .map(|l| l
+                    .iter()
+                    .map(|e| format!(
+                        "{}@{}",
+                        e["stage"].as_str().unwrap_or("?"),
+                        short(e["fingerprint"].as_str().unwrap_or(""))
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" -> "))
+                .unwrap_or_default()
+        );
+        return Ok(StageAudit {
+            json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": true, "model": sm }),
+            text,
+            consistent: true,
+        });
+    }
+    if let crate::stage::Params::Evaluate(_) = s.params {
+        let path = cache.data_file(&record.fingerprint, record.format);
+        let mut report: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let _ = writeln!(
+            text,
+            "== {} ({}) {}: evaluation",
+            s.name,
+            s.params.kind(),
+            short(&r.fingerprint)
+        );
+        text.push_str(&crate::stage::evaluate::render(
+            &report,
+            &plan.file.display().to_string(),
+        ));
+        text.push('\n');
+        if let Some(o) = report.as_object_mut() {
+            o.remove("predictions");
+        }
+        return Ok(StageAudit {
+            json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": true, "evaluation": report }),
+            text,
+            consistent: true,
+        });
+    }
     if s.params.is_report() {
         let path = cache.data_file(&record.fingerprint, record.format);
         let report: Value = serde_json::from_slice(&std::fs::read(&path)?)?;

@@ -35,6 +35,8 @@ pub enum Format {
     Arrow,
     /// A report: JSON (`<fingerprint>.report.json`), e.g. from `validate`.
     Report,
+    /// Model weights: safetensors (`<fingerprint>.safetensors`), from `train`.
+    Model,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -102,6 +104,7 @@ impl Cache {
         let name = match format {
             Format::Arrow => format!("{fingerprint}.arrow"),
             Format::Report => format!("{fingerprint}.report.json"),
+            Format::Model => format!("{fingerprint}.safetensors"),
         };
         self.root.join("artifacts").join(name)
     }

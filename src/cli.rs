@@ -72,6 +72,18 @@ pub enum Command {
         #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
         sets: Vec<String>,
     },
+    /// Classify images with the trained model, through the same preprocessing and frozen
+    /// fitted params as its training data.
+    Predict {
+        file: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// The `train` stage whose model to use (needed when there are several).
+        #[arg(long = "stage", value_name = "NAME")]
+        stage: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the stage graph.
     Dag {
         file: PathBuf,
@@ -166,6 +178,17 @@ pub fn run(cli: Cli) -> Result<()> {
             if !consistent {
                 return Err(Failure::Inconsistent.into());
             }
+        }
+        Command::Predict {
+            file,
+            images,
+            stage,
+            json,
+        } => {
+            let plan = load(&file, &[])?;
+            let text = crate::predict::predict(&plan, stage.as_deref(), &images, json)
+                .map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+            write!(out, "{text}")?;
         }
         Command::Dag { file, format } => {
             let plan = load(&file, &[])?;

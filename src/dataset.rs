@@ -383,3 +383,97 @@ pub fn for_each_batch(path: &Path, mut f: impl FnMut(&RecordBatch) -> Result<()>
     }
     Ok(meta)
 }
+
+/// A dataset artifact memory-mapped for random access: record batches are zero-copy views
+/// of the mapped file, so training can gather any rows without copying the dataset into
+/// memory (only the pages it touches are read).
+pub struct Mapped {
+    pub meta: Meta,
+    pub batches: Vec<RecordBatch>,
+    /// `(batch, row)` of every row, in file order.
+    pub index: Vec<(u32, u32)>,
+    row_len: usize,
+}
+
+impl Mapped {
+    pub fn open(path: &Path) -> Result<Mapped> {
+        use arrow_buffer::Buffer;
+        use arrow_ipc::convert::try_fb_to_schema;
+        use arrow_ipc::reader::{FileDecoder, read_footer_length};
+        let file = File::open(path).with_context(|| format!("cannot open artifact {}", path.display()))?;
+        // SAFETY: artifacts are immutable once committed (written to a temporary name and
+        // renamed into place, never modified), so the mapped bytes do not change under us.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+        let len = mmap.len();
+        if len < 10 {
+            bail!("{} is too short to be an Arrow IPC file", path.display());
+        }
+        let ptr = std::ptr::NonNull::new(mmap.as_ptr() as *mut u8).context("mapped a null pointer")?;
+        // SAFETY: `ptr` points to `len` readable bytes owned by `mmap`, which the buffer keeps alive.
+        let buffer = unsafe { Buffer::from_custom_allocation(ptr, len, Arc::new(mmap)) };
+        let trailer: [u8; 10] = buffer[len - 10..].try_into().context("short trailer")?;
+        let footer_len = read_footer_length(trailer)?;
+        let footer = arrow_ipc::root_as_footer(&buffer[len - 10 - footer_len..len - 10])
+            .map_err(|e| anyhow::anyhow!("{}: bad Arrow footer: {e}", path.display()))?;
+        let schema = try_fb_to_schema(footer.schema().context("Arrow footer without schema")?)?;
+        let meta = Meta::from_schema(&schema)?;
+        let decoder = FileDecoder::new(Arc::new(schema), footer.version());
+        let mut batches = Vec::new();
+        for block in footer.recordBatches().into_iter().flatten() {
+            let block_len = block.bodyLength() as usize + block.metaDataLength() as usize;
+            let data = buffer.slice_with_length(block.offset() as usize, block_len);
+            if let Some(b) = decoder.read_record_batch(block, &data)? {
+                batches.push(b);
+            }
+        }
+        let index = batches
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b as u32, r as u32)))
+            .collect();
+        let row_len = meta.pixels.map_or(0, |(s, _)| s.iter().product());
+        Ok(Mapped {
+            meta,
+            batches,
+            index,
+            row_len,
+        })
+    }
+
+    pub fn row_len(&self) -> usize {
+        self.row_len
+    }
+
+    /// Appends the pixels of row `i` (file order), widened to `f32`, to `out`.
+    pub fn pixels_into(&self, i: usize, out: &mut Vec<f32>) -> Result<()> {
+        let (b, r) = self.index[i];
+        let batch = &self.batches[b as usize];
+        let len = self.row_len;
+        match self.meta.pixels {
+            Some((_, Dtype::Float32)) => out.extend_from_slice(&pixels_f32(batch)?[r as usize * len..][..len]),
+            Some((_, Dtype::Uint8)) => out.extend(
+                pixels_u8(batch)?[r as usize * len..][..len]
+                    .iter()
+                    .map(|&v| f32::from(v)),
+            ),
+            None => bail!("the artifact holds no pixels"),
+        }
+        Ok(())
+    }
+
+    /// The non-pixel columns of every row, in file order.
+    pub fn rows(&self) -> Result<Rows> {
+        let mut all = Rows::default();
+        for batch in &self.batches {
+            let r = Rows::from_batch(batch)?;
+            all.id.extend(r.id);
+            all.path.extend(r.path);
+            all.label.extend(r.label);
+            all.class.extend(r.class);
+            if let Some(p) = r.partition {
+                all.partition.get_or_insert_with(Vec::new).extend(p);
+            }
+        }
+        Ok(all)
+    }
+}

@@ -107,6 +107,15 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
             resolve_s = started.elapsed().as_secs_f64(),
             "resolved fingerprint"
         );
+        if let Params::Train(t) = &s.params
+            && t.unvalidated
+        {
+            writeln!(
+                out,
+                "warning: stage `{}` trains on data no `validate` stage checked (`unvalidated: true`)",
+                s.name
+            )?;
+        }
         let forced = match &opts.force {
             Some(None) => true,
             Some(Some(name)) => *name == s.name,
@@ -134,7 +143,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 writeln!(out, "{:width$}  cached  {rows} rows{extra}", s.name)?;
                 if let Some(record) = record.filter(|_| s.params.is_report()) {
                     cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
-                    gate(&cache, &record, &s.name, false, out)?;
+                    gate(plan, &cache, &record, &s.params, &s.name, false, out)?;
                 }
             }
             Some(reasons) => {
@@ -152,7 +161,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 )?;
                 if s.params.is_report() {
                     cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
-                    gate(&cache, &record, &s.name, true, out)?;
+                    gate(plan, &cache, &record, &s.params, &s.name, true, out)?;
                 }
             }
         }
@@ -161,6 +170,15 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
     }
     tracing::debug!(ran_any, "run finished");
     Ok(())
+}
+
+/// What kind of file a stage's artifact is.
+pub fn format_of(p: &Params) -> Format {
+    match p {
+        Params::Train(_) => Format::Model,
+        _ if p.is_report() => Format::Report,
+        _ => Format::Arrow,
+    }
 }
 
 /// `(2 errors, 1 warning)` for a report artifact.
@@ -178,11 +196,30 @@ fn findings_text(record: &Record) -> String {
 
 /// Prints a validation report (all of it when it was just computed, its errors when it
 /// came from the cache) and stops the run when it holds errors.
-fn gate(cache: &Cache, record: &Record, stage: &str, fresh: bool, out: &mut dyn Write) -> Result<()> {
+fn gate(
+    plan: &Plan,
+    cache: &Cache,
+    record: &Record,
+    params: &Params,
+    stage: &str,
+    fresh: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     let path = cache.data_file(&record.fingerprint, record.format);
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("cannot read report {}", path.display()))?,
     )?;
+    if let Params::Evaluate(_) = params {
+        let collapsed = report["collapsed"].as_array().is_some_and(|c| !c.is_empty());
+        if fresh || collapsed {
+            write!(
+                out,
+                "{}",
+                crate::stage::evaluate::render(&report, &plan.file.display().to_string())
+            )?;
+        }
+        return Ok(());
+    }
     let errors = report.get("errors").and_then(|v| v.as_u64()).unwrap_or(0);
     if fresh || errors > 0 {
         write!(out, "{}", crate::audit::render_report(&report, !fresh))?;
@@ -197,6 +234,19 @@ fn gate(cache: &Cache, record: &Record, stage: &str, fresh: bool, out: &mut dyn 
 }
 
 fn summary_text(record: &Record) -> String {
+    if let Some(best) = record.summary.get("best_epoch").and_then(|v| v.as_u64()) {
+        let acc = record
+            .summary
+            .get("best_val_accuracy")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN);
+        let run = record.summary.get("epochs_run").and_then(|v| v.as_u64()).unwrap_or(0);
+        let diverged = record.summary.get("diverged").and_then(|v| v.as_bool()) == Some(true);
+        return format!(
+            " (best epoch {best} of {run}: val accuracy {acc:.4}{})",
+            if diverged { "; the loss diverged" } else { "" }
+        );
+    }
     if let Some(parts) = record.summary.get("partitions").and_then(|p| p.as_object()) {
         let counts: Vec<String> = ["train", "val", "test"]
             .iter()
@@ -218,10 +268,17 @@ fn summary_text(record: &Record) -> String {
 fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) -> Result<Record> {
     let s = plan.stage(r.index);
     let started = Instant::now();
-    let input = plan.inputs[r.index]
-        .first()
-        .and_then(|&j| done[plan.data_source(j)].as_ref())
+    let input = plan
+        .data_input(r.index)
+        .and_then(|j| done[j].as_ref())
         .map(|d| cache.data_path(&d.fingerprint));
+    let model_fp = match s.params {
+        Params::Evaluate(_) => plan.inputs[r.index]
+            .first()
+            .and_then(|&j| done[j].as_ref())
+            .map(|d| d.fingerprint.clone()),
+        _ => None,
+    };
     let images_root = plan
         .ingest_of(r.index)
         .and_then(|j| done[j].as_ref())
@@ -249,6 +306,8 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
         out_path: temp.clone(),
         progress: &progress,
         cache: Some(cache),
+        model: model_fp.as_ref().map(|fp| cache.data_file(fp, Format::Model)),
+        model_record: model_fp.as_ref().and_then(|fp| cache.record(fp)),
     };
     let result: Result<Output> = match &s.params {
         Params::Ingest(p) => p.run(r.scan.as_ref().context("ingest ran without a scan")?, &ctx),
@@ -257,6 +316,8 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
         Params::MeanSubtract(p) => p.run(&ctx),
         Params::Normalize(p) => p.run(&ctx),
         Params::Validate(p) => p.run(&ctx),
+        Params::Train(p) => p.run(&ctx),
+        Params::Evaluate(p) => p.run(&ctx),
     };
     progress.finish_and_clear();
     let output = match result {
@@ -268,11 +329,7 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
     };
     let record = Record {
         fingerprint: r.fingerprint.clone(),
-        format: if s.params.is_report() {
-            Format::Report
-        } else {
-            Format::Arrow
-        },
+        format: format_of(&s.params),
         kind: s.params.kind().to_string(),
         version: s.params.version(),
         pipeline: plan.spec.name.clone(),

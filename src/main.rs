@@ -15,10 +15,16 @@ mod error;
 mod executor;
 mod fingerprint;
 mod kernel;
+mod metrics;
+// Parts of the model API (whole-epoch training on in-memory data) serve its tests and
+// the diagnose work to come.
+#[allow(dead_code)]
+mod model;
 // The .npy writer is exercised against NumPy in its tests; the binary only reads .npy so far.
 #[allow(dead_code)]
 mod npy;
 mod plan;
+mod predict;
 mod spec;
 mod stage;
 mod suggest;

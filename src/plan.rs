@@ -18,6 +18,8 @@ use crate::suggest::did_you_mean;
 #[derive(Debug)]
 pub struct Plan {
     pub spec: PipelineSpec,
+    /// The pipeline file as given on the command line (for messages).
+    pub file: PathBuf,
     /// Folder that relative paths in the file are resolved against.
     pub base_dir: PathBuf,
     pub cache_dir: PathBuf,
@@ -49,16 +51,34 @@ impl Plan {
         self.order.iter().copied().filter(|&i| needed[i]).collect()
     }
 
-    /// The stage whose dataset stage `i`'s output is: itself, or for a report stage
-    /// (`validate`) the dataset it reported on.
+    /// The stage whose dataset stage `i`'s output is or stands for: itself, or for a report
+    /// or model stage the dataset it reported on or was trained on.
     pub fn data_source(&self, mut i: usize) -> usize {
-        while self.stage(i).params.is_report() {
-            match self.inputs[i].first() {
-                Some(&j) => i = j,
-                None => break,
+        loop {
+            let next = match self.stage(i).params {
+                Params::Validate(_) | Params::Train(_) => self.inputs[i].first().copied(),
+                Params::Evaluate(_) => self.data_input(i),
+                _ => None,
+            };
+            match next {
+                Some(j) => i = j,
+                None => return i,
             }
         }
-        i
+    }
+
+    /// The stage whose dataset stage `i` reads: its input, or for `evaluate` its second
+    /// input or else the data its model was trained on.
+    pub fn data_input(&self, i: usize) -> Option<usize> {
+        let inputs = &self.inputs[i];
+        let j = match self.stage(i).params {
+            Params::Evaluate(_) => match inputs.get(1) {
+                Some(&d) => d,
+                None => *self.inputs[*inputs.first()?].first()?,
+            },
+            _ => *inputs.first()?,
+        };
+        Some(self.data_source(j))
     }
 
     /// The `ingest` stage upstream of stage `i` (itself if it is one).
@@ -137,7 +157,7 @@ pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
         Some(c) => base_dir.join(c),
         None => project_root(&base_dir).join("cache"),
     };
-    check(spec, spec_diags, base_dir, cache_dir).map_err(|mut d| {
+    check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
         d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
         fail(d, &source)
     })
@@ -156,6 +176,7 @@ fn project_root(dir: &Path) -> PathBuf {
 fn check(
     spec: PipelineSpec,
     mut diags: Vec<Diagnostic>,
+    file: PathBuf,
     base_dir: PathBuf,
     cache_dir: PathBuf,
 ) -> Result<Plan, Vec<Diagnostic>> {
@@ -169,13 +190,20 @@ fn check(
         .collect();
     let mut inputs = vec![Vec::new(); spec.stages.len()];
     for (i, s) in spec.stages.iter().enumerate() {
-        let want = s.params.input_count();
-        if s.inputs.len() != want {
-            let msg = if want == 0 {
+        let (least, most) = s.params.input_count();
+        if s.inputs.len() < least || s.inputs.len() > most {
+            let msg = if most == 0 {
                 format!("stage `{}` (kind `{}`) takes no input", s.name, s.params.kind())
+            } else if least == most {
+                format!(
+                    "stage `{}` (kind `{}`) takes exactly {least} input, found {}",
+                    s.name,
+                    s.params.kind(),
+                    s.inputs.len()
+                )
             } else {
                 format!(
-                    "stage `{}` (kind `{}`) takes exactly {want} input, found {}",
+                    "stage `{}` (kind `{}`) takes {least} to {most} inputs, found {}",
                     s.name,
                     s.params.kind(),
                     s.inputs.len()
@@ -233,6 +261,9 @@ fn check(
     // Flow checks in run order: where pixels and partitions exist.
     let mut has_pixels = vec![false; spec.stages.len()];
     let mut has_partition = vec![false; spec.stages.len()];
+    // Stages whose output is a model, and stages with a `validate` upstream.
+    let mut is_model = vec![false; spec.stages.len()];
+    let mut validated = vec![false; spec.stages.len()];
     for &i in &order {
         let s = &spec.stages[i];
         if broken[i] || inputs[i].iter().any(|&j| broken[j]) {
@@ -242,7 +273,69 @@ fn check(
         let (in_pixels, in_partition) = inputs[i]
             .first()
             .map_or((false, false), |&j| (has_pixels[j], has_partition[j]));
+        let in_model = inputs[i].first().is_some_and(|&j| is_model[j]);
+        let in_validated = inputs[i].first().is_some_and(|&j| validated[j]);
+        if in_model && !matches!(s.params, Params::Evaluate(_)) {
+            diags.push(
+                Diagnostic::new(
+                    s.span,
+                    format!("stage `{}` takes a dataset, but its input is a model", s.name),
+                )
+                .with_help("only `evaluate` takes a `train` stage as input"),
+            );
+            broken[i] = true;
+            continue;
+        }
+        validated[i] = in_validated || matches!(s.params, Params::Validate(_));
         let (pixels, partition) = match &s.params {
+            Params::Train(t) => {
+                if !in_pixels || !in_partition {
+                    diags.push(
+                        Diagnostic::new(
+                            s.span,
+                            format!(
+                                "stage `{}` trains on pixels of a split dataset; its input has none",
+                                s.name
+                            ),
+                        )
+                        .with_help("take the input from `validate` (after resize, normalization and split)"),
+                    );
+                }
+                if !in_validated && !t.unvalidated {
+                    diags.push(
+                        Diagnostic::new(s.span, format!("stage `{}` trains on data that no `validate` stage checked", s.name))
+                            .with_help(
+                                "add a `validate` stage before it (it refuses integer pixels, NaNs, leakage and inconsistent \
+                                 preprocessing), or set `unvalidated: true` to train anyway (warned on every run)",
+                            ),
+                    );
+                }
+                is_model[i] = true;
+                (false, false)
+            }
+            Params::Evaluate(_) => {
+                if !in_model {
+                    diags.push(
+                        Diagnostic::new(
+                            s.span,
+                            format!("the first input of stage `{}` must be a `train` stage", s.name),
+                        )
+                        .with_help("write `input: [train]` or `input: [train, <dataset stage>]`"),
+                    );
+                }
+                if let Some(&j) = inputs[i].get(1)
+                    && (!has_pixels[j] || !has_partition[j] || is_model[j])
+                {
+                    diags.push(Diagnostic::new(
+                        s.span,
+                        format!(
+                            "the second input of stage `{}` must be a split dataset with pixels",
+                            s.name
+                        ),
+                    ));
+                }
+                (false, false)
+            }
             Params::Ingest(_) => (false, false),
             Params::Split(_) => {
                 if in_partition {
@@ -305,6 +398,7 @@ fn check(
     }
     Ok(Plan {
         spec,
+        file,
         base_dir,
         cache_dir,
         order,

@@ -36,9 +36,6 @@ pub struct StageSpec {
     pub params: Params,
 }
 
-/// Stage kinds later versions add; named so the message can say they are not here yet.
-const PLANNED_KINDS: &[&str] = &["train", "evaluate"];
-
 /// Reads the fields of one YAML mapping, remembering which keys were consumed so unknown
 /// keys can be reported with a suggestion.
 pub struct Fields<'a> {
@@ -321,21 +318,11 @@ fn parse_stage(
     )?;
     let kind = get_str(kind_node, "kind", diags)?;
     if !stage::KINDS.contains(&kind.as_str()) {
-        let mut d = if PLANNED_KINDS.contains(&kind.as_str()) {
-            Diagnostic::new(
-                kind_node.span,
-                format!("stage kind `{kind}` is not available in this version of pipeline yet"),
-            )
-            .with_help(format!("available kinds: {}", stage::KINDS.join(", ")))
-        } else {
-            Diagnostic::new(kind_node.span, format!("unknown stage kind `{kind}`"))
+        let mut d = Diagnostic::new(kind_node.span, format!("unknown stage kind `{kind}`"));
+        d = match did_you_mean(&kind, stage::KINDS.iter().copied()) {
+            Some(s) => d.with_help(format!("did you mean `{s}`?")),
+            None => d.with_help(format!("available kinds: {}", stage::KINDS.join(", "))),
         };
-        if d.help.is_none() {
-            d = match did_you_mean(&kind, stage::KINDS.iter().copied()) {
-                Some(s) => d.with_help(format!("did you mean `{s}`?")),
-                None => d.with_help(format!("available kinds: {}", stage::KINDS.join(", "))),
-            };
-        }
         diags.push(d);
         return None;
     }

@@ -186,12 +186,12 @@ fn fit_without_split_is_rejected_with_the_leakage_explained() {
 }
 
 #[test]
-fn cycles_are_named_and_planned_kinds_rejected() {
+fn cycles_are_named_and_unknown_kinds_get_a_suggestion() {
     let p = Project::new();
     p.pipeline(
         "name: t\nstages:\n  a:\n    kind: resize\n    input: c\n    size: [4, 4]\n  b:\n    kind: normalize\n    \
          input: a\n    method: per_image\n  c:\n    kind: normalize\n    input: b\n    method: per_image\n  \
-         m:\n    kind: train\n",
+         m:\n    kind: trian\n",
     );
     let out = p.run(&["check", "pipeline.yaml"]);
     assert_eq!(out.code, 2);
@@ -201,12 +201,8 @@ fn cycles_are_named_and_planned_kinds_rejected() {
         "{}",
         out.stderr
     );
-    assert!(
-        out.stderr
-            .contains("stage kind `train` is not available in this version"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("unknown stage kind `trian`"), "{}", out.stderr);
+    assert!(out.stderr.contains("did you mean `train`?"), "{}", out.stderr);
 }
 
 #[test]

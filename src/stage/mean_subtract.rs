@@ -78,19 +78,26 @@ impl Kind for MeanSubtract {
 
 impl MeanSubtract {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
-        let (mean, fitted) = match self.mean {
-            Mean::Constant(m) => (m, serde_json::Value::Null),
+        let fitted = match self.mean {
+            Mean::Constant(_) => serde_json::Value::Null,
             Mean::Fit => {
                 let stats = fit_train_stats(ctx)?;
                 let m = stats.mean();
-                let rgb = [m[0], m[1], m[2]];
-                (
-                    rgb,
-                    serde_json::json!({ "mean_rgb": rgb, "fitted_on": "train", "pixels": stats.count }),
-                )
+                serde_json::json!({ "mean_rgb": [m[0], m[1], m[2]], "fitted_on": "train", "pixels": stats.count })
             }
         };
-        let mean_f32 = mean.map(|v| v as f32);
-        map_pixels_f32(ctx, fitted, |row| pixel::subtract_mean(row, &mean_f32))
+        let f = self.row_fn(&fitted)?;
+        map_pixels_f32(ctx, fitted, f)
+    }
+
+    /// The per-image transform, given the fitted params (from this run or, for prediction,
+    /// from the training lineage): the one code path for both.
+    pub fn row_fn(&self, fitted: &serde_json::Value) -> Result<impl Fn(&mut [f32]) + Sync + use<>> {
+        let mean = match self.mean {
+            Mean::Constant(m) => m,
+            Mean::Fit => super::fitted3(fitted, "mean_rgb")?,
+        };
+        let mean = mean.map(|v| v as f32);
+        Ok(move |row: &mut [f32]| pixel::subtract_mean(row, &mean))
     }
 }

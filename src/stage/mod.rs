@@ -5,11 +5,13 @@
 //! its output for the same input would change) and how to run. [`Params`] is the enum the
 //! plan and the executor `match` on.
 
+pub mod evaluate;
 pub mod ingest;
 pub mod mean_subtract;
 pub mod normalize;
 pub mod resize;
 pub mod split;
+pub mod train;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +23,16 @@ use crate::diag::Diagnostic;
 use crate::spec::Fields;
 
 /// Every stage kind this version runs, in pipeline order.
-pub const KINDS: &[&str] = &["ingest", "split", "resize", "mean_subtract", "normalize", "validate"];
+pub const KINDS: &[&str] = &[
+    "ingest",
+    "split",
+    "resize",
+    "mean_subtract",
+    "normalize",
+    "validate",
+    "train",
+    "evaluate",
+];
 
 /// What every stage kind provides.
 pub trait Kind: Sized {
@@ -49,6 +60,8 @@ pub enum Params {
     MeanSubtract(mean_subtract::MeanSubtract),
     Normalize(normalize::Normalize),
     Validate(validate::Validate),
+    Train(train::Train),
+    Evaluate(evaluate::Evaluate),
 }
 
 macro_rules! dispatch {
@@ -60,6 +73,8 @@ macro_rules! dispatch {
             Params::MeanSubtract($p) => $e,
             Params::Normalize($p) => $e,
             Params::Validate($p) => $e,
+            Params::Train($p) => $e,
+            Params::Evaluate($p) => $e,
         }
     };
 }
@@ -87,13 +102,15 @@ impl Params {
     /// How many inputs the kind takes.
     /// Whether the artifact is a report, the data flowing on unchanged from the input.
     pub fn is_report(&self) -> bool {
-        matches!(self, Params::Validate(_))
+        matches!(self, Params::Validate(_) | Params::Evaluate(_))
     }
 
-    pub fn input_count(&self) -> usize {
+    /// How many inputs the kind takes: at least, at most.
+    pub fn input_count(&self) -> (usize, usize) {
         match self {
-            Params::Ingest(_) => 0,
-            _ => 1,
+            Params::Ingest(_) => (0, 0),
+            Params::Evaluate(_) => (1, 2),
+            _ => (1, 1),
         }
     }
 }
@@ -109,6 +126,8 @@ pub fn parse_params(kind: &str, fields: &mut Fields<'_>, diags: &mut Vec<Diagnos
         }
         normalize::Normalize::KIND => normalize::Normalize::parse(fields, diags).map(Params::Normalize),
         validate::Validate::KIND => validate::Validate::parse(fields, diags).map(Params::Validate),
+        train::Train::KIND => train::Train::parse(fields, diags).map(Params::Train),
+        evaluate::Evaluate::KIND => evaluate::Evaluate::parse(fields, diags).map(Params::Evaluate),
         _ => None,
     }
 }
@@ -122,6 +141,8 @@ pub fn param_names(kind: &str) -> &'static [&'static str] {
         mean_subtract::MeanSubtract::KIND => mean_subtract::MeanSubtract::PARAMS,
         normalize::Normalize::KIND => normalize::Normalize::PARAMS,
         validate::Validate::KIND => validate::Validate::PARAMS,
+        train::Train::KIND => train::Train::PARAMS,
+        evaluate::Evaluate::KIND => evaluate::Evaluate::PARAMS,
         _ => &[],
     }
 }
@@ -139,6 +160,9 @@ pub struct RunCtx<'a> {
     pub progress: &'a indicatif::ProgressBar,
     /// The cache, for stages that check lineage against it.
     pub cache: Option<&'a crate::cache::Cache>,
+    /// For `evaluate`: the model's weights file and record.
+    pub model: Option<PathBuf>,
+    pub model_record: Option<crate::cache::Record>,
 }
 
 /// What a stage produced besides its data file.
@@ -175,6 +199,19 @@ impl RunCtx<'_> {
         self.input
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("stage `{}` has no input artifact", self.entry.stage))
+    }
+}
+
+/// A fitted per-channel triple (e.g. `mean_rgb`) from a stage's fitted params.
+pub(crate) fn fitted3(fitted: &serde_json::Value, key: &str) -> Result<[f64; 3]> {
+    let v: Vec<f64> = fitted
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default();
+    match v.as_slice() {
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => anyhow::bail!("the fitted params lack `{key}`: {fitted}"),
     }
 }
 

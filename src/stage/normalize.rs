@@ -117,30 +117,35 @@ impl Kind for Normalize {
 
 impl Normalize {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
-        match self.method {
-            Method::PerImage => map_pixels_f32(ctx, serde_json::Value::Null, |row| {
-                pixel::standardize(row);
-            }),
-            Method::Scale(factor) => {
-                let factor = factor as f32;
-                map_pixels_f32(ctx, serde_json::Value::Null, |row| pixel::scale(row, factor))
+        let fitted = match self.method {
+            Method::PerChannel(Std::Fit) => {
+                let stats = fit_train_stats(ctx)?;
+                let s = stats.std();
+                let s = [s[0], s[1], s[2]].map(|v| if v < 1e-12 { 1.0 } else { v });
+                serde_json::json!({ "std_rgb": s, "fitted_on": "train", "pixels": stats.count })
             }
-            Method::PerChannel(std) => {
-                let (std, fitted) = match std {
-                    Std::Constant(s) => (s, serde_json::Value::Null),
-                    Std::Fit => {
-                        let stats = fit_train_stats(ctx)?;
-                        let s = stats.std();
-                        let s = [s[0], s[1], s[2]].map(|v| if v < 1e-12 { 1.0 } else { v });
-                        (
-                            s,
-                            serde_json::json!({ "std_rgb": s, "fitted_on": "train", "pixels": stats.count }),
-                        )
-                    }
-                };
-                let std = std.map(|v| v as f32);
-                map_pixels_f32(ctx, fitted, |row| pixel::divide_channels(row, &std))
-            }
+            _ => serde_json::Value::Null,
+        };
+        let f = self.row_fn(&fitted)?;
+        map_pixels_f32(ctx, fitted, f)
+    }
+
+    /// The per-image transform, given the fitted params (from this run or, for prediction,
+    /// from the training lineage): the one code path for both.
+    pub fn row_fn(&self, fitted: &serde_json::Value) -> Result<impl Fn(&mut [f32]) + Sync + use<>> {
+        let method = self.method;
+        let std = match method {
+            Method::PerChannel(Std::Constant(s)) => s,
+            Method::PerChannel(Std::Fit) => super::fitted3(fitted, "std_rgb")?,
+            _ => [1.0; 3],
         }
+        .map(|v| v as f32);
+        Ok(move |row: &mut [f32]| match method {
+            Method::PerImage => {
+                pixel::standardize(row);
+            }
+            Method::Scale(factor) => pixel::scale(row, factor as f32),
+            Method::PerChannel(_) => pixel::divide_channels(row, &std),
+        })
     }
 }

@@ -111,6 +111,24 @@ impl Kind for Resize {
 }
 
 impl Resize {
+    /// Decodes one image file's bytes and resizes it: `u8` RGB HWC of `size`. The one code
+    /// path for the stage and for `pipeline predict`.
+    pub fn image_to_pixels(&self, bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>, String> {
+        let [h, w] = self.size;
+        let img = decode_rgb8(bytes, limits).map_err(|e| e.to_string())?;
+        resize_rgb8(
+            &img.pixels,
+            img.width,
+            img.height,
+            w,
+            h,
+            self.filter,
+            self.mode,
+            self.fill,
+        )
+        .map_err(|e| e.to_string())
+    }
+
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let input = ctx.input_path()?;
         let Some(root) = ctx.images_root.as_deref() else {
@@ -156,9 +174,7 @@ impl Resize {
                                 file.display()
                             ));
                         }
-                        let img = decode_rgb8(&bytes, &limits).map_err(|e| format!("{}: {e}", file.display()))?;
-                        resize_rgb8(&img.pixels, img.width, img.height, w, h, self.filter, self.mode, self.fill)
-                            .map_err(|e| format!("{}: {e}", file.display()))
+                        self.image_to_pixels(&bytes, &limits).map_err(|e| format!("{}: {e}", file.display()))
                     })
                     .collect();
                 let mut pixels = Vec::with_capacity(len * shape.iter().product::<usize>());
@@ -245,6 +261,8 @@ mod tests {
             out_path: dir.path().join("out.arrow"),
             progress: &progress,
             cache: None,
+            model: None,
+            model_record: None,
         };
         let stage = Resize {
             size: [2, 2],

@@ -1,0 +1,357 @@
+//! Numerical core of `pipeline`'s small image classifiers: an MLP (including
+//! plain logistic regression) and a small CNN, trained with explicit backprop,
+//! SGD/Adam, and saved as safetensors.
+//!
+//! # Data conventions
+//! * Inputs are f32 images flattened **HWC** (height, width, channels),
+//!   batch-major: `x.len() == batch * input_len`, row `i` is
+//!   `x[i * input_len .. (i + 1) * input_len]`.
+//! * Labels are class indices `y: &[u32]`, one per row, `< classes`.
+//! * Outputs are softmax probabilities, batch-major `batch × classes`.
+//! * Loss = mean cross-entropy + `l2 / 2 · Σ w²` over weight tensors (biases
+//!   are not decayed).
+//!
+//! # Parameter layout (PyTorch conventions)
+//! Parameters are named tensors ([`Tensor`]) in a fixed order:
+//! `conv{i}.weight` `[out_ch, in_ch, 3, 3]`, `conv{i}.bias` `[out_ch]` (CNN
+//! only, first), then `dense{i}.weight` `[out, in]`, `dense{i}.bias` `[out]`.
+//! These load directly into `nn.Conv2d(in_ch, out_ch, 3, padding=1)` and
+//! `nn.Linear(in, out)`. Because our activations are HWC, a PyTorch
+//! re-implementation must:
+//! * MLP: feed the HWC-flattened vector unchanged (`x.reshape(n, -1)` of an
+//!   `[n, H, W, C]` array).
+//! * CNN: convert images to NCHW for the convs (`x.permute(0, 3, 1, 2)`), and
+//!   flatten the last feature map in HWC order before the dense head
+//!   (`f.permute(0, 2, 3, 1).flatten(1)`), since `dense0.weight`'s input axis is
+//!   ordered (h, w, c).
+//!
+//! # Determinism
+//! Init and shuffling use ChaCha8 streams derived from the seed
+//! (`ops::rng_for`); all matmuls are single-threaded sgemm and all
+//! reductions run in a fixed order, so the same seed and data give
+//! bit-identical weights on the same machine. (sgemm picks its SIMD kernel at
+//! run time, so a CPU with different vector features may differ in the last
+//! bits.)
+
+pub mod cnn;
+pub mod io;
+pub mod mlp;
+mod ops;
+pub mod optim;
+pub mod train;
+
+pub use cnn::{Cnn, CnnSpec};
+pub use mlp::{Activation, Init, Mlp, MlpSpec};
+pub use optim::Optimizer;
+#[allow(unused_imports)]
+pub use train::{EpochStats, train_batch, train_epoch};
+
+use serde::{Deserialize, Serialize};
+
+/// A named parameter (or gradient) tensor, row-major `data` of `shape`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Name such as `dense0.weight`; the safetensors key.
+    pub name: String,
+    /// Shape in PyTorch convention (see module docs).
+    pub shape: Vec<usize>,
+    /// Row-major values, `shape.iter().product()` of them.
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    /// All-zero tensor.
+    pub fn zeros(name: impl Into<String>, shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Tensor {
+            name: name.into(),
+            shape,
+            data: vec![0.0; n],
+        }
+    }
+
+    /// Euclidean norm, accumulated in f64.
+    pub fn l2_norm(&self) -> f32 {
+        ops::sum_sq(&self.data).sqrt() as f32
+    }
+
+    /// Whether L2 decay applies (weights yes, biases no).
+    pub fn is_weight(&self) -> bool {
+        self.name.ends_with(".weight")
+    }
+}
+
+/// Gradients of the loss, one tensor per parameter with the same name, shape
+/// and order as [`Model::params`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grads {
+    /// In parameter order.
+    pub tensors: Vec<Tensor>,
+}
+
+/// Diagnostics of one layer for one batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerStats {
+    /// Layer name, `conv{i}` or `dense{i}`.
+    pub name: String,
+    /// For hidden layers and conv blocks: fraction of units (channels for
+    /// conv blocks) whose post-activation output is exactly 0 for every row of
+    /// the batch (every position too, for conv). Meaningful for ReLU ("dead
+    /// ReLUs"); LeakyReLU/Tanh/Sigmoid are practically never 0 everywhere.
+    /// `None` for the output layer.
+    pub dead_fraction: Option<f32>,
+    /// L2 norm of the weight gradient (including the l2 term).
+    pub weight_grad_norm: f32,
+    /// L2 norm of the bias gradient.
+    pub bias_grad_norm: f32,
+}
+
+/// Per-batch diagnostics returned by `loss_grad`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Conv blocks first, then dense layers, in forward order.
+    pub layers: Vec<LayerStats>,
+    /// Rows whose argmax prediction (before this step's update) equals the label.
+    pub correct: usize,
+    /// Rows in the batch.
+    pub batch: usize,
+}
+
+/// Errors from building, running, training or (de)serializing a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The architecture cannot be built (zero sizes, image too small, ...).
+    #[error("invalid model spec: {0}")]
+    InvalidSpec(String),
+    /// `x` does not hold `batch * input_len` values, or `batch == 0`.
+    #[error("input has {got} values, expected batch {batch} x {per_example} per example")]
+    InputShape {
+        got: usize,
+        batch: usize,
+        per_example: usize,
+    },
+    /// Label count differs from the batch size.
+    #[error("got {got} labels for a batch of {batch}")]
+    LabelCount { got: usize, batch: usize },
+    /// A label is not a valid class index.
+    #[error("label {label} at row {row} is out of range for {classes} classes")]
+    LabelRange { label: u32, row: usize, classes: usize },
+    /// A hyper-parameter is out of range (negative lr, l2, ...).
+    #[error("invalid hyper-parameter: {0}")]
+    Hyper(String),
+    /// Gradients or optimizer state do not match the model's parameters.
+    #[error("gradients do not match the model: {0}")]
+    GradMismatch(String),
+    /// A weights file is well-formed safetensors but not a model we can load.
+    #[error("model file: {0}")]
+    Format(String),
+    /// The safetensors container itself is malformed.
+    #[error("safetensors: {0}")]
+    SafeTensors(#[from] safetensors::SafeTensorError),
+    /// Architecture JSON could not be (de)serialized.
+    #[error("architecture JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Reading or writing a weights file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Architecture of any supported model; serialized (tagged by `kind`) into
+/// the weights file's metadata so [`io::load`] can rebuild the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSpec {
+    /// Dense stack (logistic regression when `hidden` is empty).
+    Mlp(MlpSpec),
+    /// Conv blocks followed by a dense head.
+    Cnn(CnnSpec),
+}
+
+impl ModelSpec {
+    /// Total number of parameters this architecture has, or `None` if that
+    /// overflows `usize` (or a CNN image is too small for its blocks).
+    pub fn param_count(&self) -> Option<usize> {
+        fn dense(input: usize, hidden: &[usize], classes: usize) -> Option<usize> {
+            let mut total = 0usize;
+            let mut n_in = input;
+            for &n_out in hidden.iter().chain([&classes]) {
+                total = total.checked_add(n_in.checked_mul(n_out)?.checked_add(n_out)?)?;
+                n_in = n_out;
+            }
+            Some(total)
+        }
+        match self {
+            ModelSpec::Mlp(s) => dense(s.input_len, &s.hidden, s.classes),
+            ModelSpec::Cnn(s) => {
+                let [mut h, mut w, mut c] = s.input;
+                let mut total = 0usize;
+                for &c_out in &s.blocks {
+                    if h < 2 || w < 2 {
+                        return None;
+                    }
+                    let conv = c.checked_mul(9)?.checked_mul(c_out)?.checked_add(c_out)?;
+                    total = total.checked_add(conv)?;
+                    (h, w, c) = (h / 2, w / 2, c_out);
+                }
+                let feats = h.checked_mul(w)?.checked_mul(c)?;
+                total.checked_add(dense(feats, &s.hidden, s.classes)?)
+            }
+        }
+    }
+}
+
+/// Any supported classifier; the uniform interface optimizers, training and
+/// IO work with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    /// See [`Mlp`].
+    Mlp(Mlp),
+    /// See [`Cnn`].
+    Cnn(Cnn),
+}
+
+impl Model {
+    /// Builds the architecture with weights drawn from `seed`.
+    pub fn new(spec: &ModelSpec, seed: u64) -> Result<Model, ModelError> {
+        Ok(match spec {
+            ModelSpec::Mlp(s) => Model::Mlp(Mlp::new(s, seed)?),
+            ModelSpec::Cnn(s) => Model::Cnn(Cnn::new(s, seed)?),
+        })
+    }
+
+    /// The architecture this model was built from.
+    pub fn spec(&self) -> ModelSpec {
+        match self {
+            Model::Mlp(m) => ModelSpec::Mlp(m.spec().clone()),
+            Model::Cnn(m) => ModelSpec::Cnn(m.spec().clone()),
+        }
+    }
+
+    /// Values per example (`H * W * C`).
+    pub fn input_len(&self) -> usize {
+        match self {
+            Model::Mlp(m) => m.input_len(),
+            Model::Cnn(m) => m.input_len(),
+        }
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        match self {
+            Model::Mlp(m) => m.classes(),
+            Model::Cnn(m) => m.classes(),
+        }
+    }
+
+    /// Softmax probabilities, `batch × classes`.
+    pub fn forward(&self, x: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+        match self {
+            Model::Mlp(m) => m.forward(x, batch),
+            Model::Cnn(m) => m.forward(x, batch),
+        }
+    }
+
+    /// Argmax class per row.
+    pub fn predict(&self, x: &[f32], batch: usize) -> Result<Vec<u32>, ModelError> {
+        let p = self.forward(x, batch)?;
+        let c = self.classes();
+        Ok(p.chunks_exact(c).map(|r| ops::argmax(r) as u32).collect())
+    }
+
+    /// Loss (mean cross-entropy + l2/2·Σw²), its gradients and diagnostics.
+    pub fn loss_grad(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<(f32, Grads, Stats), ModelError> {
+        match self {
+            Model::Mlp(m) => m.loss_grad(x, y, batch, l2),
+            Model::Cnn(m) => m.loss_grad(x, y, batch, l2),
+        }
+    }
+
+    /// Loss only, kept in f64 (for finite-difference gradient checks).
+    #[cfg(test)]
+    pub(crate) fn loss_f64(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<f64, ModelError> {
+        match self {
+            Model::Mlp(m) => m.loss_f64(x, y, batch, l2),
+            Model::Cnn(m) => m.loss_f64(x, y, batch, l2),
+        }
+    }
+
+    /// Which side of every kink (ReLU sign, max-pool winner) the forward pass
+    /// is on; finite differences are only valid when it does not change.
+    #[cfg(test)]
+    pub(crate) fn kink_pattern(&self, x: &[f32], batch: usize) -> Vec<usize> {
+        match self {
+            Model::Mlp(m) => m.kink_pattern(x, batch),
+            Model::Cnn(m) => m.kink_pattern(x, batch),
+        }
+    }
+
+    /// Parameters in canonical order (see module docs).
+    pub fn params(&self) -> Vec<&Tensor> {
+        match self {
+            Model::Mlp(m) => m.params(),
+            Model::Cnn(m) => m.params(),
+        }
+    }
+
+    /// Mutable parameters in canonical order; shapes must not be changed.
+    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        match self {
+            Model::Mlp(m) => m.params_mut(),
+            Model::Cnn(m) => m.params_mut(),
+        }
+    }
+}
+
+impl From<Mlp> for Model {
+    fn from(m: Mlp) -> Self {
+        Model::Mlp(m)
+    }
+}
+
+impl From<Cnn> for Model {
+    fn from(m: Cnn) -> Self {
+        Model::Cnn(m)
+    }
+}
+
+/// Validates the shapes of a batch: `batch > 0`, `x.len() == batch *
+/// per_example`, and (when given) one in-range label per row.
+pub(crate) fn check_batch(
+    x: &[f32],
+    y: Option<&[u32]>,
+    batch: usize,
+    per_example: usize,
+    classes: usize,
+) -> Result<(), ModelError> {
+    if batch == 0 || batch.checked_mul(per_example) != Some(x.len()) {
+        return Err(ModelError::InputShape {
+            got: x.len(),
+            batch,
+            per_example,
+        });
+    }
+    if let Some(y) = y {
+        if y.len() != batch {
+            return Err(ModelError::LabelCount { got: y.len(), batch });
+        }
+        if let Some((row, &label)) = y.iter().enumerate().find(|(_, l)| **l as usize >= classes) {
+            return Err(ModelError::LabelRange { label, row, classes });
+        }
+    }
+    Ok(())
+}
+
+/// Validates the l2 coefficient.
+pub(crate) fn check_l2(l2: f32) -> Result<(), ModelError> {
+    if l2.is_finite() && l2 >= 0.0 {
+        Ok(())
+    } else {
+        Err(ModelError::Hyper(format!("l2 must be finite and >= 0, got {l2}")))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,127 @@
+//! `pipeline predict FILE IMAGE...`: classify new images with a trained model.
+//!
+//! The images go through the very stage code that made the training data — `resize`'s
+//! decode-and-resize, then each element-wise stage's per-image transform — with the fitted
+//! parameters frozen from the model's training lineage. Nothing is re-fitted, and there is no
+//! second implementation of preprocessing to drift from the first.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cache::{Cache, Format, Lookup, StatCache};
+use crate::dataset::LineageEntry;
+use crate::decode::DecodeLimits;
+use crate::executor::{Resolved, resolve};
+use crate::plan::Plan;
+use crate::stage::Params;
+
+/// Classifies `images` with the model of train stage `stage` (the only one when `None`).
+pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: bool) -> Result<String> {
+    let trains: Vec<usize> = plan
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| matches!(plan.stage(i).params, Params::Train(_)))
+        .collect();
+    let train = match stage {
+        Some(name) => plan
+            .index_of(name)
+            .filter(|i| trains.contains(i))
+            .with_context(|| format!("`{name}` is not a `train` stage of this pipeline"))?,
+        None => match trains.as_slice() {
+            [one] => *one,
+            [] => bail!("the pipeline has no `train` stage"),
+            _ => bail!("the pipeline has several `train` stages; choose one with --stage"),
+        },
+    };
+    let cache = Cache::open(&plan.cache_dir)?;
+    let mut stat_cache = StatCache::load(&cache);
+    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    for &i in &plan.closure(&[train]) {
+        done[i] = Some(resolve(plan, i, &done, &mut stat_cache)?);
+    }
+    let fp = &done[train].as_ref().context("train stage not resolved")?.fingerprint;
+    let record = match cache.lookup(fp) {
+        Lookup::Present(r) => *r,
+        _ => bail!(
+            "the model of stage `{}` is not built for the current pipeline; run `pipeline run {}` first",
+            plan.stage(train).name,
+            plan.file.display()
+        ),
+    };
+    let (model, _) = crate::model::io::from_bytes(&std::fs::read(cache.data_file(fp, Format::Model))?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let lineage: Vec<LineageEntry> =
+        serde_json::from_value(record.summary["data_lineage"].clone()).context("the model lacks its data lineage")?;
+    let classes: Vec<String> = serde_json::from_value(record.summary["classes"].clone()).unwrap_or_default();
+    // The preprocessing chain: every pixel stage between ingest and the model, in order.
+    let mut chain = Vec::new();
+    let mut i = plan.data_source(train);
+    loop {
+        chain.push(i);
+        match plan.inputs[i].first() {
+            Some(&j) => i = j,
+            None => break,
+        }
+    }
+    chain.reverse();
+    let mut resize = None;
+    type Step = Box<dyn Fn(&mut [f32])>;
+    let mut steps: Vec<Step> = Vec::new();
+    for &i in &chain {
+        let s = plan.stage(i);
+        let fp = &done[i].as_ref().context("stage not resolved")?.fingerprint;
+        let entry = lineage.iter().find(|e| &e.fingerprint == fp).with_context(|| {
+            format!(
+                "stage `{}` changed since the model was trained; run `pipeline run` to retrain",
+                s.name
+            )
+        })?;
+        match &s.params {
+            Params::Resize(r) => resize = Some(r.clone()),
+            Params::MeanSubtract(m) => steps.push(Box::new(m.row_fn(&entry.fitted)?)),
+            Params::Normalize(n) => steps.push(Box::new(n.row_fn(&entry.fitted)?)),
+            _ => {}
+        }
+    }
+    let resize = resize.context("the model's data has no resize stage")?;
+    let limits = DecodeLimits::default();
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    for path in images {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let pixels = resize
+            .image_to_pixels(&bytes, &limits)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut row: Vec<f32> = pixels.iter().map(|&v| f32::from(v)).collect();
+        for step in &steps {
+            step(&mut row);
+        }
+        let probs = model.forward(&row, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let best = crate::metrics::argmax(&probs);
+        let name = classes.get(best).cloned().unwrap_or_else(|| best.to_string());
+        let all: Vec<String> = probs
+            .iter()
+            .enumerate()
+            .map(|(k, p)| format!("{} {p:.4}", classes.get(k).map_or("?", String::as_str)))
+            .collect();
+        let _ = writeln!(
+            text,
+            "{}  {name}  {:.4}  ({})",
+            path.display(),
+            probs[best],
+            all.join(", ")
+        );
+        rows.push(serde_json::json!({
+            "image": path.display().to_string(), "class": name, "label": best, "probabilities": probs,
+        }));
+    }
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "model": fp, "classes": classes, "predictions": rows,
+        }))? + "\n");
+    }
+    Ok(text)
+}

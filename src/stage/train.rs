@@ -1,0 +1,503 @@
+//! `train`: fit a classifier on the `train` rows of its (validated) input, choosing the
+//! epoch with the best `val` accuracy; `test` rows are never read.
+//!
+//! Models: logistic regression, an MLP and a small CNN ([`crate::model`], explicit backprop
+//! checked against finite differences). Mini-batches are gathered from the memory-mapped
+//! Arrow artifact, so the dataset is never copied into memory. Training is deterministic for
+//! a seed: shuffling and augmentation draw from ChaCha8 streams keyed by the seed and epoch,
+//! and the math is single-threaded. The artifact is the weights as safetensors; its record
+//! keeps the architecture, hyperparameters, classes, per-epoch history and the lineage of
+//! the data it was trained on (the fingerprints `evaluate` and `predict` check).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+
+use super::{Kind, Output, RunCtx};
+use crate::dataset::{Mapped, Written};
+use crate::diag::Diagnostic;
+use crate::metrics;
+use crate::model::{self, Activation, CnnSpec, Init, MlpSpec, Model, ModelSpec, Optimizer};
+use crate::spec::{Fields, get_choice, get_f64, get_u64};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Logistic,
+    Mlp,
+    Cnn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opt {
+    Sgd,
+    Adam,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Augment {
+    Hflip,
+    CropPad,
+}
+
+#[derive(Clone, Debug)]
+pub struct Train {
+    pub arch: Arch,
+    pub hidden: Vec<usize>,
+    pub blocks: Vec<usize>,
+    pub activation: Activation,
+    pub init: Init,
+    pub optimizer: Opt,
+    pub lr: f64,
+    pub momentum: f64,
+    pub epochs: u64,
+    pub batch_size: u64,
+    pub l2: f64,
+    pub seed: Option<u64>,
+    pub augment: Vec<Augment>,
+    /// Stop after this many epochs without a better `val` accuracy (0: never).
+    pub patience: u64,
+    /// Train without a `validate` stage upstream (warned about on every run).
+    pub unvalidated: bool,
+    /// Keep the weights of the epoch with the best `val` accuracy (`best_val`), or of the
+    /// last epoch (`last`, what a plain training loop does).
+    pub keep_last: bool,
+}
+
+const ARCHS: &[(&str, Arch)] = &[("logistic", Arch::Logistic), ("mlp", Arch::Mlp), ("cnn", Arch::Cnn)];
+const ACTS: &[(&str, Activation)] = &[
+    ("relu", Activation::Relu),
+    ("leaky_relu", Activation::LeakyRelu),
+    ("tanh", Activation::Tanh),
+    ("sigmoid", Activation::Sigmoid),
+];
+const INITS: &[(&str, Init)] = &[("he", Init::He), ("xavier", Init::Xavier), ("zeros", Init::Zeros)];
+const OPTS: &[(&str, Opt)] = &[("sgd", Opt::Sgd), ("adam", Opt::Adam)];
+const AUGS: &[(&str, Augment)] = &[("hflip", Augment::Hflip), ("crop_pad", Augment::CropPad)];
+
+fn name<T: PartialEq + Copy>(table: &[(&'static str, T)], v: T) -> &'static str {
+    table.iter().find(|(_, x)| *x == v).map_or("?", |(n, _)| n)
+}
+
+/// An optional choice param with its default.
+fn choice_or<T: Copy>(
+    f: &mut Fields<'_>,
+    key: &str,
+    table: &[(&str, T)],
+    default: T,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match f.get(key) {
+        Some(n) => get_choice(n, key, table, diags),
+        None => Some(default),
+    }
+}
+
+fn sizes(node: &crate::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<usize>> {
+    let Some(items) = node.as_seq() else {
+        diags.push(Diagnostic::new(
+            node.span,
+            format!(
+                "`{field}` must be a list of sizes, e.g. [128], found {}",
+                node.describe()
+            ),
+        ));
+        return None;
+    };
+    items
+        .iter()
+        .map(|i| get_u64(i, field, (1, 65536), diags).map(|v| v as usize))
+        .collect()
+}
+
+impl Kind for Train {
+    const KIND: &'static str = "train";
+    const VERSION: u32 = 1;
+    const PARAMS: &'static [&'static str] = &[
+        "model",
+        "hidden",
+        "blocks",
+        "activation",
+        "init",
+        "optimizer",
+        "lr",
+        "momentum",
+        "epochs",
+        "batch_size",
+        "l2",
+        "seed",
+        "augment",
+        "patience",
+        "unvalidated",
+        "select",
+    ];
+
+    fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
+        let before = diags.len();
+        let arch = f
+            .require("model", "add `model: mlp` (or logistic, cnn)", diags)
+            .and_then(|n| get_choice(n, "model", ARCHS, diags));
+        let hidden = match f.get("hidden") {
+            Some(n) => sizes(n, "hidden", diags),
+            None => Some(if arch == Some(Arch::Mlp) { vec![128] } else { Vec::new() }),
+        };
+        let blocks_node = f.get("blocks");
+        let blocks = match blocks_node {
+            Some(n) => sizes(n, "blocks", diags),
+            None => Some(vec![16, 32]),
+        };
+        if let (Some(n), Some(a)) = (blocks_node, arch)
+            && a != Arch::Cnn
+        {
+            diags.push(Diagnostic::new(
+                n.span,
+                "`blocks` (conv channels) only applies to `model: cnn`",
+            ));
+        }
+        let activation = choice_or(f, "activation", ACTS, Activation::Relu, diags);
+        let init = choice_or(f, "init", INITS, Init::He, diags);
+        let optimizer = choice_or(f, "optimizer", OPTS, Opt::Adam, diags);
+        let mut num = |key: &str, range, default: f64, diags: &mut Vec<Diagnostic>| match f.get(key) {
+            Some(n) => get_f64(n, key, range, diags),
+            None => Some(default),
+        };
+        let lr = num("lr", (1e-9, 100.0), 0.001, diags);
+        let momentum = num("momentum", (0.0, 0.9999), 0.0, diags);
+        let l2 = num("l2", (0.0, 100.0), 0.0, diags);
+        let mut int = |key: &str, range, default: u64, diags: &mut Vec<Diagnostic>| match f.get(key) {
+            Some(n) => get_u64(n, key, range, diags),
+            None => Some(default),
+        };
+        let epochs = int("epochs", (1, 100_000), 20, diags);
+        let batch_size = int("batch_size", (1, 65_536), 64, diags);
+        let patience = int("patience", (0, 100_000), 0, diags);
+        let seed = f
+            .get("seed")
+            .and_then(|n| get_u64(n, "seed", (0, u64::MAX >> 1), diags));
+        let augment = match f.get("augment") {
+            Some(n) => match n.as_seq() {
+                Some(items) => items.iter().map(|i| get_choice(i, "augment", AUGS, diags)).collect(),
+                None => {
+                    diags.push(Diagnostic::new(
+                        n.span,
+                        "`augment` must be a list, e.g. [hflip, crop_pad]",
+                    ));
+                    None
+                }
+            },
+            None => Some(Vec::new()),
+        };
+        let unvalidated = match f.get("unvalidated") {
+            Some(n) => match n.as_str() {
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                _ => {
+                    diags.push(Diagnostic::new(n.span, "`unvalidated` must be true or false"));
+                    None
+                }
+            },
+            None => Some(false),
+        };
+        let keep_last = choice_or(f, "select", &[("best_val", false), ("last", true)], false, diags);
+        if diags.len() > before {
+            return None;
+        }
+        Some(Train {
+            keep_last: keep_last?,
+            arch: arch?,
+            hidden: hidden?,
+            blocks: blocks?,
+            activation: activation?,
+            init: init?,
+            optimizer: optimizer?,
+            lr: lr?,
+            momentum: momentum?,
+            epochs: epochs?,
+            batch_size: batch_size?,
+            l2: l2?,
+            seed,
+            augment: augment?,
+            patience: patience?,
+            unvalidated: unvalidated?,
+        })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": name(ARCHS, self.arch),
+            "hidden": if self.arch == Arch::Logistic { Vec::new() } else { self.hidden.clone() },
+            "blocks": if self.arch == Arch::Cnn { self.blocks.clone() } else { Vec::new() },
+            "activation": name(ACTS, self.activation),
+            "init": name(INITS, self.init),
+            "optimizer": name(OPTS, self.optimizer),
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "l2": self.l2,
+            "seed": self.seed,
+            "augment": self.augment.iter().map(|a| name(AUGS, *a)).collect::<Vec<_>>(),
+            "patience": self.patience,
+            "unvalidated": self.unvalidated,
+            "select": if self.keep_last { "last" } else { "best_val" },
+        })
+    }
+}
+
+/// One epoch of the training history.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Epoch {
+    pub epoch: u64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    /// Range of the predicted probability of the last class on `val`.
+    pub val_probability_min: f64,
+    pub val_probability_max: f64,
+    /// Fraction of `val` rows predicted as the most predicted class.
+    pub val_majority_fraction: f64,
+    /// Per hidden layer: fraction of dead units in the epoch's last batch.
+    pub dead_fraction: Vec<f32>,
+    /// Per layer: L2 norm of the weight gradient in the epoch's last batch.
+    pub grad_norm: Vec<f32>,
+}
+
+impl Train {
+    /// The architecture for inputs of `shape` and `classes` classes.
+    pub fn spec(&self, shape: [usize; 3], classes: usize) -> ModelSpec {
+        match self.arch {
+            Arch::Logistic => ModelSpec::Mlp(MlpSpec {
+                input_len: shape.iter().product(),
+                hidden: Vec::new(),
+                classes,
+                activation: self.activation,
+                init: self.init,
+            }),
+            Arch::Mlp => ModelSpec::Mlp(MlpSpec {
+                input_len: shape.iter().product(),
+                hidden: self.hidden.clone(),
+                classes,
+                activation: self.activation,
+                init: self.init,
+            }),
+            Arch::Cnn => ModelSpec::Cnn(CnnSpec {
+                input: shape,
+                blocks: self.blocks.clone(),
+                hidden: self.hidden.clone(),
+                classes,
+                activation: self.activation,
+                init: self.init,
+            }),
+        }
+    }
+
+    pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
+        let data = Mapped::open(ctx.input_path()?)?;
+        let Some((shape, _)) = data.meta.pixels else {
+            bail!("stage `{}` needs pixels to train on", ctx.entry.stage);
+        };
+        let rows = data.rows()?;
+        let parts = rows
+            .partition
+            .as_ref()
+            .context("the training data has no partition column")?;
+        let classes = data.meta.classes.len();
+        let labels: Vec<u32> = rows.label.iter().map(|&l| l.max(0) as u32).collect();
+        let train: Vec<usize> = (0..rows.len()).filter(|&i| parts[i] == "train").collect();
+        let val: Vec<usize> = (0..rows.len()).filter(|&i| parts[i] == "val").collect();
+        if train.is_empty() {
+            bail!("no `train` rows to train on");
+        }
+        let seed = self.seed.unwrap_or(ctx.seed);
+        let spec = self.spec(shape, classes);
+        let mut model = Model::new(&spec, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut opt = match self.optimizer {
+            Opt::Sgd => Optimizer::sgd(self.lr as f32, self.momentum as f32),
+            Opt::Adam => Optimizer::adam(self.lr as f32),
+        };
+        let row_len = data.row_len();
+        let bs = self.batch_size as usize;
+        let mut order = train.clone();
+        let mut history: Vec<Epoch> = Vec::new();
+        let mut best: Option<(f64, f64, u64, Model)> = None;
+        let mut since_best = 0;
+        let mut diverged = false;
+        ctx.progress.set_length(self.epochs);
+        let started = std::time::Instant::now();
+        for epoch in 0..self.epochs {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for i in (1..order.len()).rev() {
+                order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+            }
+            let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+            let mut last_stats = None;
+            let mut xb = Vec::with_capacity(bs * row_len);
+            let mut yb = Vec::with_capacity(bs);
+            for chunk in order.chunks(bs) {
+                xb.clear();
+                yb.clear();
+                for &i in chunk {
+                    data.pixels_into(i, &mut xb)?;
+                    yb.push(labels[i]);
+                }
+                for row in xb.chunks_exact_mut(row_len) {
+                    augment(row, shape, &self.augment, &mut rng);
+                }
+                let (loss, stats) = model::train_batch(&mut model, &mut opt, &xb, &yb, chunk.len(), self.l2 as f32)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                loss_sum += f64::from(loss) * chunk.len() as f64;
+                correct += stats.correct;
+                seen += chunk.len();
+                last_stats = Some(stats);
+                if !loss.is_finite() {
+                    diverged = true;
+                    break;
+                }
+            }
+            let (probs, val_labels) = predict_rows(&model, &data, &val, &labels)?;
+            let m = metrics::compute(&probs, &val_labels, classes);
+            let stats = last_stats.unwrap_or_default();
+            let e = Epoch {
+                epoch: epoch + 1,
+                train_loss: loss_sum / seen.max(1) as f64,
+                train_accuracy: correct as f64 / seen.max(1) as f64,
+                val_loss: m.log_loss,
+                val_accuracy: m.accuracy,
+                val_probability_min: m.collapse.probability_min,
+                val_probability_max: m.collapse.probability_max,
+                val_majority_fraction: m.collapse.majority_fraction,
+                dead_fraction: stats.layers.iter().filter_map(|l| l.dead_fraction).collect(),
+                grad_norm: stats.layers.iter().map(|l| l.weight_grad_norm).collect(),
+            };
+            tracing::debug!(
+                epoch = e.epoch,
+                train_loss = e.train_loss,
+                train_acc = e.train_accuracy,
+                val_loss = e.val_loss,
+                val_acc = e.val_accuracy,
+                "epoch"
+            );
+            let better = best.as_ref().is_none_or(|(acc, loss, _, _)| {
+                e.val_accuracy > *acc || (e.val_accuracy == *acc && e.val_loss < *loss)
+            });
+            if better && !diverged {
+                best = Some((e.val_accuracy, e.val_loss, e.epoch, model.clone()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+            }
+            history.push(e);
+            ctx.progress.inc(1);
+            if diverged || (self.patience > 0 && since_best >= self.patience) {
+                break;
+            }
+        }
+        let (best_epoch, chosen) = match best {
+            Some((_, _, epoch, m)) if !self.keep_last => (epoch, m),
+            _ => (history.len() as u64, model),
+        };
+        let lineage: Vec<serde_json::Value> = data
+            .meta
+            .lineage
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
+            .collect();
+        let mut md = BTreeMap::new();
+        md.insert("classes".to_string(), serde_json::to_string(&data.meta.classes)?);
+        md.insert(
+            "data_fingerprint".to_string(),
+            data.meta
+                .lineage
+                .last()
+                .map(|e| e.fingerprint.clone())
+                .unwrap_or_default(),
+        );
+        md.insert("input_shape".to_string(), serde_json::to_string(&shape)?);
+        let bytes = model::io::to_bytes(&chosen, &md).map_err(|e| anyhow::anyhow!("{e}"))?;
+        std::fs::write(&ctx.out_path, &bytes)?;
+        std::fs::File::open(&ctx.out_path)?.sync_all()?;
+        let last = history.last();
+        Ok(Output {
+            written: Written {
+                rows: train.len() as u64,
+                bytes: bytes.len() as u64,
+                blake3: blake3::hash(&bytes).to_hex().to_string(),
+            },
+            fitted: serde_json::Value::Null,
+            summary: serde_json::json!({
+                "architecture": spec,
+                "hyperparameters": self.to_json(),
+                "classes": data.meta.classes,
+                "input_shape": shape,
+                "best_epoch": best_epoch,
+                "best_val_accuracy": history.get(best_epoch.saturating_sub(1) as usize).map(|e| e.val_accuracy),
+                "epochs_run": history.len(),
+                "diverged": diverged,
+                "final_train_loss": last.map(|e| e.train_loss),
+                "train_rows": train.len(),
+                "val_rows": val.len(),
+                "train_seconds": started.elapsed().as_secs_f64(),
+                "data_lineage": lineage,
+                "history": history,
+            }),
+        })
+    }
+}
+
+/// Class probabilities of `rows` (indices into `data`), in batches.
+pub fn predict_rows(model: &Model, data: &Mapped, rows: &[usize], labels: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
+    let mut probs = Vec::with_capacity(rows.len() * model.classes());
+    let mut x = Vec::new();
+    for chunk in rows.chunks(256) {
+        x.clear();
+        for &i in chunk {
+            data.pixels_into(i, &mut x)?;
+        }
+        probs.extend(model.forward(&x, chunk.len()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    Ok((probs, rows.iter().map(|&i| labels[i]).collect()))
+}
+
+/// Train-time augmentation of one image (HWC), drawn from `rng`: `hflip` mirrors half the
+/// images; `crop_pad` shifts by up to 4 pixels, filling with zeros (the normalized mean).
+fn augment(row: &mut [f32], shape: [usize; 3], augs: &[Augment], rng: &mut ChaCha8Rng) {
+    let [h, w, c] = shape;
+    for a in augs {
+        match a {
+            Augment::Hflip => {
+                if rng.next_u32() & 1 == 1 {
+                    for y in 0..h {
+                        for x in 0..w / 2 {
+                            for ch in 0..c {
+                                row.swap((y * w + x) * c + ch, (y * w + (w - 1 - x)) * c + ch);
+                            }
+                        }
+                    }
+                }
+            }
+            Augment::CropPad => {
+                let dy = (rng.next_u32() % 9) as isize - 4;
+                let dx = (rng.next_u32() % 9) as isize - 4;
+                if dy == 0 && dx == 0 {
+                    continue;
+                }
+                let src = row.to_vec();
+                for y in 0..h as isize {
+                    for x in 0..w as isize {
+                        let (sy, sx) = (y + dy, x + dx);
+                        let inside = sy >= 0 && sx >= 0 && sy < h as isize && sx < w as isize;
+                        for ch in 0..c {
+                            row[(y as usize * w + x as usize) * c + ch] = if inside {
+                                src[(sy as usize * w + sx as usize) * c + ch]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Training, evaluation and prediction through the binary.
+
+mod common;
+
+use common::{Project, TRAIN_DATA};
+
+const MLP: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [16]\n    epochs: 15\n    lr: 0.01\n    \
+                   batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";
+
+#[test]
+fn predict_gives_the_probabilities_evaluate_gave() {
+    let p = Project::new();
+    p.learnable_images(40).pipeline(&format!("{TRAIN_DATA}{MLP}"));
+    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(run.ran("train") && run.ran("evaluate"), "{}", run.stdout);
+    assert!(run.stdout.contains("   test "), "{}", run.stdout);
+    let report = p.report("m", "evaluate");
+    let test_acc = report["metrics"]["test"]["accuracy"].as_f64().unwrap();
+    assert!(test_acc >= 0.9, "a learnable problem: test accuracy {test_acc}");
+    let row = report["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["partition"] == "test")
+        .unwrap()
+        .clone();
+    let image = format!("images/{}", row["path"].as_str().unwrap());
+    let out = p.run(&["predict", "pipeline.yaml", &image, "--json"]).ok();
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let got: Vec<f64> = serde_json::from_value(doc["predictions"][0]["probabilities"].clone()).unwrap();
+    let want: Vec<f64> = serde_json::from_value(row["probabilities"].clone()).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "predict {got:?} vs evaluate {want:?}");
+    }
+    let text = p.run(&["predict", "pipeline.yaml", &image]).ok();
+    assert!(text.stdout.starts_with(&format!("{image}  ")), "{}", text.stdout);
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let p = Project::new();
+    p.learnable_images(30).pipeline(&format!("{TRAIN_DATA}{MLP}"));
+    p.run(&["run", "pipeline.yaml", "--stage", "train"]).ok();
+    let model = |p: &Project| std::fs::read(p.artifact_path("m", "train").with_extension("safetensors")).unwrap();
+    let first = model(&p);
+    let again = p
+        .run(&["run", "pipeline.yaml", "--stage", "train", "--force", "train"])
+        .ok();
+    assert!(again.ran("train"), "{}", again.stdout);
+    assert_eq!(model(&p), first, "same seed, same weights");
+}
+
+#[test]
+fn evaluating_on_differently_preprocessed_data_is_refused() {
+    let p = Project::new();
+    p.learnable_images(30).pipeline(&format!(
+        "{TRAIN_DATA}  train:\n    kind: train\n    input: validate\n    model: logistic\n    epochs: 2\n  \
+         resize2:\n    kind: resize\n    input: split\n    size: [8, 8]\n    filter: nearest\n  \
+         normalize2:\n    kind: normalize\n    method: per_image\n  evaluate:\n    kind: evaluate\n    \
+         input: [train, normalize2]\n"
+    ));
+    let out = p.run(&["run", "pipeline.yaml"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("refusing to evaluate"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("first difference at stage `resize`: its params differ"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn train_needs_validate_unless_opted_out_with_a_warning() {
+    let p = Project::new();
+    p.learnable_images(30);
+    let data = TRAIN_DATA.split("  validate:").next().unwrap().to_string();
+    p.pipeline(&format!(
+        "{data}  train:\n    kind: train\n    model: logistic\n    epochs: 1\n"
+    ));
+    let out = p.run(&["check", "pipeline.yaml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("stage `train` trains on data that no `validate` stage checked"),
+        "{}",
+        out.stderr
+    );
+    p.pipeline(&format!(
+        "{data}  train:\n    kind: train\n    model: logistic\n    epochs: 1\n    unvalidated: true\n"
+    ));
+    for _ in 0..2 {
+        let run = p.run(&["run", "pipeline.yaml"]).ok();
+        assert!(
+            run.stdout
+                .contains("warning: stage `train` trains on data no `validate` stage checked"),
+            "{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn a_collapsed_model_gets_a_loud_warning() {
+    let p = Project::new();
+    p.learnable_images(30).pipeline(&format!(
+        "{TRAIN_DATA}  train:\n    kind: train\n    model: mlp\n    hidden: [32, 32]\n    optimizer: sgd\n    \
+         lr: 10\n    momentum: 0.9\n    epochs: 3\n    batch_size: 8\n  evaluate:\n    kind: evaluate\n"
+    ));
+    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(run.stdout.contains("!!! COLLAPSE on `"), "{}", run.stdout);
+    assert!(run.stdout.contains("of the predictions are class"), "{}", run.stdout);
+    assert!(run.stdout.contains("learning rate too high"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Run `pipeline diagnose pipeline.yaml`"),
+        "{}",
+        run.stdout
+    );
+    // Loud on every run, also when cached.
+    let again = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(
+        again.cached("evaluate") && again.stdout.contains("!!! COLLAPSE"),
+        "{}",
+        again.stdout
+    );
+}
