@@ -156,7 +156,8 @@ fn auc(scores: impl Iterator<Item = f32>, positive: impl Iterator<Item = bool>) 
     let mut rank_sum = 0.0;
     let mut i = 0;
     while i < pairs.len() {
-        let mut j = i;
+        // Always advances: NaN scores (a diverged model) equal nothing, not even themselves.
+        let mut j = i + 1;
         while j < pairs.len() && pairs[j].0 == pairs[i].0 {
             j += 1;
         }
@@ -209,5 +210,13 @@ mod tests {
     fn auc_with_ties() {
         assert_eq!(auc([0.5f32, 0.5].into_iter(), [true, false].into_iter()), Some(0.5));
         assert_eq!(auc([0.1f32, 0.9].into_iter(), [true, true].into_iter()), None);
+    }
+
+    /// Regression: NaN probabilities from a diverged model hung the AUC loop.
+    #[test]
+    fn nan_probabilities_do_not_hang() {
+        let probs = [f32::NAN, f32::NAN, f32::NAN, f32::NAN, 0.3, 0.7];
+        let m = compute(&probs, &[0, 1, 1], 2);
+        assert_eq!(m.rows, 3);
     }
 }
