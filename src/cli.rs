@@ -84,12 +84,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look into the cache of a pipeline: `ls`, `du`, or `verify` every artifact against
+    /// its recorded checksum (exit 1 when any is damaged).
+    Cache {
+        #[arg(value_enum)]
+        action: CacheAction,
+        file: PathBuf,
+    },
     /// Print the stage graph.
     Dag {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = DagFormat::Text)]
         format: DagFormat,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CacheAction {
+    Ls,
+    Du,
+    Verify,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -189,6 +203,21 @@ pub fn run(cli: Cli) -> Result<()> {
             let text = crate::predict::predict(&plan, stage.as_deref(), &images, json)
                 .map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
             write!(out, "{text}")?;
+        }
+        Command::Cache { action, file } => {
+            let plan = load(&file, &[])?;
+            let fail = |e: anyhow::Error| Failure::Pipeline(format!("{e:#}"));
+            match action {
+                CacheAction::Ls => write!(out, "{}", crate::cache_cmd::ls(&plan.cache_dir).map_err(fail)?)?,
+                CacheAction::Du => write!(out, "{}", crate::cache_cmd::du(&plan.cache_dir).map_err(fail)?)?,
+                CacheAction::Verify => {
+                    let (text, intact) = crate::cache_cmd::verify(&plan.cache_dir).map_err(fail)?;
+                    write!(out, "{text}")?;
+                    if !intact {
+                        return Err(Failure::Inconsistent.into());
+                    }
+                }
+            }
         }
         Command::Dag { file, format } => {
             let plan = load(&file, &[])?;

@@ -13,7 +13,7 @@ pub enum Failure {
     Usage(String),
     /// A stage failed while running.
     Pipeline(String),
-    /// `audit` found problems (already printed).
+    /// `audit` or `cache verify` found problems (already printed).
     Inconsistent,
 }
 
@@ -32,7 +32,7 @@ impl fmt::Display for Failure {
             Failure::Spec(text) => write!(f, "{}", text.trim_end()),
             Failure::Usage(text) => write!(f, "error: {text}"),
             Failure::Pipeline(text) => write!(f, "error: {text}"),
-            Failure::Inconsistent => write!(f, "error: the audit found inconsistencies (see above)"),
+            Failure::Inconsistent => write!(f, "error: inconsistencies found (see above)"),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod analysis;
 mod audit;
 mod cache;
+mod cache_cmd;
 mod cli;
 mod compare;
 mod dataset;

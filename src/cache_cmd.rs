@@ -1,0 +1,141 @@
+//! `pipeline cache ls|du|verify`: look into the cache and check it.
+//!
+//! `verify` re-reads every committed artifact and checks it against its record: the data
+//! file exists, has the recorded size and BLAKE3 checksum, and (for datasets) opens as an
+//! Arrow IPC file with the documented metadata. A damaged artifact is named with what is
+//! wrong; the next `pipeline run` that needs it recomputes it.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::cache::{Cache, Format, Record};
+
+/// Every committed record in the cache, sorted by stage then fingerprint.
+fn records(cache: &Cache) -> Result<Vec<Record>> {
+    let dir = cache.root().join("artifacts");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.ends_with(".json") && !name.ends_with(".report.json") {
+            let text = std::fs::read_to_string(&path)?;
+            match serde_json::from_str::<Record>(&text) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(path = %path.display(), "unreadable record: {e}"),
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.pipeline, &a.stage, &a.fingerprint).cmp(&(&b.pipeline, &b.stage, &b.fingerprint)));
+    Ok(out)
+}
+
+/// One line per artifact: pipeline, stage, kind, fingerprint, rows, bytes.
+pub fn ls(cache_dir: &Path) -> Result<String> {
+    let cache = Cache::open(cache_dir)?;
+    let mut s = String::new();
+    for r in records(&cache)? {
+        let _ = writeln!(
+            s,
+            "{:<20} {:<14} {:<14} {}  {:>8} rows  {:>12} bytes",
+            r.pipeline,
+            r.stage,
+            r.kind,
+            &r.fingerprint[..12.min(r.fingerprint.len())],
+            r.rows,
+            r.bytes
+        );
+    }
+    Ok(s)
+}
+
+/// Bytes per stage kind and in total.
+pub fn du(cache_dir: &Path) -> Result<String> {
+    let cache = Cache::open(cache_dir)?;
+    let mut by_kind: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for r in records(&cache)? {
+        let e = by_kind.entry(r.kind.clone()).or_default();
+        e.0 += 1;
+        e.1 += r.bytes;
+    }
+    let mut s = String::new();
+    let mut total = 0;
+    for (kind, (n, bytes)) in &by_kind {
+        total += bytes;
+        let _ = writeln!(s, "{kind:<14} {n:>4} artifacts  {:>10.1} MB", *bytes as f64 / 1e6);
+    }
+    let _ = writeln!(
+        s,
+        "{:<14} {:>4} artifacts  {:>10.1} MB",
+        "total",
+        by_kind.values().map(|v| v.0).sum::<u64>(),
+        total as f64 / 1e6
+    );
+    Ok(s)
+}
+
+/// Checks every artifact; returns the report and whether all are intact.
+pub fn verify(cache_dir: &Path) -> Result<(String, bool)> {
+    let cache = Cache::open(cache_dir)?;
+    let mut s = String::new();
+    let (mut good, mut bad) = (0, 0);
+    for r in records(&cache)? {
+        let path = cache.data_file(&r.fingerprint, r.format);
+        match check(&path, &r) {
+            Ok(()) => good += 1,
+            Err(why) => {
+                bad += 1;
+                let _ = writeln!(
+                    s,
+                    "damaged  {} / {} ({}) {}: {why:#}",
+                    r.pipeline,
+                    r.stage,
+                    r.kind,
+                    &r.fingerprint[..12.min(r.fingerprint.len())]
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "verified {} artifact(s): {good} intact, {bad} damaged{}",
+        good + bad,
+        if bad > 0 {
+            " (the next `pipeline run` recomputes them)"
+        } else {
+            ""
+        }
+    );
+    Ok((s, bad == 0))
+}
+
+fn check(path: &Path, r: &Record) -> Result<()> {
+    let mut file = std::fs::File::open(path).context("the data file is missing")?;
+    let len = file.metadata()?.len();
+    if len != r.bytes {
+        anyhow::bail!("the data file has {len} bytes, the record says {}", r.bytes);
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let sum = hasher.finalize().to_hex().to_string();
+    if sum != r.blake3 {
+        anyhow::bail!(
+            "checksum mismatch: BLAKE3 {} but the record says {}",
+            &sum[..16],
+            &r.blake3[..16.min(r.blake3.len())]
+        );
+    }
+    if r.format == Format::Arrow {
+        crate::dataset::for_each_batch(path, |_| Ok(())).context("not a readable dataset")?;
+    }
+    Ok(())
+}
