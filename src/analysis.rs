@@ -996,11 +996,11 @@ mod tests {
         assert_eq!(nan.rows, vec!["c.png (1 non-finite values)"]);
     }
 
-    #[test]
-    fn statistics_fitted_over_all_rows_are_caught_as_leakage() {
+    /// The findings for a `mean_subtract` stage that recorded `mean_rgb` as fitted on train,
+    /// over an input whose train rows average `0.5 + i` and all rows `1.5 + i` per value i.
+    fn fitted_mean_findings(mean_rgb: [f64; 3], out_pixels: [f32; 4]) -> Vec<Finding> {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
-        // Input: train rows average 0.5 + i, all rows 1.5 + i per value i.
         let input_lineage = vec![entry("resize", "resize", "in", serde_json::Value::Null)];
         artifact(
             &cache,
@@ -1010,25 +1010,22 @@ mod tests {
             &ROWS,
             pixels([0.0, 1.0, 2.0, 3.0]),
         );
-        let all_rows_mean = [1.5 + 0.0 + 4.5, 1.5 + 1.0 + 4.5, 1.5 + 2.0 + 4.5];
         let mut lineage = input_lineage;
         lineage.push(entry(
             "mean_subtract",
             "mean_subtract",
             "out",
-            serde_json::json!({ "mean_rgb": all_rows_mean, "fitted_on": "train" }),
+            serde_json::json!({ "mean_rgb": mean_rgb, "fitted_on": "train" }),
         ));
-        let path = artifact(
-            &cache,
-            "out",
-            Some("in"),
-            lineage,
-            &ROWS,
-            pixels([-1.5, -0.5, 0.5, 1.5]),
-        );
+        let path = artifact(&cache, "out", Some("in"), lineage, &ROWS, pixels(out_pixels));
         let t = Thresholds::default();
-        let a = analyze(&path, &t).unwrap();
-        let f = a.findings(&t, Some(&cache));
+        analyze(&path, &t).unwrap().findings(&t, Some(&cache))
+    }
+
+    #[test]
+    fn statistics_fitted_over_all_rows_are_caught_as_leakage() {
+        let all_rows_mean = [1.5 + 0.0 + 4.5, 1.5 + 1.0 + 4.5, 1.5 + 2.0 + 4.5];
+        let f = fitted_mean_findings(all_rows_mean, [-1.5, -0.5, 0.5, 1.5]);
         let leak = f.iter().find(|f| f.check == "fitted_on_train").expect("must be caught");
         assert_eq!(leak.severity, Severity::Error);
         assert!(
@@ -1042,28 +1039,8 @@ mod tests {
 
     #[test]
     fn statistics_fitted_on_train_pass() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
-        let input_lineage = vec![entry("resize", "resize", "in", serde_json::Value::Null)];
-        artifact(
-            &cache,
-            "in",
-            None,
-            input_lineage.clone(),
-            &ROWS,
-            pixels([0.0, 1.0, 2.0, 3.0]),
-        );
         let train_mean = [0.5 + 4.5, 0.5 + 5.5, 0.5 + 6.5];
-        let mut lineage = input_lineage;
-        lineage.push(entry(
-            "mean_subtract",
-            "mean_subtract",
-            "out",
-            serde_json::json!({ "mean_rgb": train_mean, "fitted_on": "train" }),
-        ));
-        let path = artifact(&cache, "out", Some("in"), lineage, &ROWS, pixels([-0.5, 0.5, 1.5, 2.5]));
-        let t = Thresholds::default();
-        let f = analyze(&path, &t).unwrap().findings(&t, Some(&cache));
+        let f = fitted_mean_findings(train_mean, [-0.5, 0.5, 1.5, 2.5]);
         assert!(
             f.iter().all(|f| f.check != "fitted_on_train" && f.check != "lineage"),
             "{f:?}"

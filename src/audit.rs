@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::analysis::{self, Analysis, Finding, Severity, Thresholds, short};
-use crate::cache::{Cache, Lookup, StatCache};
-use crate::executor::{Resolved, resolve};
+use crate::cache::{Cache, Lookup};
+use crate::executor::{Resolved, resolve_closure};
 use crate::plan::Plan;
 
 /// The audit of one stage's artifact.
@@ -22,18 +22,16 @@ pub struct StageAudit {
 /// Audits every stage of the plan. Returns the text (or JSON) and whether all is consistent.
 pub fn audit(plan: &Plan, json_out: bool) -> Result<(String, bool)> {
     let cache = Cache::open(&plan.cache_dir)?;
-    let mut stat_cache = StatCache::load(&cache);
-    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    let done = resolve_closure(plan, &cache, &plan.order)?;
     let mut stages = Vec::new();
     let mut text = String::new();
     let mut consistent = true;
     for &i in &plan.order {
-        let r = resolve(plan, i, &done, &mut stat_cache)?;
-        let a = audit_stage(plan, &cache, i, &r)?;
+        let r = done[i].as_ref().context("stage not resolved")?;
+        let a = audit_stage(plan, &cache, i, r)?;
         consistent &= a.consistent;
         text.push_str(&a.text);
         stages.push(a.json);
-        done[i] = Some(r);
     }
     let _ = writeln!(
         text,
@@ -54,6 +52,18 @@ pub fn audit(plan: &Plan, json_out: bool) -> Result<(String, bool)> {
 fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<StageAudit> {
     let s = plan.stage(i);
     let mut text = String::new();
+    let head = format!("== {} ({}) {}", s.name, s.params.kind(), short(&r.fingerprint));
+    // The stage's JSON entry: who it is, plus what the audit found under `key`.
+    let entry = |built: bool, key: &str, value: Value, text: String, consistent: bool| {
+        let mut json =
+            json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": built });
+        json[key] = value;
+        StageAudit { json, text, consistent }
+    };
+    let read_report = |record: &crate::cache::Record| -> Result<Value> {
+        let path = cache.data_file(&record.fingerprint, record.format);
+        Ok(serde_json::from_slice(&std::fs::read(&path)?)?)
+    };
     let record = match cache.lookup(&r.fingerprint) {
         Lookup::Present(rec) => *rec,
         other => {
@@ -61,28 +71,15 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
                 Lookup::Damaged(w) => w,
                 _ => "not built".into(),
             };
-            let _ = writeln!(
-                text,
-                "== {} ({}) {}: {why}; run `pipeline run` first\n",
-                s.name,
-                s.params.kind(),
-                short(&r.fingerprint)
-            );
-            return Ok(StageAudit {
-                json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": false, "problem": why }),
-                text,
-                consistent: false,
-            });
+            let _ = writeln!(text, "{head}: {why}; run `pipeline run` first\n");
+            return Ok(entry(false, "problem", json!(why), text, false));
         }
     };
     if let crate::stage::Params::Train(_) = s.params {
         let sm = &record.summary;
         let _ = writeln!(
             text,
-            "== {} ({}) {}: model {}, trained on {} rows, best epoch {} of {} (val accuracy {:.4})\n   data lineage: {}\n",
-            s.name,
-            s.params.kind(),
-            short(&r.fingerprint),
+            "{head}: model {}, trained on {} rows, best epoch {} of {} (val accuracy {:.4})\n   data lineage: {}\n",
             sm["architecture"],
             sm["train_rows"],
             sm["best_epoch"],
@@ -101,22 +98,11 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
                     .join(" -> "))
                 .unwrap_or_default()
         );
-        return Ok(StageAudit {
-            json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": true, "model": sm }),
-            text,
-            consistent: true,
-        });
+        return Ok(entry(true, "model", sm.clone(), text, true));
     }
     if let crate::stage::Params::Evaluate(_) = s.params {
-        let path = cache.data_file(&record.fingerprint, record.format);
-        let mut report: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-        let _ = writeln!(
-            text,
-            "== {} ({}) {}: evaluation",
-            s.name,
-            s.params.kind(),
-            short(&r.fingerprint)
-        );
+        let mut report = read_report(&record)?;
+        let _ = writeln!(text, "{head}: evaluation");
         text.push_str(&crate::stage::evaluate::render(
             &report,
             &plan.file.display().to_string(),
@@ -125,30 +111,15 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
         if let Some(o) = report.as_object_mut() {
             o.remove("predictions");
         }
-        return Ok(StageAudit {
-            json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": true, "evaluation": report }),
-            text,
-            consistent: true,
-        });
+        return Ok(entry(true, "evaluation", report, text, true));
     }
     if s.params.is_report() {
-        let path = cache.data_file(&record.fingerprint, record.format);
-        let report: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let report = read_report(&record)?;
         let errors = report.get("errors").and_then(Value::as_u64).unwrap_or(0);
-        let _ = writeln!(
-            text,
-            "== {} ({}) {}: validation report",
-            s.name,
-            s.params.kind(),
-            short(&r.fingerprint)
-        );
+        let _ = writeln!(text, "{head}: validation report");
         text.push_str(&render_report(&report, false));
         text.push('\n');
-        return Ok(StageAudit {
-            json: json!({ "stage": s.name, "kind": s.params.kind(), "fingerprint": r.fingerprint, "built": true, "report": report }),
-            text,
-            consistent: errors == 0,
-        });
+        return Ok(entry(true, "report", report, text, errors == 0));
     }
     let path = cache.data_path(&record.fingerprint);
     let mut t = Thresholds::default();
@@ -165,10 +136,7 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let _ = writeln!(
         text,
-        "== {} ({}) {}: {} rows, {}",
-        s.name,
-        s.params.kind(),
-        short(&r.fingerprint),
+        "{head}: {} rows, {}",
         record.rows,
         match (analysis.dtype, analysis.shape) {
             (Some(d), Some(sh)) => format!("{} [{}, {}, {}] RGB", d.name(), sh[0], sh[1], sh[2]),
@@ -190,20 +158,11 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
     text.push_str(&render_analysis(&analysis));
     text.push_str(&render_findings(&findings, false));
     text.push('\n');
-    Ok(StageAudit {
-        json: json!({
-            "stage": s.name,
-            "kind": s.params.kind(),
-            "fingerprint": r.fingerprint,
-            "built": true,
-            "rows": record.rows,
-            "lineage": meta.lineage,
-            "analysis": analysis,
-            "findings": findings,
-        }),
-        text,
-        consistent: errors == 0,
-    })
+    let mut audit = entry(true, "analysis", serde_json::to_value(&analysis)?, text, errors == 0);
+    audit.json["rows"] = json!(record.rows);
+    audit.json["lineage"] = serde_json::to_value(&meta.lineage)?;
+    audit.json["findings"] = serde_json::to_value(&findings)?;
+    Ok(audit)
 }
 
 /// Per-partition table, drift and leakage of an analysis.
@@ -323,16 +282,12 @@ pub fn compare(
     json_out: bool,
 ) -> Result<(String, bool)> {
     let cache = Cache::open(&plan.cache_dir)?;
-    let mut stat_cache = StatCache::load(&cache);
     let target = match against {
         Some(name) => plan.index_of(name).context("unknown stage")?,
         None => *plan.order.last().context("the pipeline has no stages")?,
     };
     let target = plan.data_source(target);
-    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
-    for &i in &plan.closure(&[target]) {
-        done[i] = Some(resolve(plan, i, &done, &mut stat_cache)?);
-    }
+    let done = resolve_closure(plan, &cache, &[target])?;
     let r = done[target].as_ref().context("target stage was not resolved")?;
     let stage = &plan.stage(target).name;
     if !matches!(cache.lookup(&r.fingerprint), Lookup::Present(_)) {

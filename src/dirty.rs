@@ -90,23 +90,24 @@ pub struct Candidate<'a> {
     pub scan: Option<&'a Scan>,
 }
 
-/// `None` when the stage's artifact for `now` is present; otherwise every reason it is not.
-pub fn explain(cache: &Cache, pipeline: &str, stage: &str, now: &Candidate<'_>) -> Option<Vec<DirtyReason>> {
+/// The record of the stage's artifact for `now` when it is present (fresh); otherwise
+/// every reason it is not.
+pub fn explain(cache: &Cache, pipeline: &str, stage: &str, now: &Candidate<'_>) -> Result<Record, Vec<DirtyReason>> {
     match cache.lookup(now.fingerprint) {
-        Lookup::Present(_) => return None,
-        Lookup::Damaged(why) => return Some(vec![DirtyReason::ArtifactMissing(why)]),
+        Lookup::Present(record) => return Ok(*record),
+        Lookup::Damaged(why) => return Err(vec![DirtyReason::ArtifactMissing(why)]),
         Lookup::Absent => {}
     }
     let Some(last) = cache.last_fingerprint(pipeline, stage) else {
-        return Some(vec![DirtyReason::NeverRun]);
+        return Err(vec![DirtyReason::NeverRun]);
     };
     if last == now.fingerprint {
-        return Some(vec![DirtyReason::ArtifactMissing(
+        return Err(vec![DirtyReason::ArtifactMissing(
             "it was removed from the cache".into(),
         )]);
     }
     let Some(old) = cache.record(&last) else {
-        return Some(vec![DirtyReason::Unknown]);
+        return Err(vec![DirtyReason::Unknown]);
     };
     let mut reasons = Vec::new();
     if old.version != now.version {
@@ -130,7 +131,7 @@ pub fn explain(cache: &Cache, pipeline: &str, stage: &str, now: &Candidate<'_>) 
     if reasons.is_empty() {
         reasons.push(DirtyReason::Unknown);
     }
-    Some(reasons)
+    Err(reasons)
 }
 
 fn param_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<DirtyReason> {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::cache::{Cache, Format, Lookup, Record, StatCache};
+use crate::cache::{Cache, Format, Record, StatCache};
 use crate::dataset::LineageEntry;
 use crate::dirty::{self, Candidate, DirtyReason};
 use crate::plan::Plan;
@@ -121,8 +121,8 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
             Some(Some(name)) => *name == s.name,
             None => false,
         };
-        let reasons = if forced {
-            Some(vec![DirtyReason::Forced])
+        let freshness = if forced {
+            Err(vec![DirtyReason::Forced])
         } else {
             dirty::explain(
                 &cache,
@@ -131,22 +131,22 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 &resolved.candidate(s.params.version()),
             )
         };
-        match reasons {
-            None => {
-                let record = match cache.lookup(&resolved.fingerprint) {
-                    Lookup::Present(r) => Some(*r),
-                    _ => None,
-                };
-                let rows = record.as_ref().map_or(0, |r| r.rows);
+        match freshness {
+            Ok(record) => {
                 tracing::debug!(stage = %s.name, fingerprint = %resolved.fingerprint, "cached");
-                let extra = record.as_ref().map(findings_text).unwrap_or_default();
-                writeln!(out, "{:width$}  cached  {rows} rows{extra}", s.name)?;
-                if let Some(record) = record.filter(|_| s.params.is_report()) {
+                writeln!(
+                    out,
+                    "{:width$}  cached  {} rows{}",
+                    s.name,
+                    record.rows,
+                    findings_text(&record)
+                )?;
+                if s.params.is_report() {
                     cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
                     gate(plan, &cache, &record, &s.params, &s.name, false, out)?;
                 }
             }
-            Some(reasons) => {
+            Err(reasons) => {
                 let record =
                     execute(plan, &cache, &resolved, &done).with_context(|| format!("stage `{}` failed", s.name))?;
                 ran_any = true;
@@ -279,16 +279,12 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
             .map(|d| d.fingerprint.clone()),
         _ => None,
     };
-    let images_root = plan
+    let scan = plan
         .ingest_of(r.index)
         .and_then(|j| done[j].as_ref())
-        .and_then(|d| d.scan.as_ref())
-        .map(|sc| sc.root.clone());
-    let rows_hint = plan
-        .ingest_of(r.index)
-        .and_then(|j| done[j].as_ref())
-        .and_then(|d| d.scan.as_ref())
-        .map_or(0, |sc| sc.files.len() as u64);
+        .and_then(|d| d.scan.as_ref());
+    let images_root = scan.map(|sc| sc.root.clone());
+    let rows_hint = scan.map_or(0, |sc| sc.files.len() as u64);
     let progress = progress_bar(&s.name, rows_hint);
     let temp = cache.temp_path(&r.fingerprint);
     let ctx = RunCtx {
@@ -400,22 +396,31 @@ pub struct StageStatus {
     pub stale: Option<Vec<DirtyReason>>,
 }
 
+/// Resolves the fingerprints of `targets` and everything they need, without running
+/// anything; index by stage. The stat cache learns any file hashes computed on the way.
+pub fn resolve_closure(plan: &Plan, cache: &Cache, targets: &[usize]) -> Result<Vec<Option<Resolved>>> {
+    let mut stat_cache = StatCache::load(cache);
+    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    for &i in &plan.closure(targets) {
+        done[i] = Some(resolve(plan, i, &done, &mut stat_cache)?);
+    }
+    stat_cache.save(cache)?;
+    Ok(done)
+}
+
 /// Computes every stage's status without running anything.
 pub fn status(plan: &Plan) -> Result<Vec<StageStatus>> {
     let cache = Cache::open(&plan.cache_dir)?;
-    let mut stat_cache = StatCache::load(&cache);
-    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    let done = resolve_closure(plan, &cache, &plan.order)?;
     let mut out = Vec::new();
     for &i in &plan.order {
         let s = plan.stage(i);
-        let r = resolve(plan, i, &done, &mut stat_cache)?;
-        let stale = dirty::explain(&cache, &plan.spec.name, &s.name, &r.candidate(s.params.version()));
+        let r = done[i].as_ref().context("stage not resolved")?;
+        let stale = dirty::explain(&cache, &plan.spec.name, &s.name, &r.candidate(s.params.version())).err();
         out.push(StageStatus {
             name: s.name.clone(),
             stale,
         });
-        done[i] = Some(r);
     }
-    stat_cache.save(&cache)?;
     Ok(out)
 }

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cache::{Cache, Format, Lookup, StatCache};
+use crate::cache::{Cache, Format, Lookup};
 use crate::dataset::LineageEntry;
 use crate::decode::DecodeLimits;
-use crate::executor::{Resolved, resolve};
+use crate::executor::resolve_closure;
 use crate::plan::Plan;
 use crate::stage::Params;
 
@@ -37,11 +37,7 @@ pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: b
         },
     };
     let cache = Cache::open(&plan.cache_dir)?;
-    let mut stat_cache = StatCache::load(&cache);
-    let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
-    for &i in &plan.closure(&[train]) {
-        done[i] = Some(resolve(plan, i, &done, &mut stat_cache)?);
-    }
+    let done = resolve_closure(plan, &cache, &[train])?;
     let fp = &done[train].as_ref().context("train stage not resolved")?.fingerprint;
     let record = match cache.lookup(fp) {
         Lookup::Present(r) => *r,

@@ -11,7 +11,7 @@
 use anyhow::{Context, Result, bail};
 
 use super::{Kind, Output, RunCtx};
-use crate::dataset::{LineageEntry, Mapped, Written};
+use crate::dataset::{LineageEntry, Mapped};
 use crate::diag::Diagnostic;
 use crate::metrics::{self, Metrics};
 use crate::spec::{Fields, get_choice};
@@ -133,15 +133,8 @@ impl Evaluate {
             "history": record.summary.get("history"),
             "predictions": predictions,
         });
-        let bytes = serde_json::to_vec(&doc)?;
-        std::fs::write(&ctx.out_path, &bytes)?;
-        std::fs::File::open(&ctx.out_path)?.sync_all()?;
         Ok(Output {
-            written: Written {
-                rows: predictions.len() as u64,
-                bytes: bytes.len() as u64,
-                blake3: blake3::hash(&bytes).to_hex().to_string(),
-            },
+            written: ctx.write_file(&serde_json::to_vec(&doc)?, predictions.len() as u64)?,
             fitted: serde_json::Value::Null,
             summary: serde_json::json!({ "collapsed": collapsed }),
         })

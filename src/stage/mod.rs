@@ -16,7 +16,7 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::dataset::{ArtifactWriter, Dtype, LineageEntry, Meta, Written};
 use crate::diag::Diagnostic;
@@ -193,6 +193,20 @@ impl RunCtx<'_> {
             lineage,
         };
         ArtifactWriter::create(&self.out_path, meta)
+    }
+
+    /// Writes a whole-file artifact (a report, a model) and syncs it to disk.
+    pub fn write_file(&self, bytes: &[u8], rows: u64) -> Result<Written> {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&self.out_path)
+            .with_context(|| format!("cannot create {}", self.out_path.display()))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        Ok(Written {
+            rows,
+            bytes: bytes.len() as u64,
+            blake3: blake3::hash(bytes).to_hex().to_string(),
+        })
     }
 
     pub fn input_path(&self) -> Result<&Path> {

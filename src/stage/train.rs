@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::{Kind, Output, RunCtx};
-use crate::dataset::{Mapped, Written};
+use crate::dataset::Mapped;
 use crate::diag::Diagnostic;
 use crate::metrics;
 use crate::model::{self, Activation, CnnSpec, Init, MlpSpec, Model, ModelSpec, Optimizer};
@@ -416,15 +416,9 @@ impl Train {
         );
         md.insert("input_shape".to_string(), serde_json::to_string(&shape)?);
         let bytes = model::io::to_bytes(&chosen, &md).map_err(|e| anyhow::anyhow!("{e}"))?;
-        std::fs::write(&ctx.out_path, &bytes)?;
-        std::fs::File::open(&ctx.out_path)?.sync_all()?;
         let last = history.last();
         Ok(Output {
-            written: Written {
-                rows: train.len() as u64,
-                bytes: bytes.len() as u64,
-                blake3: blake3::hash(&bytes).to_hex().to_string(),
-            },
+            written: ctx.write_file(&bytes, train.len() as u64)?,
             fitted: serde_json::Value::Null,
             summary: serde_json::json!({
                 "architecture": spec,

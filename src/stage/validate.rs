@@ -6,13 +6,11 @@
 //! cached — prints the errors and stops with exit code 1, so bad data cannot slip through on
 //! a warm cache.
 
-use std::io::Write;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{Kind, Output, RunCtx};
 use crate::analysis::{self, Severity, Thresholds};
-use crate::dataset::{Dtype, Written};
+use crate::dataset::Dtype;
 use crate::diag::Diagnostic;
 use crate::spec::{Fields, get_choice, get_f64, get_u64};
 
@@ -91,17 +89,8 @@ impl Validate {
             "errors": errors,
             "warnings": warnings,
         });
-        let bytes = serde_json::to_vec_pretty(&report)?;
-        let mut file = std::fs::File::create(&ctx.out_path)
-            .with_context(|| format!("cannot create {}", ctx.out_path.display()))?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
         Ok(Output {
-            written: Written {
-                rows: analysis.rows,
-                bytes: bytes.len() as u64,
-                blake3: blake3::hash(&bytes).to_hex().to_string(),
-            },
+            written: ctx.write_file(&serde_json::to_vec_pretty(&report)?, analysis.rows)?,
             fitted: serde_json::Value::Null,
             summary: serde_json::json!({ "errors": errors, "warnings": warnings }),
         })
