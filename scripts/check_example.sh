@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the shipped example pipeline (release build) on a fresh cache, then checks that the
-# audit is consistent and the test accuracy of its model is at least 0.68.
+# audit is consistent and the test accuracy of its model is at least 0.68; then `diagnose`
+# on it (no blocking finding) and on the reference pipeline (the learning rate is named).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -19,4 +20,23 @@ acc = ev["metrics"]["test"]["accuracy"]
 print(f"example: test accuracy {acc:.4f}, collapsed partitions: {ev['collapsed']}")
 assert acc >= 0.68, f"test accuracy {acc} < 0.68"
 assert not ev["collapsed"]
+PY
+
+# `diagnose`: the healthy example has no blocking finding; the reference pipeline (224x224,
+# lr 0.1) is blamed on its learning rate, with a suggested value below the LR test's valley.
+target/release/pipeline diagnose "$work/cats_dogs.yaml" | tee "$work/diagnose.txt"
+grep -q "^verdict: no blocking finding" "$work/diagnose.txt"
+sed "s#path: ../data/cats_dogs#path: $PWD/data/cats_dogs#; s#^name: cats_dogs_reference#name: cats_dogs_reference\ncache: cache#" \
+  pipelines/cats_dogs_reference.yaml > "$work/reference.yaml"
+start=$(date +%s)
+target/release/pipeline diagnose "$work/reference.yaml" --json > "$work/reference.json"
+echo "reference diagnose: $(($(date +%s) - start)) s including its 224x224 preprocessing"
+python3 - "$work/reference.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+first = d["verdict"][0]
+print("reference verdict:", first["title"], "|", "; ".join(first["changes"]))
+assert first["cause"] == "learning_rate_too_high", first
+sweep = next(c for c in d["checks"] if c["name"] == "lr_range")["data"]
+assert sweep["suggested"] < sweep["min_lr"] < 0.1, sweep
 PY

@@ -152,8 +152,20 @@ pub struct Analysis {
     /// The most similar pair of distinct images in different partitions: how far the data is
     /// from the near-duplicate threshold.
     pub closest_pair: Option<Pair>,
+    /// The per-channel histograms the drift numbers compare.
+    #[serde(default)]
+    pub histograms: Histograms,
     #[serde(skip)]
     pub lineage: Vec<LineageEntry>,
+}
+
+/// Per-channel histograms of each partition's values, on one range per channel shared by all
+/// partitions: `counts[partition][channel][bin]`, bins evenly spaced over `lo[c]..hi[c]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Histograms {
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+    pub counts: BTreeMap<String, Vec<Vec<u64>>>,
 }
 
 const CHANNEL_NAMES: [&str; 3] = ["R", "G", "B"];
@@ -371,6 +383,7 @@ pub fn analyze(path: &Path, t: &Thresholds) -> Result<Analysis> {
         duplicates,
         near_duplicates,
         closest_pair,
+        histograms: Histograms { lo, hi, counts: hist },
         lineage,
     })
 }

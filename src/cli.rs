@@ -84,6 +84,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find out why the classifier predicts one class: run the checklist (data, loss at
+    /// init, input-independent baseline, overfitting tiny sets, learning-rate range test,
+    /// learning curve, activations and gradients, prediction spread) on the cached data with
+    /// the `train` stage's own model and hyperparameters, then rank the findings.
+    Diagnose {
+        file: PathBuf,
+        /// Run only this check (repeatable): data, init_loss, baseline, overfit, lr_range,
+        /// learning_curve, activations, spread.
+        #[arg(long = "check", value_name = "NAME")]
+        checks: Vec<String>,
+        /// The `train` stage to diagnose (needed when there are several).
+        #[arg(long = "stage", value_name = "NAME")]
+        stage: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Write one self-contained HTML page: the DAG and each stage's status, params,
+    /// fingerprint, rows and time; the audit and validate results; the metrics; the
+    /// diagnosis and its figures (also written as PNG and SVG beside the page).
+    Report {
+        file: PathBuf,
+        /// Where to write the page (default: `<pipeline name>-report.html`); the figures go
+        /// to `<stem>-plots/` beside it.
+        #[arg(long, short = 'o', value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Leave out the diagnosis (it trains for a few seconds to minutes).
+        #[arg(long)]
+        no_diagnose: bool,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+    },
     /// Look into the cache of a pipeline: `ls`, `du`, or `verify` every artifact against
     /// its recorded checksum (exit 1 when any is damaged).
     Cache {
@@ -203,6 +236,52 @@ pub fn run(cli: Cli) -> Result<()> {
             let text = crate::predict::predict(&plan, stage.as_deref(), &images, json)
                 .map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
             write!(out, "{text}")?;
+        }
+        Command::Diagnose {
+            file,
+            checks,
+            stage,
+            json,
+            sets,
+        } => {
+            let plan = load(&file, &sets)?;
+            for c in &checks {
+                if !crate::diagnose::CHECKS.contains(&c.as_str()) {
+                    let hint = match did_you_mean(c, crate::diagnose::CHECKS.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("checks: {}", crate::diagnose::CHECKS.join(", ")),
+                    };
+                    return Err(Failure::Usage(format!("--check {c}: there is no check `{c}`; {hint}")).into());
+                }
+            }
+            // Stage lines of the data stages it brings up to date go to stderr, so that
+            // stdout is the diagnosis alone (`--json`).
+            let d = crate::diagnose::diagnose(&plan, stage.as_deref(), &checks, &mut std::io::stderr())
+                .map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
+            } else {
+                write!(out, "{}", d.to_text())?;
+            }
+        }
+        Command::Report {
+            file,
+            out: path,
+            no_diagnose,
+            sets,
+        } => {
+            let plan = load(&file, &sets)?;
+            let path = path.unwrap_or_else(|| PathBuf::from(format!("{}-report.html", plan.spec.name)));
+            let w = crate::report::report(&plan, &path, !no_diagnose, &mut std::io::stderr())
+                .map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+            writeln!(
+                out,
+                "wrote {} ({} figures; {} PNG and SVG files in {})",
+                w.html.display(),
+                w.figures,
+                w.plots.len(),
+                crate::report::plots_dir(&w.html).display()
+            )?;
         }
         Command::Cache { action, file } => {
             let plan = load(&file, &[])?;

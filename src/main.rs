@@ -11,6 +11,7 @@ mod compare;
 mod dataset;
 mod decode;
 mod diag;
+mod diagnose;
 mod dirty;
 mod error;
 mod executor;
@@ -25,7 +26,9 @@ mod model;
 #[allow(dead_code)]
 mod npy;
 mod plan;
+mod plots;
 mod predict;
+mod report;
 mod spec;
 mod stage;
 mod suggest;

@@ -16,8 +16,10 @@ pub struct Metrics {
     pub f1: Vec<f64>,
     pub macro_f1: f64,
     pub roc_auc: Option<f64>,
+    /// NaN when a prediction was not a number (JSON `null`).
+    #[serde(deserialize_with = "null_as_nan")]
     pub log_loss: f64,
-    /// `confusion[true][predicted]`.
+    /// `confusion[true][predicted]`; rows whose prediction is not a number are not in it.
     pub confusion: Vec<Vec<u64>>,
     /// Histogram of the probability of the last class (binary) or of the predicted class
     /// (more classes), 10 bins over [0, 1].
@@ -31,9 +33,15 @@ pub struct Collapse {
     /// Fraction of rows predicted as the most predicted class.
     pub majority_fraction: f64,
     pub majority_class: usize,
-    /// Range of the predicted probability of the last class over all rows.
+    /// Range of the predicted probability of the last class over the rows whose prediction
+    /// is a number (NaN, JSON `null`, when none is).
+    #[serde(deserialize_with = "null_as_nan")]
     pub probability_min: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub probability_max: f64,
+    /// Rows whose predicted probabilities are NaN or infinite: the model diverged.
+    #[serde(default)]
+    pub non_finite: usize,
     pub collapsed: bool,
     /// What was observed, in words (empty when not collapsed).
     pub observed: String,
@@ -53,7 +61,15 @@ pub fn compute(probs: &[f32], labels: &[u32], k: usize) -> Metrics {
     let mut hist = vec![0u64; 10];
     let mut predicted_counts = vec![0u64; k];
     let (mut pmin, mut pmax) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut non_finite = 0;
     for (row, &y) in probs.chunks_exact(k).zip(labels) {
+        if row.iter().any(|p| !p.is_finite()) {
+            // No class can be read from it: it counts as wrong, at the largest loss, and is
+            // left out of the confusion matrix and the predicted-class shares.
+            non_finite += 1;
+            log_loss -= 1e-15f64.ln();
+            continue;
+        }
         let pred = argmax(row);
         predicted_counts[pred] += 1;
         confusion[y as usize][pred] += 1;
@@ -98,9 +114,15 @@ pub fn compute(probs: &[f32], labels: &[u32], k: usize) -> Metrics {
         .map_or((0, 0), |(i, c)| (i, *c));
     let majority_fraction = majority as f64 / n.max(1) as f64;
     let center = 1.0 / k as f64;
-    let narrow = n > 0 && pmin >= center - COLLAPSE_SPREAD / 2.0 && pmax <= center + COLLAPSE_SPREAD / 2.0;
+    let finite = n - non_finite;
+    let narrow = finite > 0 && pmin >= center - COLLAPSE_SPREAD / 2.0 && pmax <= center + COLLAPSE_SPREAD / 2.0;
     let mut observed = Vec::new();
-    if n > 0 && majority_fraction >= COLLAPSE_MAJORITY {
+    if non_finite > 0 {
+        observed.push(format!(
+            "{non_finite} of {n} predictions are not numbers (NaN/inf): the model's weights diverged"
+        ));
+    }
+    if n > 0 && non_finite == 0 && majority_fraction >= COLLAPSE_MAJORITY {
         observed.push(format!(
             "{:.1}% of the predictions are class {majority_class}",
             100.0 * majority_fraction
@@ -125,12 +147,38 @@ pub fn compute(probs: &[f32], labels: &[u32], k: usize) -> Metrics {
         collapse: Collapse {
             majority_fraction,
             majority_class,
-            probability_min: if n > 0 { pmin } else { 0.0 },
-            probability_max: if n > 0 { pmax } else { 0.0 },
+            probability_min: if finite > 0 {
+                pmin
+            } else if n > 0 {
+                f64::NAN
+            } else {
+                0.0
+            },
+            probability_max: if finite > 0 {
+                pmax
+            } else if n > 0 {
+                f64::NAN
+            } else {
+                0.0
+            },
+            non_finite,
             collapsed: !observed.is_empty(),
             observed: observed.join("; "),
         },
     }
+}
+
+/// Reads a number that JSON stores as `null` when it was NaN (serde_json writes NaN as `null`).
+pub fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// [`null_as_nan`] for a list of `f32`.
+pub fn nulls_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+    Ok(Vec::<Option<f32>>::deserialize(d)?
+        .into_iter()
+        .map(|v| v.unwrap_or(f32::NAN))
+        .collect())
 }
 
 pub fn argmax(row: &[f32]) -> usize {
@@ -218,5 +266,18 @@ mod tests {
         let probs = [f32::NAN, f32::NAN, f32::NAN, f32::NAN, 0.3, 0.7];
         let m = compute(&probs, &[0, 1, 1], 2);
         assert_eq!(m.rows, 3);
+        // Diverged rows are wrong, loud, and survive a JSON round trip (NaN is stored as null).
+        assert_eq!(m.collapse.non_finite, 2);
+        assert_eq!(m.accuracy, 1.0 / 3.0);
+        assert!(m.collapse.collapsed);
+        assert!(
+            m.collapse.observed.contains("2 of 3 predictions are not numbers"),
+            "{}",
+            m.collapse.observed
+        );
+        let all_nan = compute(&[f32::NAN; 4], &[0, 1], 2);
+        let json = serde_json::to_value(&all_nan).unwrap();
+        let back: Metrics = serde_json::from_value(json).unwrap();
+        assert!(back.collapse.probability_min.is_nan() && back.collapse.collapsed);
     }
 }

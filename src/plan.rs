@@ -81,6 +81,27 @@ impl Plan {
         Some(self.data_source(j))
     }
 
+    /// The `train` stage named `name`, or the only one when `None`.
+    pub fn train_stage(&self, name: Option<&str>) -> anyhow::Result<usize> {
+        let trains: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| matches!(self.stage(i).params, Params::Train(_)))
+            .collect();
+        match name {
+            Some(name) => self
+                .index_of(name)
+                .filter(|i| trains.contains(i))
+                .ok_or_else(|| anyhow::anyhow!("`{name}` is not a `train` stage of this pipeline")),
+            None => match trains.as_slice() {
+                [one] => Ok(*one),
+                [] => anyhow::bail!("the pipeline has no `train` stage"),
+                _ => anyhow::bail!("the pipeline has several `train` stages; choose one with --stage"),
+            },
+        }
+    }
+
     /// The `ingest` stage upstream of stage `i` (itself if it is one).
     pub fn ingest_of(&self, mut i: usize) -> Option<usize> {
         loop {

@@ -19,23 +19,7 @@ use crate::stage::Params;
 
 /// Classifies `images` with the model of train stage `stage` (the only one when `None`).
 pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: bool) -> Result<String> {
-    let trains: Vec<usize> = plan
-        .order
-        .iter()
-        .copied()
-        .filter(|&i| matches!(plan.stage(i).params, Params::Train(_)))
-        .collect();
-    let train = match stage {
-        Some(name) => plan
-            .index_of(name)
-            .filter(|i| trains.contains(i))
-            .with_context(|| format!("`{name}` is not a `train` stage of this pipeline"))?,
-        None => match trains.as_slice() {
-            [one] => *one,
-            [] => bail!("the pipeline has no `train` stage"),
-            _ => bail!("the pipeline has several `train` stages; choose one with --stage"),
-        },
-    };
+    let train = plan.train_stage(stage)?;
     let cache = Cache::open(&plan.cache_dir)?;
     let done = resolve_closure(plan, &cache, &[train])?;
     let fp = &done[train].as_ref().context("train stage not resolved")?.fingerprint;

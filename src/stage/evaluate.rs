@@ -25,7 +25,8 @@ const PARTS: &[(&str, &str)] = &[("val", "val"), ("test", "test"), ("train", "tr
 
 impl Kind for Evaluate {
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 1;
+    // 2: predictions that are not numbers are counted and flagged (`non_finite`).
+    const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &["partitions"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {

@@ -113,7 +113,8 @@ fn sizes(node: &crate::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> 
 
 impl Kind for Train {
     const KIND: &'static str = "train";
-    const VERSION: u32 = 1;
+    // 2: the history's prediction shares leave out predictions that are not numbers.
+    const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &[
         "model",
         "hidden",
@@ -249,18 +250,27 @@ impl Kind for Train {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Epoch {
     pub epoch: u64,
+    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
     pub train_accuracy: f64,
+    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
     pub val_loss: f64,
+    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
     pub val_accuracy: f64,
     /// Range of the predicted probability of the last class on `val`.
+    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
     pub val_probability_min: f64,
+    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
     pub val_probability_max: f64,
     /// Fraction of `val` rows predicted as the most predicted class.
+    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
     pub val_majority_fraction: f64,
     /// Per hidden layer: fraction of dead units in the epoch's last batch.
+    #[serde(deserialize_with = "crate::metrics::nulls_as_nan")]
     pub dead_fraction: Vec<f32>,
     /// Per layer: L2 norm of the weight gradient in the epoch's last batch.
+    #[serde(deserialize_with = "crate::metrics::nulls_as_nan")]
     pub grad_norm: Vec<f32>,
 }
 
@@ -293,6 +303,14 @@ impl Train {
         }
     }
 
+    /// The configured optimizer (fresh state) with learning rate `lr`.
+    pub fn optimizer_with_lr(&self, lr: f64) -> Optimizer {
+        match self.optimizer {
+            Opt::Sgd => Optimizer::sgd(lr as f32, self.momentum as f32),
+            Opt::Adam => Optimizer::adam(lr as f32),
+        }
+    }
+
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let data = Mapped::open(ctx.input_path()?)?;
         let Some((shape, _)) = data.meta.pixels else {
@@ -313,10 +331,7 @@ impl Train {
         let seed = self.seed.unwrap_or(ctx.seed);
         let spec = self.spec(shape, classes);
         let mut model = Model::new(&spec, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut opt = match self.optimizer {
-            Opt::Sgd => Optimizer::sgd(self.lr as f32, self.momentum as f32),
-            Opt::Adam => Optimizer::adam(self.lr as f32),
-        };
+        let mut opt = self.optimizer_with_lr(self.lr);
         let row_len = data.row_len();
         let bs = self.batch_size as usize;
         let mut order = train.clone();

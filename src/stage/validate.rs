@@ -21,7 +21,8 @@ pub struct Validate {
 
 impl Kind for Validate {
     const KIND: &'static str = "validate";
-    const VERSION: u32 = 1;
+    // 2: the report keeps the per-channel histograms of each partition.
+    const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &[
         "dtype",
         "max_class_ratio",

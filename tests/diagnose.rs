@@ -1,0 +1,167 @@
+//! `pipeline diagnose` names the cause of a broken training setup, through the binary.
+
+mod common;
+
+use common::{Project, TRAIN_DATA};
+
+/// A train stage on the learnable generated images, with `extra` params.
+fn train(extra: &str) -> String {
+    format!("  train:\n    kind: train\n    model: mlp\n    hidden: [16]\n    epochs: 10\n    batch_size: 16\n{extra}")
+}
+
+fn diagnose(p: &Project, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["diagnose", "pipeline.yaml", "--json"];
+    all.extend(args);
+    let out = p.run(&all).ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+/// The causes of the verdict, most fundamental first, and whether each blocks training.
+fn verdict(d: &serde_json::Value) -> Vec<(String, bool)> {
+    d["verdict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["cause"].as_str().unwrap().to_string(),
+                r["blocking"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn check<'a>(d: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn a_healthy_setup_has_no_blocking_finding() {
+    let p = Project::new();
+    p.learnable_images(40)
+        .pipeline(&format!("{TRAIN_DATA}{}", train("    optimizer: adam\n    lr: 0.01\n")));
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let d = diagnose(&p, &[]);
+    let v = verdict(&d);
+    assert!(v.iter().all(|(_, blocking)| !blocking), "{v:?}\n{d:#}");
+    assert_eq!(d["blocking"], 0);
+    for name in [
+        "data",
+        "init_loss",
+        "baseline",
+        "overfit",
+        "lr_range",
+        "learning_curve",
+        "activations",
+        "spread",
+    ] {
+        assert_ne!(check(&d, name)["status"], "skipped", "{name}");
+    }
+    // Every tiny set was memorized, and the inputs made a difference.
+    let sets = check(&d, "overfit")["data"]["sets"].as_array().unwrap().clone();
+    assert_eq!(sets.len(), 4);
+    assert!(sets.iter().all(|s| s["fitted_at_step"].is_u64()), "{sets:?}");
+    let b = &check(&d, "baseline")["data"];
+    assert!(b["real"]["accuracy"].as_f64() > b["zeroed"]["accuracy"].as_f64(), "{b}");
+    // The text form ends in the verdict.
+    let text = p.run(&["diagnose", "pipeline.yaml"]).ok().stdout;
+    assert!(text.contains("verdict: no blocking finding"), "{text}");
+}
+
+#[test]
+fn zero_init_is_named_symmetric_weights() {
+    let p = Project::new();
+    p.learnable_images(30).pipeline(&format!(
+        "{TRAIN_DATA}{}",
+        train("    optimizer: sgd\n    lr: 0.01\n    init: zeros\n")
+    ));
+    let d = diagnose(&p, &[]);
+    let v = verdict(&d);
+    assert_eq!(v[0], ("symmetric_weights".to_string(), true), "{v:?}");
+    let change = d["verdict"][0]["changes"][0].as_str().unwrap();
+    assert_eq!(change, "--set train.init=he");
+    // Without a trained model the history check is skipped, and says how to get one.
+    let spread = check(&d, "spread");
+    assert_eq!(spread["status"], "skipped");
+    assert!(spread["summary"].as_str().unwrap().contains("pipeline run"), "{spread}");
+}
+
+#[test]
+fn raw_pixel_values_are_named_the_input_scale() {
+    let p = Project::new();
+    // Resized 0..255 values, made float without any standardization.
+    let data = TRAIN_DATA
+        .replace("    mean: fit\n", "    mean: [0, 0, 0]\n")
+        .replace("method: per_image", "method: scale\n    factor: 1.0");
+    p.learnable_images(30)
+        .pipeline(&format!("{data}{}", train("    optimizer: sgd\n    lr: 0.01\n")));
+    let d = diagnose(&p, &[]);
+    let v = verdict(&d);
+    assert_eq!(v[0], ("input_scale".to_string(), true), "{v:?}");
+    let evidence = d["verdict"][0]["evidence"][0].as_str().unwrap();
+    assert!(evidence.contains("not standardized"), "{evidence}");
+    assert!(check(&d, "data")["data"]["std"].as_f64().unwrap() > 5.0);
+}
+
+/// The reference pipeline itself, lr 0.1, on 300 of the shipped photos at 128x128 (its
+/// 224x224 is checked by scripts/check_example.sh in release).
+#[test]
+fn the_reference_learning_rate_is_named_with_a_value_near_the_valley() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let p = Project::new();
+    for (class, n) in [("cat", 150), ("dog", 150)] {
+        for i in 0..n {
+            let name = format!("{class}.{i}.png");
+            let to = p.path(&format!("photos/{name}"));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(format!("{repo}/data/cats_dogs/{name}"), to).unwrap();
+        }
+    }
+    let yaml = std::fs::read_to_string(format!("{repo}/pipelines/cats_dogs_reference.yaml"))
+        .unwrap()
+        .replace("path: ../data/cats_dogs", "path: photos")
+        .replace("size: [224, 224]", "size: [128, 128]")
+        // 300 photos are less balanced than 1800: keep `validate` from stopping the run.
+        .replace("max_class_ratio: 1.5", "max_class_ratio: 3");
+    assert!(
+        yaml.contains("lr: 0.1 "),
+        "the reference pipeline's learning rate changed"
+    );
+    p.pipeline(&yaml);
+    let d = diagnose(&p, &[]);
+    let v = verdict(&d);
+    assert_eq!(v[0], ("learning_rate_too_high".to_string(), true), "{v:?}\n{d:#}");
+    let sweep = &check(&d, "lr_range")["data"];
+    let valley = sweep["min_lr"].as_f64().unwrap();
+    let suggested = sweep["suggested"].as_f64().unwrap();
+    assert!(valley < 0.1 && (suggested - valley / 10.0).abs() < 1e-12, "{sweep}");
+    let change = d["verdict"][0]["changes"][0].as_str().unwrap();
+    let value: f64 = change.strip_prefix("--set train.lr=").unwrap().parse().unwrap();
+    assert!(value > valley / 30.0 && value < valley, "{change} vs valley {valley}");
+}
+
+#[test]
+fn checks_can_be_chosen_and_a_typo_is_corrected() {
+    let p = Project::new();
+    p.learnable_images(20)
+        .pipeline(&format!("{TRAIN_DATA}{}", train("    lr: 0.01\n")));
+    let d = diagnose(&p, &["--check", "data", "--check", "init_loss"]);
+    let names: Vec<&str> = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["data", "init_loss"]);
+    let bad = p.run(&["diagnose", "pipeline.yaml", "--check", "lr_rnage"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("did you mean `lr_range`?"), "{}", bad.stderr);
+    // Deterministic for a seed: the same checks give the same numbers.
+    let again = diagnose(&p, &["--check", "data", "--check", "init_loss"]);
+    assert_eq!(check(&d, "init_loss")["data"], check(&again, "init_loss")["data"]);
+}
