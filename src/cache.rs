@@ -160,7 +160,9 @@ impl Cache {
     /// Moves a finished data file into place and commits it by writing its record.
     pub fn commit(&self, temp_data: &Path, record: &Record) -> Result<()> {
         let data = self.data_file(&record.fingerprint, record.format);
+        crate::fault::point(|| format!("{}: artifact written, not moved into place", record.stage));
         fs::rename(temp_data, &data).with_context(|| format!("cannot move artifact into {}", data.display()))?;
+        crate::fault::point(|| format!("{}: artifact in place, record not written", record.stage));
         self.write_json_atomic(&self.record_path(&record.fingerprint), record)
     }
 
@@ -197,8 +199,10 @@ impl Cache {
         let tmp = self.temp_path("json");
         let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         serde_json::to_writer_pretty(&mut f, value)?;
+        crate::fault::point(|| format!("json {}: half written", path.display()));
         f.write_all(b"\n")?;
         f.sync_all()?;
+        crate::fault::point(|| format!("json {}: written, not renamed", path.display()));
         fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }

@@ -348,6 +348,7 @@ impl ArtifactWriter {
         let batch = rows.to_batch(&self.meta, &self.schema, pixels)?;
         self.writer.write(&batch)?;
         self.rows += rows.len() as u64;
+        crate::fault::point(|| format!("artifact: {} rows written", self.rows));
         Ok(())
     }
 
@@ -357,6 +358,7 @@ impl ArtifactWriter {
         let mut sink = self.writer.into_inner()?;
         sink.flush()?;
         let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
+        crate::fault::point(|| "artifact: finished, not synced".into());
         file.sync_all()?;
         Ok(Written {
             rows: self.rows,

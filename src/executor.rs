@@ -267,6 +267,7 @@ fn summary_text(record: &Record) -> String {
 /// Runs one stage into a temporary file and commits it to the cache.
 fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) -> Result<Record> {
     let s = plan.stage(r.index);
+    crate::fault::point(|| format!("{}: starting", s.name));
     let started = Instant::now();
     let input = plan
         .data_input(r.index)

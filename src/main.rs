@@ -15,6 +15,7 @@ mod diagnose;
 mod dirty;
 mod error;
 mod executor;
+mod fault;
 mod fingerprint;
 mod kernel;
 mod metrics;

@@ -200,7 +200,10 @@ impl RunCtx<'_> {
         use std::io::Write as _;
         let mut file = std::fs::File::create(&self.out_path)
             .with_context(|| format!("cannot create {}", self.out_path.display()))?;
-        file.write_all(bytes)?;
+        let half = bytes.len() / 2;
+        file.write_all(&bytes[..half])?;
+        crate::fault::point(|| format!("{}: file half written", self.entry.stage));
+        file.write_all(&bytes[half..])?;
         file.sync_all()?;
         Ok(Written {
             rows,

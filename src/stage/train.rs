@@ -405,6 +405,7 @@ impl Train {
             }
             history.push(e);
             ctx.progress.inc(1);
+            crate::fault::point(|| format!("{}: epoch {} trained", ctx.entry.stage, epoch + 1));
             if diverged || (self.patience > 0 && since_best >= self.patience) {
                 break;
             }

@@ -97,8 +97,15 @@ impl Project {
 
     /// Runs `pipeline ARGS...` in the project directory.
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    /// Runs `pipeline ARGS...` in the project directory with extra environment variables.
+    /// A run killed by a signal exits with code -1.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(self.root())
             .output()
             .expect("run pipeline");

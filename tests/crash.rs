@@ -1,0 +1,118 @@
+//! Crash safety: `pipeline run` killed with SIGKILL at many points (the binary's fault hook,
+//! `PIPELINE_KILL_AT`), then run again. The rerun must finish, reuse every stage that had
+//! finished before the kill, produce exactly what an uninterrupted run produces, and leave a
+//! cache that `pipeline cache verify` accepts.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Project, TRAIN_DATA};
+
+const MODEL: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [8]\n    epochs: 3\n    lr: 0.01\n    \
+                     batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";
+
+const STAGES: [&str; 8] = [
+    "ingest",
+    "split",
+    "resize",
+    "mean_subtract",
+    "normalize",
+    "validate",
+    "train",
+    "evaluate",
+];
+
+/// Stage name -> fingerprint of every stage whose pointer (the last thing a stage writes) exists.
+fn finished(p: &Project) -> BTreeMap<String, String> {
+    STAGES
+        .iter()
+        .filter_map(|s| {
+            let text = std::fs::read_to_string(p.path(&format!("cache/pipelines/m/{s}.json"))).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some((s.to_string(), v["fingerprint"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// Stage name -> the BLAKE3 its record gives the artifact.
+fn checksums(p: &Project) -> BTreeMap<String, String> {
+    finished(p)
+        .into_iter()
+        .map(|(s, fp)| {
+            let text = std::fs::read_to_string(p.path(&format!("cache/artifacts/{fp}.json"))).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            (s, v["blake3"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn runs_killed_at_every_kind_of_point_lose_nothing() {
+    let p = Project::new();
+    p.learnable_images(30).pipeline(&format!("{TRAIN_DATA}{MODEL}"));
+    // An uninterrupted run, tracing its kill points: what every rerun must reproduce.
+    let traced = p
+        .run_env(&["run", "pipeline.yaml"], &[("PIPELINE_KILL_TRACE", "1")])
+        .ok();
+    let points: Vec<&str> = traced.stderr.lines().filter(|l| l.starts_with("kill point ")).collect();
+    let want = checksums(&p);
+    assert_eq!(want.len(), STAGES.len());
+    // The training epochs are deterministic, so the model (and the evaluation) must match too.
+    let n = points.len();
+    assert!(n >= 50, "only {n} kill points:\n{}", points.join("\n"));
+    for stage in STAGES {
+        assert!(
+            points
+                .iter()
+                .any(|l| l.contains(&format!(" {stage}: ")) || l.contains(&format!("/{stage}.json"))),
+            "no kill point in `{stage}`"
+        );
+    }
+    let mut survived = 0;
+    for k in 1..=n {
+        std::fs::remove_dir_all(p.path("cache")).unwrap();
+        let killed = p.run_env(&["run", "pipeline.yaml"], &[("PIPELINE_KILL_AT", &k.to_string())]);
+        assert_eq!(
+            killed.code,
+            -1,
+            "kill point {k} ({}) did not kill the run",
+            points[k - 1]
+        );
+        let before = finished(&p);
+        let rerun = p.run(&["run", "pipeline.yaml"]);
+        assert_eq!(
+            rerun.code,
+            0,
+            "rerun after kill point {k} ({}):\n{}{}",
+            points[k - 1],
+            rerun.stdout,
+            rerun.stderr
+        );
+        for (stage, fp) in &before {
+            // A pointer left by the killed run may be from the killed run only if its stage finished.
+            assert!(
+                rerun.cached(stage),
+                "after kill point {k} ({}), `{stage}` ({fp}) was recomputed:\n{}",
+                points[k - 1],
+                rerun.stdout
+            );
+        }
+        assert_eq!(
+            checksums(&p),
+            want,
+            "after kill point {k} ({}) the results differ",
+            points[k - 1]
+        );
+        let verify = p.run(&["cache", "verify", "pipeline.yaml"]);
+        assert_eq!(
+            verify.code,
+            0,
+            "after kill point {k} ({}):\n{}",
+            points[k - 1],
+            verify.stdout
+        );
+        survived += 1;
+    }
+    eprintln!("{survived} of {n} kill points survived");
+}
