@@ -155,11 +155,21 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
     for e in meta.lineage.iter().filter(|e| !e.fitted.is_null()) {
         let _ = writeln!(text, "   fitted:  {} {}", e.stage, e.fitted);
     }
+    let skipped = record.summary["skipped"].as_array().cloned().unwrap_or_default();
+    for f in &skipped {
+        let _ = writeln!(
+            text,
+            "   skipped: {}: {}",
+            f["path"].as_str().unwrap_or("?"),
+            f["reason"].as_str().unwrap_or("?")
+        );
+    }
     text.push_str(&render_analysis(&analysis));
     text.push_str(&render_findings(&findings, false));
     text.push('\n');
     let mut audit = entry(true, "analysis", serde_json::to_value(&analysis)?, text, errors == 0);
     audit.json["rows"] = json!(record.rows);
+    audit.json["skipped"] = json!(skipped);
     audit.json["lineage"] = serde_json::to_value(&meta.lineage)?;
     audit.json["findings"] = serde_json::to_value(&findings)?;
     Ok(audit)

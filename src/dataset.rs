@@ -186,6 +186,18 @@ impl Rows {
         self.id.is_empty()
     }
 
+    /// The rows at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Rows {
+        let pick = |v: &Vec<String>| indices.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+        Rows {
+            id: pick(&self.id),
+            path: pick(&self.path),
+            label: indices.iter().map(|&i| self.label[i]).collect(),
+            class: pick(&self.class),
+            partition: self.partition.as_ref().map(pick),
+        }
+    }
+
     /// Reads the row columns of a batch.
     pub fn from_batch(batch: &RecordBatch) -> Result<Rows> {
         let s = |name: &str| -> Result<Vec<String>> {

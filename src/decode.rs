@@ -51,7 +51,7 @@ impl fmt::Debug for Rgb8Image {
 }
 
 /// Upper bounds on the size of an image accepted by [`decode_rgb8`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Maximum width in pixels, as stored in the file.
     pub max_width: u32,

@@ -136,9 +136,10 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 tracing::debug!(stage = %s.name, fingerprint = %resolved.fingerprint, "cached");
                 writeln!(
                     out,
-                    "{:width$}  cached  {} rows{}",
+                    "{:width$}  cached  {} rows{}{}",
                     s.name,
                     record.rows,
+                    skipped_text(&record),
                     findings_text(&record)
                 )?;
                 if s.params.is_report() {
@@ -150,7 +151,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 let record =
                     execute(plan, &cache, &resolved, &done).with_context(|| format!("stage `{}` failed", s.name))?;
                 ran_any = true;
-                let extra = summary_text(&record) + &findings_text(&record);
+                let extra = summary_text(&record) + &skipped_text(&record) + &findings_text(&record);
                 writeln!(
                     out,
                     "{:width$}  ran     {} rows in {:.2}s{extra}  ({})",
@@ -159,6 +160,14 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                     started.elapsed().as_secs_f64(),
                     dirty::join(&reasons)
                 )?;
+                for f in record.summary["skipped"].as_array().into_iter().flatten() {
+                    writeln!(
+                        out,
+                        "   skipped {}: {}",
+                        f["path"].as_str().unwrap_or("?"),
+                        f["reason"].as_str().unwrap_or("?")
+                    )?;
+                }
                 if s.params.is_report() {
                     cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
                     gate(plan, &cache, &record, &s.params, &s.name, true, out)?;
@@ -233,6 +242,14 @@ fn gate(
     Ok(())
 }
 
+/// `(3 skipped under `on_error: skip`)` for a stage that left files out.
+fn skipped_text(record: &Record) -> String {
+    match record.summary.get("skipped").and_then(|v| v.as_array()) {
+        Some(s) if !s.is_empty() => format!(" ({} skipped under `on_error: skip`)", s.len()),
+        _ => String::new(),
+    }
+}
+
 fn summary_text(record: &Record) -> String {
     if let Some(best) = record.summary.get("best_epoch").and_then(|v| v.as_u64()) {
         let acc = record
@@ -288,9 +305,15 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
     let rows_hint = scan.map_or(0, |sc| sc.files.len() as u64);
     let progress = progress_bar(&s.name, rows_hint);
     let temp = cache.temp_path(&r.fingerprint);
+    let ingest = plan.ingest_of(r.index).and_then(|j| match &plan.stage(j).params {
+        Params::Ingest(p) => Some(p),
+        _ => None,
+    });
     let ctx = RunCtx {
         input,
         images_root,
+        skip_errors: ingest.is_some_and(|p| p.skip_errors),
+        limits: ingest.map(|p| p.limits).unwrap_or_default(),
         seed: plan.spec.seed,
         entry: LineageEntry {
             stage: s.name.clone(),

@@ -8,6 +8,14 @@
 //! image (`id`, `path`, `label`, `class`) and no pixels: later stages read the files and check
 //! each against its `id` (the SHA-256 of its bytes, as `sha256sum` prints it), so a file
 //! changed after ingest is detected, never silently used.
+//!
+//! `on_error` says what to do with images that cannot be used: `fail` (the default) stops
+//! with every such file and its reason listed; `skip` goes on without them and records each
+//! with its reason (in the record's summary, shown by `run` and `audit`). Ingest meets files it
+//! cannot read (permissions, dangling links, link loops); `resize` meets files that do not
+//! decode (empty, truncated, not an image, a bad checksum, over the size limits) and follows
+//! the same policy. `max_width`, `max_height` and `max_pixels` bound what is decoded (checked
+//! from the header, before any pixel is allocated).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -19,9 +27,10 @@ use rayon::prelude::*;
 use super::{Kind, Output, RunCtx};
 use crate::cache::{FileStat, StatCache};
 use crate::dataset::{Meta, Rows};
+use crate::decode::DecodeLimits;
 use crate::diag::Diagnostic;
 use crate::fingerprint::sha256_hex;
-use crate::spec::{Fields, get_choice, get_str};
+use crate::spec::{Fields, get_choice, get_str, get_u64};
 
 /// Deepest folder nesting searched for images.
 const MAX_DEPTH: usize = 32;
@@ -52,12 +61,25 @@ pub struct Ingest {
     pub csv: Option<String>,
     pub classes: Option<Vec<String>>,
     pub extensions: Vec<String>,
+    /// Skip unusable images (recording why) instead of stopping.
+    pub skip_errors: bool,
+    pub limits: DecodeLimits,
 }
 
 impl Kind for Ingest {
     const KIND: &'static str = "ingest";
     const VERSION: u32 = 1;
-    const PARAMS: &'static [&'static str] = &["path", "labels", "csv", "classes", "extensions"];
+    const PARAMS: &'static [&'static str] = &[
+        "path",
+        "labels",
+        "csv",
+        "classes",
+        "extensions",
+        "on_error",
+        "max_width",
+        "max_height",
+        "max_pixels",
+    ];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
         let path = f
@@ -110,23 +132,60 @@ impl Kind for Ingest {
             }),
             None => Some(vec!["jpg".into(), "jpeg".into(), "png".into()]),
         };
+        let skip_errors = match f.get("on_error") {
+            Some(n) => get_choice(n, "on_error", &[("fail", false), ("skip", true)], diags),
+            None => Some(false),
+        };
+        let defaults = DecodeLimits::default();
+        let mut limit = |key: &str, max: u64, default: u64, diags: &mut Vec<Diagnostic>| match f.get(key) {
+            Some(n) => get_u64(n, key, (1, max), diags),
+            None => Some(default),
+        };
+        let max_width = limit("max_width", 1 << 20, u64::from(defaults.max_width), diags);
+        let max_height = limit("max_height", 1 << 20, u64::from(defaults.max_height), diags);
+        let max_pixels = limit("max_pixels", 1 << 40, defaults.max_pixels, diags);
         Some(Ingest {
             path: path?,
             labels: labels?,
             csv,
             classes,
             extensions: extensions?,
+            skip_errors: skip_errors?,
+            limits: DecodeLimits {
+                max_width: max_width? as u32,
+                max_height: max_height? as u32,
+                max_pixels: max_pixels?,
+            },
         })
     }
 
-    /// The folder and CSV locations are not hashed: the files' content and labels are.
+    /// The folder and CSV locations are not hashed: the files' content and labels are. The
+    /// error policy and limits enter only when set away from their defaults (so that
+    /// fingerprints from before they existed stay valid).
     fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "labels": self.labels.name(),
             "classes": self.classes,
             "extensions": self.extensions,
-        })
+        });
+        if self.skip_errors {
+            v["on_error"] = "skip".into();
+        }
+        if self.limits != DecodeLimits::default() {
+            v["max_width"] = self.limits.max_width.into();
+            v["max_height"] = self.limits.max_height.into();
+            v["max_pixels"] = self.limits.max_pixels.into();
+        }
+        v
     }
+}
+
+/// Skipped files as the JSON list records keep: `[{"path", "reason"}]`.
+pub fn skipped_json(skipped: &[(String, String)]) -> serde_json::Value {
+    skipped
+        .iter()
+        .map(|(p, r)| serde_json::json!({ "path": p, "reason": r }))
+        .collect()
 }
 
 fn string_list(node: &crate::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<String>> {
@@ -159,6 +218,8 @@ pub struct Scan {
     pub classes: Vec<String>,
     /// SHA-256 over the sorted (path, sha256, label) lines.
     pub content: String,
+    /// Files left out under `on_error: skip`: (path, reason).
+    pub skipped: Vec<(String, String)>,
 }
 
 impl Ingest {
@@ -231,29 +292,35 @@ impl Ingest {
                 .into_iter()
                 .collect(),
         };
-        let stats: Vec<(String, FileStat)> = labelled
-            .iter()
+        // Every file is stat'ed and (unless the stat cache knows it) hashed; a file that cannot
+        // be read is an error to list, not a reason to stop at the first.
+        let found: Vec<Result<(String, FileStat, String), String>> = labelled
+            .par_iter()
             .map(|(rel, _)| {
                 let full = root.join(rel);
-                let meta = fs::metadata(&full).with_context(|| format!("cannot read {}", full.display()))?;
-                Ok((full.to_string_lossy().into_owned(), FileStat::of(&meta)))
-            })
-            .collect::<Result<_>>()?;
-        let cached = stats.iter().filter(|(f, s)| stat_cache.get(f, *s).is_some()).count();
-        tracing::debug!(files = stats.len(), rehash = stats.len() - cached, "hashing images");
-        let hashes: Vec<String> = stats
-            .par_iter()
-            .map(|(full, stat)| match stat_cache.get(full, *stat) {
-                Some(h) => Ok(h.to_string()),
-                None => {
-                    let bytes = fs::read(full).with_context(|| format!("cannot read {full}"))?;
-                    Ok(sha256_hex(&bytes))
+                let meta = fs::metadata(&full).map_err(|e| format!("cannot read: {e}"))?;
+                if !meta.is_file() {
+                    return Err("not a regular file".to_string());
                 }
+                let (name, stat) = (full.to_string_lossy().into_owned(), FileStat::of(&meta));
+                let sha = match stat_cache.get(&name, stat) {
+                    Some(h) => h.to_string(),
+                    None => sha256_hex(&fs::read(&full).map_err(|e| format!("cannot read: {e}"))?),
+                };
+                Ok((name, stat, sha))
             })
-            .collect::<Result<_>>()?;
+            .collect();
+        let mut skipped = Vec::new();
         let mut files = Vec::with_capacity(labelled.len());
         let mut listing = String::new();
-        for (((rel, class), (full, stat)), sha) in labelled.into_iter().zip(stats).zip(hashes) {
+        for ((rel, class), found) in labelled.into_iter().zip(found) {
+            let (full, stat, sha) = match found {
+                Ok(f) => f,
+                Err(reason) => {
+                    skipped.push((rel, reason));
+                    continue;
+                }
+            };
             stat_cache.put(full, stat, sha.clone());
             let label = classes.iter().position(|c| *c == class).unwrap_or(0);
             listing.push_str(&format!("{rel}\t{sha}\t{label}\n"));
@@ -263,11 +330,31 @@ impl Ingest {
                 class,
             });
         }
+        if !skipped.is_empty() && !self.skip_errors {
+            bail!(
+                "{} image(s) could not be read:\n  {}\nfix or remove them, or add `on_error: skip` to this `ingest` to go \
+                 on without them",
+                skipped.len(),
+                skipped
+                    .iter()
+                    .map(|(p, r)| format!("{}: {r}", root.join(p).display()))
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+        }
+        if files.is_empty() {
+            bail!(
+                "none of the {} image(s) in {} could be read",
+                skipped.len(),
+                root.display()
+            );
+        }
         Ok(Scan {
             root,
             files,
             classes,
             content: sha256_hex(listing.as_bytes()),
+            skipped,
         })
     }
 
@@ -293,10 +380,14 @@ impl Ingest {
             writer.write(&rows, None)?;
             ctx.progress.inc(chunk.len() as u64);
         }
+        let mut summary = serde_json::json!({ "classes": per_class });
+        if !scan.skipped.is_empty() {
+            summary["skipped"] = skipped_json(&scan.skipped);
+        }
         Ok(Output {
             written: writer.finish()?,
             fitted: serde_json::Value::Null,
-            summary: serde_json::json!({ "classes": per_class }),
+            summary,
         })
     }
 }

@@ -153,6 +153,9 @@ pub struct RunCtx<'a> {
     pub input: Option<PathBuf>,
     /// The folder the images live in (from the upstream `ingest`).
     pub images_root: Option<PathBuf>,
+    /// The upstream `ingest`'s error policy (`on_error: skip`) and decode limits.
+    pub skip_errors: bool,
+    pub limits: crate::decode::DecodeLimits,
     pub seed: u64,
     /// This stage's lineage entry (its `fitted` is filled in by [`RunCtx::writer`]).
     pub entry: LineageEntry,

@@ -153,38 +153,55 @@ impl Resize {
             &serde_json::Value::Null,
         )?;
         let batch_rows = writer.meta.rows_per_batch();
-        let limits = DecodeLimits::default();
+        let limits = ctx.limits;
+        // Files that do not decode: with `on_error: skip` (on ingest) left out and recorded,
+        // otherwise all listed in the error. A file changed since ingest always stops the run.
         let mut failures: Vec<String> = Vec::new();
+        let mut skipped: Vec<(String, String)> = Vec::new();
         for batch in reader {
             let batch = batch?;
             let mut start = 0;
             while start < batch.num_rows() {
                 let len = batch_rows.min(batch.num_rows() - start);
                 let rows = Rows::from_batch(&batch.slice(start, len))?;
-                let results: Vec<Result<Vec<u8>, String>> = rows
+                // Per row: the pixels, or (whether the policy may skip it, the reason).
+                let results: Vec<Result<Vec<u8>, (bool, String)>> = rows
                     .path
                     .par_iter()
                     .zip(&rows.id)
                     .map(|(rel, id)| {
                         let file = root.join(rel);
-                        let bytes = fs::read(&file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+                        let bytes = fs::read(&file).map_err(|e| (true, format!("cannot read: {e}")))?;
                         if sha256_hex(&bytes) != *id {
-                            return Err(format!(
-                                "{}: changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to re-ingest",
-                                file.display()
+                            return Err((
+                                false,
+                                format!(
+                                    "changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to \
+                                     re-ingest"
+                                ),
                             ));
                         }
-                        self.image_to_pixels(&bytes, &limits).map_err(|e| format!("{}: {e}", file.display()))
+                        self.image_to_pixels(&bytes, &limits).map_err(|e| (true, e))
                     })
                     .collect();
                 let mut pixels = Vec::with_capacity(len * shape.iter().product::<usize>());
-                for r in results {
+                let mut keep = Vec::with_capacity(len);
+                for (i, r) in results.into_iter().enumerate() {
                     match r {
-                        Ok(p) => pixels.extend_from_slice(&p),
-                        Err(e) => failures.push(e),
+                        Ok(p) => {
+                            pixels.extend_from_slice(&p);
+                            keep.push(i);
+                        }
+                        Err((true, why)) if ctx.skip_errors => skipped.push((rows.path[i].clone(), why)),
+                        Err((_, why)) => failures.push(format!("{}: {why}", root.join(&rows.path[i]).display())),
                     }
                 }
                 if failures.is_empty() {
+                    let rows = if keep.len() == rows.len() {
+                        rows
+                    } else {
+                        rows.select(&keep)
+                    };
                     writer.write(&rows, Some(PixelValues::U8(pixels)))?;
                 }
                 ctx.progress.inc(len as u64);
@@ -193,15 +210,24 @@ impl Resize {
         }
         if !failures.is_empty() {
             bail!(
-                "{} image(s) could not be used:\n  {}",
+                "{} image(s) could not be used:\n  {}\nfix or remove them, or add `on_error: skip` to the `ingest` \
+                 stage to go on without them",
                 failures.len(),
                 failures.join("\n  ")
             );
         }
+        let written = writer.finish()?;
+        if written.rows == 0 {
+            bail!("no image could be used ({} skipped)", skipped.len());
+        }
         Ok(Output {
-            written: writer.finish()?,
+            written,
             fitted: serde_json::Value::Null,
-            summary: serde_json::Value::Null,
+            summary: if skipped.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!({ "skipped": super::ingest::skipped_json(&skipped) })
+            },
         })
     }
 }
@@ -249,6 +275,9 @@ mod tests {
         let ctx = RunCtx {
             input: Some(input),
             images_root: Some(dir.path().to_path_buf()),
+            // A changed file stops the run even under `on_error: skip`.
+            skip_errors: true,
+            limits: DecodeLimits::default(),
             seed: 0,
             entry: LineageEntry {
                 stage: "resize".into(),
