@@ -195,16 +195,23 @@ impl Cache {
     }
 
     /// Writes JSON to a temporary file, syncs it and renames it over `path`.
+    /// On failure (a full disk, say) the temporary file is removed and `path` is untouched.
     pub fn write_json_atomic<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
         let tmp = self.temp_path("json");
-        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, value)?;
-        crate::fault::point(|| format!("json {}: half written", path.display()));
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        crate::fault::point(|| format!("json {}: written, not renamed", path.display()));
-        fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        let write = || -> Result<()> {
+            let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+            let text = serde_json::to_vec_pretty(value)?;
+            crate::fault::charge(text.len() + 1)?;
+            f.write_all(&text)?;
+            crate::fault::point(|| format!("json {}: half written", path.display()));
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            crate::fault::point(|| format!("json {}: written, not renamed", path.display()));
+            fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        };
+        write().inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
     }
 }
 

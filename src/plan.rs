@@ -174,14 +174,55 @@ pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let cache_dir = match &spec.cache {
-        Some(c) => base_dir.join(c),
-        None => project_root(&base_dir).join("cache"),
+    let mut spec_diags = spec_diags;
+    // PIPELINE_CACHE (the user's own choice, e.g. a shared cache) overrides the file. A
+    // pipeline file may only direct writes inside its own project.
+    let cache_dir = match (std::env::var_os("PIPELINE_CACHE"), &spec.cache) {
+        (Some(env), _) if !env.is_empty() => PathBuf::from(env),
+        (_, Some(c)) => {
+            let dir = base_dir.join(c);
+            let root = project_root(&base_dir);
+            let abs = |p: &Path| lexical(&std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+            let (resolved, root) = (lexical(&abs(&base_dir).join(c)), abs(&root));
+            if !resolved.starts_with(&root) {
+                spec_diags.push(
+                    Diagnostic::new(
+                        spec.cache_span,
+                        format!(
+                            "`cache: {c}` resolves to {}, outside the project {}",
+                            resolved.display(),
+                            root.display()
+                        ),
+                    )
+                    .with_help(
+                        "a pipeline file may only write inside its project: use a folder inside it, or set the \
+                         environment variable PIPELINE_CACHE to choose a cache elsewhere",
+                    ),
+                );
+            }
+            dir
+        }
+        (_, None) => project_root(&base_dir).join("cache"),
     };
     check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
         d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
         fail(d, &source)
     })
+}
+
+/// `p` with `.` and `..` resolved without touching the file system.
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The project root: the nearest folder at or above `dir` holding `.git`, else `dir`.

@@ -16,8 +16,9 @@ use crate::yaml::{Node, Value};
 #[derive(Clone, Debug)]
 pub struct PipelineSpec {
     pub name: String,
-    /// Cache directory as written (relative to the pipeline file), if given.
+    /// Cache directory as written (relative to the pipeline file), if given, and where.
     pub cache: Option<String>,
+    pub cache_span: Option<Span>,
     pub seed: u64,
     /// The stages that parsed without problems.
     pub stages: Vec<StageSpec>,
@@ -250,6 +251,7 @@ pub fn parse(root: &Node) -> Result<(PipelineSpec, Vec<Diagnostic>), Vec<Diagnos
             format!("pipeline name `{name}` may only hold letters, digits, `-`, `_` and `.`"),
         ));
     }
+    let cache_span = top.get("cache").map(|n| n.span);
     let cache = top.get("cache").and_then(|n| get_str(n, "cache", &mut diags));
     let seed = top
         .get("seed")
@@ -287,6 +289,7 @@ pub fn parse(root: &Node) -> Result<(PipelineSpec, Vec<Diagnostic>), Vec<Diagnos
         PipelineSpec {
             name,
             cache,
+            cache_span,
             seed,
             stages,
             declared,

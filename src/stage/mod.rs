@@ -204,6 +204,7 @@ impl RunCtx<'_> {
         let mut file = std::fs::File::create(&self.out_path)
             .with_context(|| format!("cannot create {}", self.out_path.display()))?;
         let half = bytes.len() / 2;
+        crate::fault::charge(bytes.len())?;
         file.write_all(&bytes[..half])?;
         crate::fault::point(|| format!("{}: file half written", self.entry.stage));
         file.write_all(&bytes[half..])?;
