@@ -129,6 +129,31 @@ impl Cache {
             .join(format!("{stem}.{}.{n}.partial", std::process::id()))
     }
 
+    /// Removes temporary files left by processes that no longer run (a killed run's
+    /// litter); returns how many. Files of live processes (the name carries the pid) stay.
+    pub fn remove_stale_temps(&self) -> usize {
+        let Ok(dir) = fs::read_dir(self.root.join("tmp")) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_suffix(".partial")
+                .and_then(|s| s.rsplit('.').nth(1)?.parse::<i32>().ok());
+            // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+            let dead = pid.is_some_and(|p| {
+                p > 0
+                    && unsafe { libc::kill(p, 0) } != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            });
+            if dead && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// The record of a present artifact: record readable and data file of the recorded size.
     pub fn lookup(&self, fingerprint: &str) -> Lookup {
         let Ok(text) = fs::read_to_string(self.record_path(fingerprint)) else {

@@ -83,6 +83,10 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
     let cache = Cache::open(&plan.cache_dir)?;
     tracing::debug!(cache = %plan.cache_dir.display(), base = %plan.base_dir.display(), "opened cache");
     let _lock = lock(&cache, out)?;
+    let litter = cache.remove_stale_temps();
+    if litter > 0 {
+        tracing::debug!(files = litter, "removed temporary files of runs that died");
+    }
     let targets: Vec<usize> = if opts.targets.is_empty() {
         plan.order.clone()
     } else {

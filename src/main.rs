@@ -2,40 +2,8 @@
 //!
 //! `main` only parses the command line, runs it, and maps a failure to an exit code.
 
-mod analysis;
-mod audit;
-mod cache;
-mod cache_cmd;
-mod cli;
-mod compare;
-mod dataset;
-mod decode;
-mod diag;
-mod diagnose;
-mod dirty;
-mod error;
-mod executor;
-mod fault;
-mod fingerprint;
-mod kernel;
-mod metrics;
-// Parts of the model API (whole-epoch training on in-memory data) serve its tests and
-// the diagnose work to come.
-#[allow(dead_code)]
-mod model;
-// The .npy writer is exercised against NumPy in its tests; the binary only reads .npy so far.
-#[allow(dead_code)]
-mod npy;
-mod plan;
-mod plots;
-mod predict;
-mod report;
-mod spec;
-mod stage;
-mod suggest;
-mod yaml;
-
 use clap::Parser;
+use pipeline::{cli, error};
 
 fn main() {
     let cli = cli::Cli::parse();

@@ -166,9 +166,19 @@ pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
             ));
         }
     };
-    let mut root = crate::yaml::parse(&source).map_err(|d| fail(vec![d], &source))?;
-    spec::apply_overrides(&mut root, sets).map_err(|d| fail(d, &source))?;
-    let (spec, spec_diags) = spec::parse(&root).map_err(|d| fail(d, &source))?;
+    load_source(file, &source, sets)
+}
+
+/// Types and checks the text `source` of the pipeline file `file` (which need not exist:
+/// relative paths in it are resolved from its folder).
+pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, LoadError> {
+    let shown = file.display().to_string();
+    let fail = |diags: Vec<Diagnostic>, source: &str| LoadError {
+        rendered: render_all(&diags, &shown, source),
+    };
+    let mut root = crate::yaml::parse(source).map_err(|d| fail(vec![d], source))?;
+    spec::apply_overrides(&mut root, sets).map_err(|d| fail(d, source))?;
+    let (spec, spec_diags) = spec::parse(&root).map_err(|d| fail(d, source))?;
     let base_dir = file
         .parent()
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
@@ -206,7 +216,7 @@ pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
     };
     check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
         d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
-        fail(d, &source)
+        fail(d, source)
     })
 }
 

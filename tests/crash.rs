@@ -104,6 +104,11 @@ fn runs_killed_at_every_kind_of_point_lose_nothing() {
             "after kill point {k} ({}) the results differ",
             points[k - 1]
         );
+        let litter: Vec<_> = std::fs::read_dir(p.path("cache/tmp")).unwrap().collect();
+        assert!(
+            litter.is_empty(),
+            "after kill point {k} the rerun left the killed run's temporary files: {litter:?}"
+        );
         let verify = p.run(&["cache", "verify", "pipeline.yaml"]);
         assert_eq!(
             verify.code,
