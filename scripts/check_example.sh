@@ -4,6 +4,8 @@
 # on it (no blocking finding) and on the reference pipeline (the learning rate is named).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The pipelines below live in a temporary folder and read the shipped photos from here.
+export PIPELINE_DATA_ROOTS="$PWD/data"
 cargo build --release --quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

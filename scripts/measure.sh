@@ -5,6 +5,8 @@
 # usage: scripts/measure.sh [N]     (needs /usr/bin/time; installs pillow+numpy with pip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The pipelines below live in a temporary folder and read the shipped photos from here.
+export PIPELINE_DATA_ROOTS="$PWD/data"
 N=${1:-5000}
 WORK=${WORK:-/tmp/pipeline-measure}
 python3 -m pip install --quiet --disable-pip-version-check pillow numpy

@@ -214,6 +214,47 @@ pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, L
         }
         (_, None) => project_root(&base_dir).join("cache"),
     };
+    // Images and label files are read from inside the project too, or from folders the user
+    // lists in PIPELINE_DATA_ROOTS (colon-separated), never from wherever a file points.
+    let abs = |p: &Path| lexical(&std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+    let root = abs(&project_root(&base_dir));
+    let allowed: Vec<PathBuf> = std::iter::once(root.clone())
+        .chain(
+            std::env::var_os("PIPELINE_DATA_ROOTS")
+                .map(|v| {
+                    std::env::split_paths(&v)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map(|p| abs(&p))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        )
+        .collect();
+    for st in &spec.stages {
+        if let Params::Ingest(ing) = &st.params {
+            for (field, value) in [("path", Some(&ing.path)), ("csv", ing.csv.as_ref())] {
+                let Some(value) = value else { continue };
+                let resolved = lexical(&abs(&base_dir).join(value));
+                if !allowed.iter().any(|a| resolved.starts_with(a)) {
+                    spec_diags.push(
+                        Diagnostic::new(
+                            st.span,
+                            format!(
+                                "stage `{}`: `{field}: {value}` resolves to {}, outside the project {}",
+                                st.name,
+                                resolved.display(),
+                                root.display()
+                            ),
+                        )
+                        .with_help(
+                            "keep the data inside the project, or list its folder in the environment variable \
+                             PIPELINE_DATA_ROOTS to allow reading it",
+                        ),
+                    );
+                }
+            }
+        }
+    }
     check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
         d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
         fail(d, source)
@@ -235,13 +276,18 @@ fn lexical(p: &Path) -> PathBuf {
     out
 }
 
-/// The project root: the nearest folder at or above `dir` holding `.git`, else `dir`.
+/// The project root: the nearest folder at or above `dir` holding `.git`; else the current
+/// directory when `dir` is inside it (a project unpacked without git, run from its top);
+/// else `dir`.
 fn project_root(dir: &Path) -> PathBuf {
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    abs.ancestors()
-        .find(|a| a.join(".git").exists())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.to_path_buf())
+    if let Some(git) = abs.ancestors().find(|a| a.join(".git").exists()) {
+        return git.to_path_buf();
+    }
+    match std::env::current_dir().and_then(std::fs::canonicalize) {
+        Ok(cwd) if abs.starts_with(&cwd) => cwd,
+        _ => dir.to_path_buf(),
+    }
 }
 
 /// Links inputs, orders the stages and checks the pipeline as a whole.

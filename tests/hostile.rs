@@ -74,28 +74,53 @@ fn a_cache_outside_the_project_is_refused_unless_the_user_chooses_it() {
         "pipeline-escape-{}",
         p.root().file_name().unwrap().to_string_lossy()
     ));
-    images(&p).write("proj/images/.keep", "");
-    let yaml = BASIC
-        .replace("name: t\n", "name: t\ncache: ../../PLACE\n")
-        .replace("path: images", "path: ../images");
-    p.write(
-        "proj/pipeline.yaml",
-        &yaml.replace("PLACE", outside.file_name().unwrap().to_str().unwrap()),
-    );
-    let run = p.run(&["run", "proj/pipeline.yaml"]);
+    images(&p);
+    let yaml = BASIC.replace("name: t\n", "name: t\ncache: ../PLACE\n");
+    p.pipeline(&yaml.replace("PLACE", outside.file_name().unwrap().to_str().unwrap()));
+    let run = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("outside the project"), "{}", run.stderr);
-    assert!(run.stderr.contains("proj/pipeline.yaml:2:8"), "{}", run.stderr);
+    assert!(run.stderr.contains("pipeline.yaml:2:8"), "{}", run.stderr);
     assert!(!outside.exists(), "{} was created", outside.display());
     // The user's own choice, from the environment, is honoured.
     let chosen = p.path("chosen-cache");
     let run = p.run_env(
-        &["run", "proj/pipeline.yaml"],
+        &["run", "pipeline.yaml"],
         &[("PIPELINE_CACHE", chosen.to_str().unwrap())],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(chosen.join("artifacts").is_dir());
     assert!(!outside.exists());
+}
+
+#[test]
+fn input_paths_outside_the_project_are_refused_unless_the_user_allows_them() {
+    let p = Project::new();
+    images(&p).write("proj/.keep", "");
+    let yaml = BASIC.replace("path: images", "path: ../../../../../../etc");
+    p.write("proj/pipeline.yaml", &yaml);
+    let run = p.run_env(&["check", "proj/pipeline.yaml"], &[("PIPELINE_DATA_ROOTS", "")]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`path: ../../../../../../etc` resolves to /etc, outside the project"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("PIPELINE_DATA_ROOTS"), "{}", run.stderr);
+    // Another folder (here: another project's images) is refused until the user lists it.
+    let other = Project::new();
+    images(&other);
+    let theirs = other.path("images");
+    p.pipeline(&BASIC.replace("path: images", &format!("path: {}", theirs.display())));
+    let refused = p.run_env(&["run", "pipeline.yaml"], &[("PIPELINE_DATA_ROOTS", "")]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(!p.path("cache").exists(), "nothing runs");
+    let allowed = p.run_env(
+        &["run", "pipeline.yaml"],
+        &[("PIPELINE_DATA_ROOTS", theirs.to_str().unwrap())],
+    );
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
 }
 
 #[test]

@@ -103,8 +103,11 @@ impl Project {
     /// Runs `pipeline ARGS...` in the project directory with extra environment variables.
     /// A run killed by a signal exits with code -1.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        // The shipped photos live outside the temporary projects: allow reading them.
+        let data = format!("{}/data", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .args(args)
+            .env("PIPELINE_DATA_ROOTS", data)
             .envs(env.iter().copied())
             .current_dir(self.root())
             .output()
