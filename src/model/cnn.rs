@@ -322,25 +322,25 @@ impl Cnn {
     }
 }
 
+/// The 3x3 taps of patch row `r` (pixel `(n, y, x)` of an `h × w` image) that fall inside
+/// the image: `(ky·3 + kx, index of pixel (n, y+ky−1, x+kx−1))`, in `ky`, `kx` order.
+fn taps(r: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (n, y, xx) = (r / (h * w), (r / w) % h, r % w);
+    (0..9).filter_map(move |t| {
+        let iy = (y + t / 3).checked_sub(1).filter(|v| *v < h)?;
+        let ix = (xx + t % 3).checked_sub(1).filter(|v| *v < w)?;
+        Some((t, (n * h + iy) * w + ix))
+    })
+}
+
 /// NHWC `batch × h × w × c` → `(batch·h·w) × (9·c)` patches, column
 /// `ci·9 + ky·3 + kx` holding `x[n, y+ky−1, x+kx−1, ci]` (0 outside).
 fn im2col(x: &[f32], batch: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
-    let k = 9 * c;
-    let mut cols = vec![0.0f32; batch * h * w * k];
-    for (r, row) in cols.chunks_exact_mut(k).enumerate() {
-        let (n, y, xx) = (r / (h * w), (r / w) % h, r % w);
-        for ky in 0..3 {
-            let Some(iy) = (y + ky).checked_sub(1).filter(|v| *v < h) else {
-                continue;
-            };
-            for kx in 0..3 {
-                let Some(ix) = (xx + kx).checked_sub(1).filter(|v| *v < w) else {
-                    continue;
-                };
-                let src = ((n * h + iy) * w + ix) * c;
-                for (ci, v) in x[src..src + c].iter().enumerate() {
-                    row[ci * 9 + ky * 3 + kx] = *v;
-                }
+    let mut cols = vec![0.0f32; batch * h * w * 9 * c];
+    for (r, row) in cols.chunks_exact_mut(9 * c).enumerate() {
+        for (t, p) in taps(r, h, w) {
+            for (ci, v) in x[p * c..(p + 1) * c].iter().enumerate() {
+                row[ci * 9 + t] = *v;
             }
         }
     }
@@ -349,22 +349,11 @@ fn im2col(x: &[f32], batch: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
 
 /// Adjoint of [`im2col`]: scatter-adds patch gradients back to NHWC.
 fn col2im(cols: &[f32], batch: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
-    let k = 9 * c;
     let mut x = vec![0.0f32; batch * h * w * c];
-    for (r, row) in cols.chunks_exact(k).enumerate() {
-        let (n, y, xx) = (r / (h * w), (r / w) % h, r % w);
-        for ky in 0..3 {
-            let Some(iy) = (y + ky).checked_sub(1).filter(|v| *v < h) else {
-                continue;
-            };
-            for kx in 0..3 {
-                let Some(ix) = (xx + kx).checked_sub(1).filter(|v| *v < w) else {
-                    continue;
-                };
-                let dst = ((n * h + iy) * w + ix) * c;
-                for (ci, v) in x[dst..dst + c].iter_mut().enumerate() {
-                    *v += row[ci * 9 + ky * 3 + kx];
-                }
+    for (r, row) in cols.chunks_exact(9 * c).enumerate() {
+        for (t, p) in taps(r, h, w) {
+            for (ci, v) in x[p * c..(p + 1) * c].iter_mut().enumerate() {
+                *v += row[ci * 9 + t];
             }
         }
     }
