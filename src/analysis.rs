@@ -221,6 +221,7 @@ pub fn analyze(path: &Path, t: &Thresholds) -> Result<Analysis> {
         has_partition,
         pixels,
         lineage,
+        ..
     } = meta.clone();
     let channels = pixels.map_or(0, |(s, _)| s[2]);
     let row_len = pixels.map_or(0, |(s, _)| s.iter().product());
@@ -933,6 +934,7 @@ mod tests {
             has_partition: true,
             pixels: Some(([2, 2, 3], Dtype::Float32)),
             lineage,
+            pixels_from: None,
         };
         let temp = cache.temp_path(fp);
         let mut w = ArtifactWriter::create(&temp, meta).unwrap();

@@ -124,6 +124,19 @@ pub enum Command {
         action: CacheAction,
         file: PathBuf,
     },
+    /// Write a dataset stage's rows and pixels (as its readers see them) to one standalone
+    /// Arrow IPC file, for pyarrow, polars or numpy.
+    Export {
+        file: PathBuf,
+        /// The stage to export (default: the dataset the last stage holds or reports on).
+        #[arg(long = "stage", value_name = "NAME")]
+        stage: Option<String>,
+        /// The Arrow IPC file to write.
+        #[arg(long, short = 'o', value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+    },
     /// Print the stage graph.
     Dag {
         file: PathBuf,
@@ -281,6 +294,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 w.figures,
                 w.plots.len(),
                 crate::report::plots_dir(&w.html).display()
+            )?;
+        }
+        Command::Export {
+            file,
+            stage,
+            out: path,
+            sets,
+        } => {
+            let plan = load(&file, &sets)?;
+            if let Some(s) = &stage {
+                known_stage(&plan, s, "--stage")?;
+            }
+            let (name, w) = crate::export::export(&plan, stage.as_deref(), &path)
+                .map_err(|e| Failure::Pipeline(format!("{e:#}")))?;
+            writeln!(
+                out,
+                "exported stage `{name}`: {} rows, {} bytes to {}",
+                w.rows,
+                w.bytes,
+                path.display()
             )?;
         }
         Command::Cache { action, file } => {

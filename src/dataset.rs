@@ -85,10 +85,25 @@ pub struct Meta {
     /// `(shape [H, W, C], dtype)` when the artifact carries pixels.
     pub pixels: Option<([usize; 3], Dtype)>,
     pub lineage: Vec<LineageEntry>,
+    /// A view: the file name (beside this artifact) of the artifact that stores the pixels.
+    /// This file then holds only the row columns, and its pixels are the stored ones passed
+    /// through the element-wise steps of the lineage entries after the stored artifact's.
+    pub pixels_from: Option<String>,
 }
 
 impl Meta {
+    /// The schema stored in the file (a view has no `pixels` column).
     pub fn schema(&self) -> Schema {
+        self.schema_with_pixels(self.pixels_from.is_none())
+    }
+
+    /// The schema of the batches a reader hands out: with `pixels` whenever the artifact has
+    /// pixels, stored or viewed.
+    pub fn read_schema(&self) -> Schema {
+        self.schema_with_pixels(true)
+    }
+
+    fn schema_with_pixels(&self, with_pixels: bool) -> Schema {
         let mut fields = vec![
             Field::new("id", DataType::Utf8, false),
             Field::new("path", DataType::Utf8, false),
@@ -109,7 +124,12 @@ impl Meta {
         );
         md.insert("pipeline.channel_order".into(), "RGB".into());
         if let Some((shape, dtype)) = self.pixels {
-            fields.push(pixels_field(shape, dtype));
+            if with_pixels {
+                fields.push(pixels_field(shape, dtype));
+            }
+            if let Some(from) = &self.pixels_from {
+                md.insert("pipeline.pixels_from".into(), from.clone());
+            }
             md.insert(
                 "pipeline.shape".into(),
                 format!("[{}, {}, {}]", shape[0], shape[1], shape[2]),
@@ -140,6 +160,7 @@ impl Meta {
             has_partition: schema.field_with_name("partition").is_ok(),
             pixels,
             lineage,
+            pixels_from: md.get("pipeline.pixels_from").cloned(),
         })
     }
 
@@ -239,18 +260,27 @@ impl Rows {
             let p = self.partition.as_ref().context("rows lack the partition column")?;
             cols.push(strings(p));
         }
-        if let Some((shape, dtype)) = meta.pixels {
-            let len = (shape[0] * shape[1] * shape[2]) as i32;
-            let values: ArrayRef = match (pixels, dtype) {
-                (Some(PixelValues::U8(v)), Dtype::Uint8) => Arc::new(UInt8Array::from(v)),
-                (Some(PixelValues::F32(v)), Dtype::Float32) => Arc::new(Float32Array::from(v)),
-                _ => bail!("pixel values do not match the artifact dtype {}", dtype.name()),
-            };
-            let item = Arc::new(Field::new("item", dtype.arrow(), false));
-            cols.push(Arc::new(FixedSizeListArray::try_new(item, len, values, None)?));
+        if let Some((shape, dtype)) = meta.pixels
+            && meta.pixels_from.is_none()
+        {
+            cols.push(pixel_column(shape, dtype, pixels)?);
+        } else if pixels.is_some() {
+            bail!("pixel values given for an artifact that stores none");
         }
         Ok(RecordBatch::try_new(schema.clone(), cols)?)
     }
+}
+
+/// The `pixels` column holding `pixels` (row-major) of `shape` and `dtype`.
+fn pixel_column(shape: [usize; 3], dtype: Dtype, pixels: Option<PixelValues>) -> Result<ArrayRef> {
+    let len = (shape[0] * shape[1] * shape[2]) as i32;
+    let values: ArrayRef = match (pixels, dtype) {
+        (Some(PixelValues::U8(v)), Dtype::Uint8) => Arc::new(UInt8Array::from(v)),
+        (Some(PixelValues::F32(v)), Dtype::Float32) => Arc::new(Float32Array::from(v)),
+        _ => bail!("pixel values do not match the artifact dtype {}", dtype.name()),
+    };
+    let item = Arc::new(Field::new("item", dtype.arrow(), false));
+    Ok(Arc::new(FixedSizeListArray::try_new(item, len, values, None)?))
 }
 
 fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
@@ -381,13 +411,167 @@ impl ArtifactWriter {
     }
 }
 
-/// Opens an artifact for batch-by-batch reading.
-pub fn open(path: &Path) -> Result<(Meta, FileReader<std::io::BufReader<File>>)> {
+/// Opens an artifact for batch-by-batch reading. A view's batches come with their pixels,
+/// read from the stored artifact and passed through the view's steps.
+pub fn open(path: &Path) -> Result<(Meta, Batches)> {
+    let (meta, reader) = open_file(path)?;
+    let view = match &meta.pixels_from {
+        None => None,
+        Some(from) => {
+            let base_path = path.with_file_name(from);
+            let (base_meta, base) = open_file(&base_path)?;
+            let steps = view_steps(&meta, &base_meta, &base_path)?;
+            Some(View {
+                base,
+                base_dtype: base_meta.pixels.map(|(_, d)| d),
+                pending: None,
+                steps,
+                schema: Arc::new(meta.read_schema()),
+                meta: meta.clone(),
+            })
+        }
+    };
+    Ok((meta, Batches { reader, view }))
+}
+
+/// Opens an artifact's file as stored: a view's batches have no `pixels` column. For
+/// readers that need only the row columns.
+pub fn open_file(path: &Path) -> Result<(Meta, FileReader<std::io::BufReader<File>>)> {
     let file = File::open(path).with_context(|| format!("cannot open artifact {}", path.display()))?;
     let reader = FileReader::try_new_buffered(file, None)
         .with_context(|| format!("{} is not a readable Arrow IPC file", path.display()))?;
     let meta = Meta::from_schema(&reader.schema())?;
     Ok((meta, reader))
+}
+
+/// A per-image transform of `f32` pixel values, in place.
+pub type Step = Box<dyn Fn(&mut [f32]) + Send + Sync>;
+
+/// The steps that turn the stored pixels of `base` into those of the view `meta`: one per
+/// element-wise stage in the view's lineage after the stored artifact's.
+fn view_steps(meta: &Meta, base: &Meta, base_path: &Path) -> Result<Vec<Step>> {
+    let Some((shape, _)) = base.pixels.filter(|_| base.pixels_from.is_none()) else {
+        bail!(
+            "{} stores no pixels, yet a view reads its pixels from it",
+            base_path.display()
+        );
+    };
+    if Some(shape) != meta.pixels.map(|(s, _)| s)
+        || base.lineage.len() > meta.lineage.len()
+        || base.lineage[..] != meta.lineage[..base.lineage.len()]
+    {
+        bail!(
+            "{} is not the stored artifact this view was made from (its shape or lineage differs)",
+            base_path.display()
+        );
+    }
+    let mut steps = Vec::new();
+    for entry in &meta.lineage[base.lineage.len()..] {
+        if let Some(step) = crate::stage::pixel_step(entry)? {
+            steps.push(step);
+        }
+    }
+    Ok(steps)
+}
+
+/// The batches of an artifact, in order; see [`open`].
+pub struct Batches {
+    reader: FileReader<std::io::BufReader<File>>,
+    view: Option<View>,
+}
+
+struct View {
+    base: FileReader<std::io::BufReader<File>>,
+    base_dtype: Option<Dtype>,
+    /// The stored batch being consumed and how many of its rows were used.
+    pending: Option<(RecordBatch, usize)>,
+    steps: Vec<Step>,
+    schema: SchemaRef,
+    meta: Meta,
+}
+
+impl View {
+    /// The next rows of the stored artifact, as many as `ids` and checked against them.
+    fn take(&mut self, ids: &StringArray) -> Result<Vec<RecordBatch>> {
+        let n = ids.len();
+        let mut parts = Vec::new();
+        let mut got = 0;
+        while got < n {
+            let (batch, used) = match self.pending.take() {
+                Some(p) => p,
+                None => match self.base.next() {
+                    Some(b) => (b?, 0),
+                    None => bail!("the stored artifact has fewer rows than the view"),
+                },
+            };
+            let k = (batch.num_rows() - used).min(n - got);
+            parts.push(batch.slice(used, k));
+            got += k;
+            if used + k < batch.num_rows() {
+                self.pending = Some((batch, used + k));
+            }
+        }
+        let mut at = 0;
+        for part in &parts {
+            let stored_ids = string_column(part, "id")?;
+            if stored_ids.iter().zip(ids.iter().skip(at)).any(|(a, b)| a != b) {
+                bail!("the view's rows are not those of the artifact storing its pixels");
+            }
+            at += part.num_rows();
+        }
+        Ok(parts)
+    }
+
+    fn materialize(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        use rayon::prelude::*;
+        let parts = self.take(string_column(&batch, "id")?)?;
+        let Some((shape, dtype)) = self.meta.pixels else {
+            bail!("a view without pixels");
+        };
+        let row_len = shape.iter().product::<usize>();
+        let base_dtype = self.base_dtype.context("stored artifact without pixels")?;
+        let pixels = match dtype {
+            Dtype::Uint8 if self.steps.is_empty() => {
+                let mut values = Vec::with_capacity(batch.num_rows() * row_len);
+                for part in &parts {
+                    values.extend_from_slice(pixels_u8(part)?);
+                }
+                PixelValues::U8(values)
+            }
+            Dtype::Uint8 => bail!("a uint8 view cannot apply element-wise steps"),
+            Dtype::Float32 => {
+                let mut values = Vec::with_capacity(batch.num_rows() * row_len);
+                for part in &parts {
+                    values.extend_from_slice(&pixels_as_f32(part, base_dtype)?);
+                }
+                let steps = &self.steps;
+                values.par_chunks_mut(row_len.max(1)).for_each(|row| {
+                    for step in steps {
+                        step(row);
+                    }
+                });
+                PixelValues::F32(values)
+            }
+        };
+        let mut cols = batch.columns().to_vec();
+        cols.push(pixel_column(shape, dtype, Some(pixels))?);
+        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        let batch = match self.reader.next()? {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(match &mut self.view {
+            None => Ok(batch),
+            Some(view) => view.materialize(batch),
+        })
+    }
 }
 
 /// Calls `f` on every batch of the artifact, in order.
@@ -408,6 +592,9 @@ pub struct Mapped {
     /// `(batch, row)` of every row, in file order.
     pub index: Vec<(u32, u32)>,
     row_len: usize,
+    /// For a view: the mapped artifact storing the pixels, and the steps applied to them.
+    stored: Option<(Box<Mapped>, Vec<Step>)>,
+    mmap: Arc<memmap2::Mmap>,
 }
 
 impl Mapped {
@@ -425,7 +612,8 @@ impl Mapped {
         }
         let ptr = std::ptr::NonNull::new(mmap.as_ptr() as *mut u8).context("mapped a null pointer")?;
         // SAFETY: `ptr` points to `len` readable bytes owned by `mmap`, which the buffer keeps alive.
-        let buffer = unsafe { Buffer::from_custom_allocation(ptr, len, Arc::new(mmap)) };
+        let mmap = Arc::new(mmap);
+        let buffer = unsafe { Buffer::from_custom_allocation(ptr, len, mmap.clone()) };
         let trailer: [u8; 10] = buffer[len - 10..].try_into().context("short trailer")?;
         let footer_len = read_footer_length(trailer)?;
         let footer = arrow_ipc::root_as_footer(&buffer[len - 10 - footer_len..len - 10])
@@ -447,20 +635,70 @@ impl Mapped {
             .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b as u32, r as u32)))
             .collect();
         let row_len = meta.pixels.map_or(0, |(s, _)| s.iter().product());
-        Ok(Mapped {
+        let stored = match &meta.pixels_from {
+            None => None,
+            Some(from) => {
+                let base_path = path.with_file_name(from);
+                let base = Mapped::open(&base_path)?;
+                let steps = view_steps(&meta, &base.meta, &base_path)?;
+                Some((Box::new(base), steps))
+            }
+        };
+        let mapped = Mapped {
             meta,
             batches,
             index,
             row_len,
-        })
+            stored,
+            mmap,
+        };
+        if let Some((base, _)) = &mapped.stored
+            && base.rows()?.id != mapped.rows()?.id
+        {
+            bail!(
+                "{}: the view's rows are not those of the artifact storing its pixels",
+                path.display()
+            );
+        }
+        Ok(mapped)
     }
 
     pub fn row_len(&self) -> usize {
         self.row_len
     }
 
+    /// Unmaps the pages read so far from this process (they stay in the page cache and are
+    /// read back on the next access), so a pass over a large artifact does not count it
+    /// all in the process's resident memory.
+    pub fn release_pages(&self) {
+        // SAFETY: a read-only, private file mapping: dropping its pages loses nothing, the
+        // next access reads the same bytes from the file again.
+        let _ = unsafe { self.mmap.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        if let Some((base, _)) = &self.stored {
+            base.release_pages();
+        }
+    }
+
+    /// The stored `u8` pixels of row `i` (file order); an error for views and `f32` data.
+    pub fn stored_u8(&self, i: usize) -> Result<&[u8]> {
+        if self.stored.is_some() || self.meta.pixels.map(|(_, d)| d) != Some(Dtype::Uint8) {
+            bail!("the artifact does not store uint8 pixels");
+        }
+        let (b, r) = self.index[i];
+        let len = self.row_len;
+        Ok(&pixels_u8(&self.batches[b as usize])?[r as usize * len..][..len])
+    }
+
     /// Appends the pixels of row `i` (file order), widened to `f32`, to `out`.
     pub fn pixels_into(&self, i: usize, out: &mut Vec<f32>) -> Result<()> {
+        if let Some((base, steps)) = &self.stored {
+            let start = out.len();
+            base.pixels_into(i, out)?;
+            for step in steps {
+                step(&mut out[start..]);
+            }
+            return Ok(());
+        }
         let (b, r) = self.index[i];
         let batch = &self.batches[b as usize];
         let len = self.row_len;

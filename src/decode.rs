@@ -132,6 +132,11 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
         }
         Err(_) => return Err(DecodeError::UnknownFormat),
     };
+    if format == ImageFormat::Jpeg
+        && let Some(img) = decode_jpeg_direct(bytes, limits)
+    {
+        return Ok(img);
+    }
     let to_error = |err| decode_error(err, name);
 
     // Phase 1: parse the header only. Dimension limits are left to our own check
@@ -164,6 +169,126 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
     let rgb = image.into_rgb8();
     let (width, height) = rgb.dimensions();
     Ok(Rgb8Image {
+        width,
+        height,
+        pixels: rgb.into_raw(),
+    })
+}
+
+/// The version tag of the JPEG decoding used by [`decode_rgb8_for`], for fingerprints:
+/// decoders differ by a few levels per pixel, so a change of decoder or of the scaling rule
+/// must change every artifact made with it.
+pub const SCALED_JPEG_DECODER: &str = "jpeg-decoder 0.3 DCT-scaled (1/4, 1/8) else zune-jpeg 0.5";
+
+/// Like [`decode_rgb8`], but a JPEG at least 4 times larger than `target` (width, height,
+/// upright) on both sides is decoded in the DCT domain at 1/4 or 1/8 scale, the smallest
+/// whose output still covers the target (libjpeg-turbo's scaled decode, OpenCV's
+/// `IMREAD_REDUCED_COLOR_k`, Pillow's `draft`): most of the inverse DCT, upsampling and
+/// colour conversion work is skipped, and the resize after it has less to read. Measured
+/// here, `jpeg-decoder`'s 1/2 scale is slower than `zune-jpeg`'s full decode, so 1/2 is not
+/// used. Anything else (PNG, CMYK, 16-bit, a decode error) goes through [`decode_rgb8`], so
+/// errors are always its errors.
+pub fn decode_rgb8_for(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -> Result<Rgb8Image, DecodeError> {
+    if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
+        && let Some(img) = decode_jpeg_scaled(bytes, limits, target)
+    {
+        return Ok(img);
+    }
+    decode_rgb8(bytes, limits)
+}
+
+/// The DCT-scaled path of [`decode_rgb8_for`]; `None` when it does not apply or fails.
+fn decode_jpeg_scaled(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -> Option<Rgb8Image> {
+    use jpeg_decoder::PixelFormat;
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) || check_limits(w, h, limits).is_err() {
+        return None;
+    }
+    let orientation = decoder
+        .exif_data()
+        .map(|d| d.strip_prefix(b"Exif\0\0").unwrap_or(d))
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    // The target as stored in the file (a quarter turn swaps the sides).
+    let swaps = matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    );
+    let (tw, th) = if swaps { (target.1, target.0) } else { target };
+    let k = [8u32, 4]
+        .into_iter()
+        .find(|k| w.div_ceil(*k) >= tw && h.div_ceil(*k) >= th)?;
+    let (sw, sh) = decoder
+        .scale(u16::try_from(w.div_ceil(k)).ok()?, u16::try_from(h.div_ceil(k)).ok()?)
+        .ok()?;
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    if sw < tw || sh < th || sw * k > w + k || sh * k > h + k {
+        return None;
+    }
+    let raw = decoder.decode().ok()?;
+    let pixels = match info.pixel_format {
+        PixelFormat::L8 if raw.len() == (sw * sh) as usize => raw.iter().flat_map(|&v| [v, v, v]).collect(),
+        PixelFormat::RGB24 if raw.len() == (sw * sh * 3) as usize => raw,
+        _ => return None,
+    };
+    let mut image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(sw, sh, pixels)?);
+    image.apply_orientation(orientation);
+    let rgb = image.into_rgb8();
+    let (width, height) = rgb.dimensions();
+    Some(Rgb8Image {
+        width,
+        height,
+        pixels: rgb.into_raw(),
+    })
+}
+
+/// A 3-component JPEG straight through `zune-jpeg`, the decoder the `image` crate wraps:
+/// the same pixels, without the wrapper's copy of the input, its three header parses and
+/// its copy of the output (about 8% of a decode-and-resize to 224x224). `None` for anything
+/// else and on any error, which the `image` path then decodes or reports in its words.
+fn decode_jpeg_direct(bytes: &[u8], limits: &DecodeLimits) -> Option<Rgb8Image> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(limits.max_width as usize)
+        .set_max_height(limits.max_height as usize);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().ok()?;
+    let (w, h) = decoder.dimensions()?;
+    let (w, h) = (u32::try_from(w).ok()?, u32::try_from(h).ok()?);
+    if check_limits(w, h, limits).is_err()
+        || w == 0
+        || h == 0
+        || !matches!(decoder.input_colorspace()?, ColorSpace::YCbCr | ColorSpace::RGB)
+    {
+        return None;
+    }
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(ColorSpace::RGB));
+    let orientation = decoder
+        .exif()
+        .and_then(|e| Orientation::from_exif_chunk(e))
+        .unwrap_or(Orientation::NoTransforms);
+    let pixels = decoder.decode().ok()?;
+    if pixels.len() != (w as usize) * (h as usize) * 3 {
+        return None;
+    }
+    if orientation == Orientation::NoTransforms {
+        return Some(Rgb8Image {
+            width: w,
+            height: h,
+            pixels,
+        });
+    }
+    let mut image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, pixels)?);
+    image.apply_orientation(orientation);
+    let rgb = image.into_rgb8();
+    let (width, height) = rgb.dimensions();
+    Some(Rgb8Image {
         width,
         height,
         pixels: rgb.into_raw(),

@@ -152,8 +152,8 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 }
             }
             Err(reasons) => {
-                let record =
-                    execute(plan, &cache, &resolved, &done).with_context(|| format!("stage `{}` failed", s.name))?;
+                let record = execute(plan, &cache, &resolved, &done, &stat_cache)
+                    .with_context(|| format!("stage `{}` failed", s.name))?;
                 ran_any = true;
                 let extra = summary_text(&record) + &skipped_text(&record) + &findings_text(&record);
                 writeln!(
@@ -282,11 +282,23 @@ fn summary_text(record: &Record) -> String {
             .collect();
         return format!(" ({})", counts.join(", "));
     }
+    if let Some(reused) = record.summary.get("reused").and_then(|v| v.as_u64()) {
+        return format!(
+            " ({} decoded, {reused} reused from the last run)",
+            record.rows.saturating_sub(reused)
+        );
+    }
     String::new()
 }
 
 /// Runs one stage into a temporary file and commits it to the cache.
-fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) -> Result<Record> {
+fn execute(
+    plan: &Plan,
+    cache: &Cache,
+    r: &Resolved,
+    done: &[Option<Resolved>],
+    stat_cache: &StatCache,
+) -> Result<Record> {
     let s = plan.stage(r.index);
     crate::fault::point(|| format!("{}: starting", s.name));
     let started = Instant::now();
@@ -313,7 +325,25 @@ fn execute(plan: &Plan, cache: &Cache, r: &Resolved, done: &[Option<Resolved>]) 
         Params::Ingest(p) => Some(p),
         _ => None,
     });
+    // A per-image stage whose input changed (images added or removed) reuses the rows of
+    // the images its last artifact in this pipeline holds, when made with the same params.
+    let previous = match s.params {
+        Params::Resize(_) => cache
+            .last_fingerprint(&plan.spec.name, &s.name)
+            .filter(|fp| *fp != r.fingerprint)
+            .and_then(|fp| match cache.lookup(&fp) {
+                crate::cache::Lookup::Present(rec)
+                    if rec.kind == s.params.kind() && rec.version == s.params.version() && rec.params == r.params =>
+                {
+                    Some(cache.data_path(&fp))
+                }
+                _ => None,
+            }),
+        _ => None,
+    };
     let ctx = RunCtx {
+        stat_cache: Some(stat_cache),
+        previous,
         input,
         images_root,
         skip_errors: ingest.is_some_and(|p| p.skip_errors),

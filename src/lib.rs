@@ -16,6 +16,7 @@ mod diagnose;
 mod dirty;
 pub mod error;
 mod executor;
+mod export;
 mod fault;
 mod fingerprint;
 mod kernel;
@@ -77,6 +78,7 @@ pub mod fuzz {
             filter: [Filter::Nearest, Filter::Bilinear, Filter::Bicubic, Filter::Lanczos3][usize::from(b & 3)],
             mode: [Mode::Stretch, Mode::Crop, Mode::Pad][usize::from(b >> 2 & 3) % 3],
             fill: [0, 0, 0],
+            jpeg_scaling: b & 0x80 == 0,
         };
         let _ = resize.image_to_pixels(bytes, &limits);
     }

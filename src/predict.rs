@@ -48,8 +48,7 @@ pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: b
     }
     chain.reverse();
     let mut resize = None;
-    type Step = Box<dyn Fn(&mut [f32])>;
-    let mut steps: Vec<Step> = Vec::new();
+    let mut steps = Vec::new();
     for &i in &chain {
         let s = plan.stage(i);
         let fp = &done[i].as_ref().context("stage not resolved")?.fingerprint;
@@ -59,12 +58,10 @@ pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: b
                 s.name
             )
         })?;
-        match &s.params {
-            Params::Resize(r) => resize = Some(r.clone()),
-            Params::MeanSubtract(m) => steps.push(Box::new(m.row_fn(&entry.fitted)?)),
-            Params::Normalize(n) => steps.push(Box::new(n.row_fn(&entry.fitted)?)),
-            _ => {}
+        if let Params::Resize(r) = &s.params {
+            resize = Some(r.clone());
         }
+        steps.extend(crate::stage::pixel_step(entry)?);
     }
     let resize = resize.context("the model's data has no resize stage")?;
     let limits = DecodeLimits::default();

@@ -213,7 +213,7 @@ fn a_real_full_or_read_only_file_system() {
     }
     let cache = mnt.join("cache");
     let run = p.run_env(
-        &["run", "pipeline.yaml", "--set", "resize.size=[64,64]"],
+        &["run", "pipeline.yaml", "--set", "resize.size=[128,128]"],
         &[("PIPELINE_CACHE", cache.to_str().unwrap())],
     );
     let verify = p.run_env(

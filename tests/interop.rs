@@ -28,6 +28,23 @@ fn shipped_example_artifacts_open_in_pyarrow_and_polars() {
     assert_eq!(doc["consistent"], true);
     assert_eq!(doc["stages"].as_array().unwrap().len(), 6);
     let cache = p.path("cache");
+    let exported = p.path("normalize.arrow");
+    let export = p
+        .run(&[
+            "export",
+            "pipeline.yaml",
+            "--stage",
+            "normalize",
+            "-o",
+            exported.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        export.stdout.contains("exported stage `normalize`: 1800 rows"),
+        "{}",
+        export.stdout
+    );
+    let exported_arg = format!("normalize={}", exported.display());
     let stdout = common::python(
         "check_artifacts.py",
         &[
@@ -38,7 +55,13 @@ fn shipped_example_artifacts_open_in_pyarrow_and_polars() {
             "resize",
             "mean_subtract",
             "normalize",
+            "--exported",
+            &exported_arg,
         ],
     );
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 5, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 6, "{stdout}");
+    assert!(
+        stdout.contains("ok normalize: 1800 rows, 1800x32x32x3 float32"),
+        "{stdout}"
+    );
 }

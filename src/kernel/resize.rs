@@ -244,7 +244,14 @@ impl Canvas {
         let len = rgb8_len(width, height).ok_or_else(|| too_large.clone())?;
         let mut pixels = Vec::new();
         pixels.try_reserve_exact(len).map_err(|_| too_large)?;
-        pixels.extend(fill.iter().copied().cycle().take(len));
+        // A memset, then the fill written pixel by pixel only when it is not black (a byte
+        // iterator over `cycle()` cost 8% of a 500x375 -> 224 decode-and-resize).
+        pixels.resize(len, 0);
+        if fill != [0; 3] {
+            for px in pixels.chunks_exact_mut(3) {
+                px.copy_from_slice(&fill);
+            }
+        }
         Ok(Self { pixels, width, height })
     }
 

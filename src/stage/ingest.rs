@@ -364,6 +364,7 @@ impl Ingest {
             has_partition: false,
             pixels: None,
             lineage: Vec::new(),
+            pixels_from: None,
         };
         let mut writer = ctx.writer(&empty, None, false, &serde_json::Value::Null)?;
         let mut per_class: BTreeMap<&str, u64> = BTreeMap::new();

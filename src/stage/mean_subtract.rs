@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 
-use super::{Kind, Output, RunCtx, fit_train_stats, map_pixels_f32};
+use super::{Kind, Output, RunCtx, fit_train_stats, view_pixels_f32};
 use crate::diag::Diagnostic;
 use crate::kernel::pixel;
 use crate::spec::{Fields, get_choice, get_f64_list};
@@ -32,7 +32,8 @@ pub struct MeanSubtract {
 
 impl Kind for MeanSubtract {
     const KIND: &'static str = "mean_subtract";
-    const VERSION: u32 = 1;
+    /// 2: a view of the stored pixels (no `f32` copy of its own).
+    const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &["mean", "channel_order"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
@@ -77,6 +78,16 @@ impl Kind for MeanSubtract {
 }
 
 impl MeanSubtract {
+    /// The params back from [`Kind::to_json`]'s form (a lineage entry's `params`).
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let mean = match (v.get("mean").and_then(|m| m.as_str()), v.get("mean_rgb")) {
+            (Some("fit"), _) => Mean::Fit,
+            (_, Some(rgb)) => Mean::Constant(serde_json::from_value(rgb.clone()).ok()?),
+            _ => return None,
+        };
+        Some(MeanSubtract { mean })
+    }
+
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let fitted = match self.mean {
             Mean::Constant(_) => serde_json::Value::Null,
@@ -87,7 +98,7 @@ impl MeanSubtract {
             }
         };
         let f = self.row_fn(&fitted)?;
-        map_pixels_f32(ctx, fitted, f)
+        view_pixels_f32(ctx, fitted, f)
     }
 
     /// The per-image transform, given the fitted params (from this run or, for prediction,

@@ -166,6 +166,12 @@ pub struct RunCtx<'a> {
     /// For `evaluate`: the model's weights file and record.
     pub model: Option<PathBuf>,
     pub model_record: Option<crate::cache::Record>,
+    /// The artifact this stage produced last time in this pipeline, when its kind, version
+    /// and params equal this run's: a per-image stage reuses the rows of images it holds.
+    pub previous: Option<PathBuf>,
+    /// File hashes known by stat (from this run's scan): a per-image stage that reads a
+    /// source file again checks it is unchanged by its stat instead of hashing it again.
+    pub stat_cache: Option<&'a crate::cache::StatCache>,
 }
 
 /// What a stage produced besides its data file.
@@ -185,16 +191,54 @@ impl RunCtx<'_> {
         has_partition: bool,
         fitted: &serde_json::Value,
     ) -> Result<ArtifactWriter> {
+        ArtifactWriter::create(&self.out_path, self.output_meta(input, pixels, has_partition, fitted))
+    }
+
+    fn output_meta(
+        &self,
+        input: &Meta,
+        pixels: Option<([usize; 3], Dtype)>,
+        has_partition: bool,
+        fitted: &serde_json::Value,
+    ) -> Meta {
         let mut lineage = input.lineage.clone();
         let mut entry = self.entry.clone();
         entry.fitted = fitted.clone();
         lineage.push(entry);
-        let meta = Meta {
+        Meta {
             classes: input.classes.clone(),
             has_partition,
             pixels,
             lineage,
+            pixels_from: None,
+        }
+    }
+
+    /// Creates a view of the input: an artifact that stores only the row columns and takes
+    /// its pixels (`dtype` after this stage) from the artifact that stores the input's, so
+    /// an element-wise stage costs a fingerprint, a lineage entry and its rows, not another
+    /// copy of the dataset. Readers apply the element-wise steps of the lineage.
+    pub fn view_writer(
+        &self,
+        input: &Meta,
+        dtype: Dtype,
+        has_partition: bool,
+        fitted: &serde_json::Value,
+    ) -> Result<ArtifactWriter> {
+        let Some((shape, _)) = input.pixels else {
+            anyhow::bail!("stage `{}` views pixels its input does not have", self.entry.stage);
         };
+        let stored = match &input.pixels_from {
+            Some(from) => from.clone(),
+            None => self
+                .input_path()?
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("the input artifact has no file name")?
+                .to_string(),
+        };
+        let mut meta = self.output_meta(input, Some((shape, dtype)), has_partition, fitted);
+        meta.pixels_from = Some(stored);
         ArtifactWriter::create(&self.out_path, meta)
     }
 
@@ -276,44 +320,64 @@ pub(crate) fn fit_train_stats(ctx: &RunCtx<'_>) -> Result<crate::kernel::pixel::
     Ok(stats)
 }
 
-/// Runs an element-wise stage: every row's pixels, widened to `f32`, go through `f`; the
-/// output is `f32` with the same rows, shape and partition. Rows are processed in parallel
-/// within each bounded batch; output order equals input order.
-pub(crate) fn map_pixels_f32(
+/// Runs an element-wise stage as a view: its artifact keeps the input's rows and records
+/// `f` (rebuilt from its lineage entry by [`pixel_step`]) instead of storing new pixels.
+/// `f` is run on the first rows here, so a step that fails shows now, not when read.
+pub(crate) fn view_pixels_f32(
     ctx: &RunCtx<'_>,
     fitted: serde_json::Value,
     f: impl Fn(&mut [f32]) + Sync,
 ) -> Result<Output> {
-    use crate::dataset::{self, PixelValues, Rows};
-    use rayon::prelude::*;
+    use crate::dataset::{self, Rows};
     let input = ctx.input_path()?;
-    let (meta, reader) = dataset::open(input)?;
+    let (meta, mut pixels) = dataset::open(input)?;
     let Some((shape, dtype)) = meta.pixels else {
         anyhow::bail!(
             "stage `{}` needs pixels; its input has none (add a `resize` stage before it)",
             ctx.entry.stage
         );
     };
-    let row_len = shape[0] * shape[1] * shape[2];
-    let mut writer = ctx.writer(&meta, Some((shape, Dtype::Float32)), meta.has_partition, &fitted)?;
-    let out_rows = writer.meta.rows_per_batch();
-    for batch in reader {
+    if let Some(batch) = pixels.next().transpose()?
+        && batch.num_rows() > 0
+    {
+        let row_len = shape[0] * shape[1] * shape[2];
+        let mut row = dataset::pixels_as_f32(&batch.slice(0, 1), dtype)?.into_owned();
+        f(&mut row[..row_len]);
+    }
+    // Only the row columns are copied: the input as stored, never its pixels materialized.
+    let mut writer = ctx.view_writer(&meta, Dtype::Float32, meta.has_partition, &fitted)?;
+    for batch in dataset::open_file(input)?.1 {
         let batch = batch?;
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let len = out_rows.min(batch.num_rows() - start);
-            let part = batch.slice(start, len);
-            let rows = Rows::from_batch(&part)?;
-            let mut values = dataset::pixels_as_f32(&part, dtype)?.into_owned();
-            values.par_chunks_mut(row_len).for_each(&f);
-            writer.write(&rows, Some(PixelValues::F32(values)))?;
-            ctx.progress.inc(len as u64);
-            start += len;
-        }
+        let rows = Rows::from_batch(&batch)?;
+        writer.write(&rows, None)?;
+        ctx.progress.inc(rows.len() as u64);
     }
     Ok(Output {
         written: writer.finish()?,
         fitted,
         summary: serde_json::Value::Null,
+    })
+}
+
+/// The per-image transform a lineage entry records, for the element-wise kinds
+/// (`mean_subtract`, `normalize`); `None` for kinds that leave pixels as they are. The one
+/// place a view's steps, and `predict`'s, are rebuilt from.
+pub fn pixel_step(entry: &LineageEntry) -> Result<Option<crate::dataset::Step>> {
+    let bad = || {
+        format!(
+            "stage `{}`: unreadable {} params {}",
+            entry.stage, entry.kind, entry.params
+        )
+    };
+    Ok(match entry.kind.as_str() {
+        mean_subtract::MeanSubtract::KIND => {
+            let m = mean_subtract::MeanSubtract::from_json(&entry.params).with_context(bad)?;
+            Some(Box::new(m.row_fn(&entry.fitted)?))
+        }
+        normalize::Normalize::KIND => {
+            let n = normalize::Normalize::from_json(&entry.params).with_context(bad)?;
+            Some(Box::new(n.row_fn(&entry.fitted)?))
+        }
+        _ => None,
     })
 }

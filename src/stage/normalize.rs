@@ -11,7 +11,7 @@
 
 use anyhow::Result;
 
-use super::{Kind, Output, RunCtx, fit_train_stats, map_pixels_f32};
+use super::{Kind, Output, RunCtx, fit_train_stats, view_pixels_f32};
 use crate::diag::Diagnostic;
 use crate::kernel::pixel;
 use crate::spec::{Fields, get_choice, get_f64, get_f64_list};
@@ -43,7 +43,8 @@ enum MethodName {
 
 impl Kind for Normalize {
     const KIND: &'static str = "normalize";
-    const VERSION: u32 = 1;
+    /// 2: a view of the stored pixels (no `f32` copy of its own).
+    const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &["method", "std", "factor"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
@@ -116,6 +117,20 @@ impl Kind for Normalize {
 }
 
 impl Normalize {
+    /// The params back from [`Kind::to_json`]'s form (a lineage entry's `params`).
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let method = match v.get("method")?.as_str()? {
+            "per_image" => Method::PerImage,
+            "scale" => Method::Scale(v.get("factor")?.as_f64()?),
+            "per_channel" => match v.get("std")? {
+                s if s.as_str() == Some("fit") => Method::PerChannel(Std::Fit),
+                s => Method::PerChannel(Std::Constant(serde_json::from_value(s.clone()).ok()?)),
+            },
+            _ => return None,
+        };
+        Some(Normalize { method })
+    }
+
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let fitted = match self.method {
             Method::PerChannel(Std::Fit) => {
@@ -127,7 +142,7 @@ impl Normalize {
             _ => serde_json::Value::Null,
         };
         let f = self.row_fn(&fitted)?;
-        map_pixels_f32(ctx, fitted, f)
+        view_pixels_f32(ctx, fitted, f)
     }
 
     /// The per-image transform, given the fitted params (from this run or, for prediction,

@@ -13,8 +13,10 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 
 use super::{Kind, Output, RunCtx};
-use crate::dataset::{self, Dtype, PixelValues, Rows};
-use crate::decode::{DecodeLimits, decode_rgb8};
+use std::collections::HashMap;
+
+use crate::dataset::{self, Dtype, Mapped, PixelValues, Rows};
+use crate::decode::{DecodeLimits, decode_rgb8, decode_rgb8_for};
 use crate::diag::Diagnostic;
 use crate::fingerprint::sha256_hex;
 use crate::kernel::resize::{Filter, Mode, resize_rgb8};
@@ -30,6 +32,10 @@ pub struct Resize {
     pub filter: Filter,
     pub mode: Mode,
     pub fill: [u8; 3],
+    /// JPEGs at least 4 times the target on both sides decode in the DCT domain at 1/4 or
+    /// 1/8 scale (see [`crate::decode::decode_rgb8_for`]); `jpeg_scaling: off` decodes every
+    /// image at full size.
+    pub jpeg_scaling: bool,
 }
 
 const FILTERS: &[(&str, Filter)] = &[
@@ -47,8 +53,9 @@ fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], v: T) -> &'static s
 impl Kind for Resize {
     const KIND: &'static str = "resize";
     /// 2: Pillow-exact kernels (Nearest, Lanczos3 ported; Pillow's pass order).
-    const VERSION: u32 = 2;
-    const PARAMS: &'static [&'static str] = &["size", "filter", "mode", "fill"];
+    /// 3: DCT-scaled JPEG decoding for large downscales (`jpeg_scaling`).
+    const VERSION: u32 = 3;
+    const PARAMS: &'static [&'static str] = &["size", "filter", "mode", "fill", "jpeg_scaling"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
         let size = f
@@ -89,11 +96,16 @@ impl Kind for Resize {
                     .with_help("add `mode: pad` or remove `fill`"),
             );
         }
+        let jpeg_scaling = match f.get("jpeg_scaling") {
+            Some(n) => get_choice(n, "jpeg_scaling", &[("auto", true), ("off", false)], diags),
+            None => Some(true),
+        };
         Some(Resize {
             size: size?,
             filter: filter?,
             mode: mode?,
             fill: fill?,
+            jpeg_scaling: jpeg_scaling?,
         })
     }
 
@@ -106,6 +118,12 @@ impl Kind for Resize {
         if self.mode == Mode::Pad {
             v["fill"] = serde_json::json!(self.fill);
         }
+        // The decoders and the scaling rule are part of what makes the pixels.
+        v["jpeg_decode"] = serde_json::json!(if self.jpeg_scaling {
+            crate::decode::SCALED_JPEG_DECODER
+        } else {
+            "zune-jpeg 0.5"
+        });
         v
     }
 }
@@ -115,7 +133,12 @@ impl Resize {
     /// path for the stage and for `pipeline predict`.
     pub fn image_to_pixels(&self, bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>, String> {
         let [h, w] = self.size;
-        let img = decode_rgb8(bytes, limits).map_err(|e| e.to_string())?;
+        let img = if self.jpeg_scaling {
+            decode_rgb8_for(bytes, limits, (w, h))
+        } else {
+            decode_rgb8(bytes, limits)
+        }
+        .map_err(|e| e.to_string())?;
         resize_rgb8(
             &img.pixels,
             img.width,
@@ -154,60 +177,94 @@ impl Resize {
         )?;
         let batch_rows = writer.meta.rows_per_batch();
         let limits = ctx.limits;
+        let reuse = ctx.previous.as_deref().and_then(|p| Reusable::open(p, &meta, shape));
+        let mut reused = 0u64;
         // Files that do not decode: with `on_error: skip` (on ingest) left out and recorded,
         // otherwise all listed in the error. A file changed since ingest always stops the run.
         let mut failures: Vec<String> = Vec::new();
         let mut skipped: Vec<(String, String)> = Vec::new();
-        for batch in reader {
-            let batch = batch?;
-            let mut start = 0;
-            while start < batch.num_rows() {
-                let len = batch_rows.min(batch.num_rows() - start);
-                let rows = Rows::from_batch(&batch.slice(start, len))?;
-                // Per row: the pixels, or (whether the policy may skip it, the reason).
-                let results: Vec<Result<Vec<u8>, (bool, String)>> = rows
-                    .path
-                    .par_iter()
-                    .zip(&rows.id)
-                    .map(|(rel, id)| {
-                        let file = root.join(rel);
-                        let bytes = fs::read(&file).map_err(|e| (true, format!("cannot read: {e}")))?;
-                        if sha256_hex(&bytes) != *id {
-                            return Err((
-                                false,
-                                format!(
-                                    "changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to \
-                                     re-ingest"
-                                ),
-                            ));
-                        }
-                        self.image_to_pixels(&bytes, &limits).map_err(|e| (true, e))
-                    })
-                    .collect();
-                let mut pixels = Vec::with_capacity(len * shape.iter().product::<usize>());
-                let mut keep = Vec::with_capacity(len);
-                for (i, r) in results.into_iter().enumerate() {
-                    match r {
-                        Ok(p) => {
-                            pixels.extend_from_slice(&p);
-                            keep.push(i);
-                        }
-                        Err((true, why)) if ctx.skip_errors => skipped.push((rows.path[i].clone(), why)),
-                        Err((_, why)) => failures.push(format!("{}: {why}", root.join(&rows.path[i]).display())),
-                    }
-                }
-                if failures.is_empty() {
-                    let rows = if keep.len() == rows.len() {
-                        rows
-                    } else {
-                        rows.select(&keep)
-                    };
+        // The writer runs on its own thread, one batch behind: writing (copying into the page
+        // cache, hashing) overlaps decoding the next batch instead of idling the cores.
+        let writer = std::thread::scope(|scope| -> Result<dataset::ArtifactWriter> {
+            let (to_writer, batches) = std::sync::mpsc::sync_channel::<(Rows, Vec<u8>)>(1);
+            let sink = scope.spawn(move || -> Result<dataset::ArtifactWriter> {
+                for (rows, pixels) in batches {
                     writer.write(&rows, Some(PixelValues::U8(pixels)))?;
                 }
-                ctx.progress.inc(len as u64);
-                start += len;
+                Ok(writer)
+            });
+            'batches: for batch in reader {
+                let batch = batch?;
+                let mut start = 0;
+                while start < batch.num_rows() {
+                    let len = batch_rows.min(batch.num_rows() - start);
+                    let rows = Rows::from_batch(&batch.slice(start, len))?;
+                    // Per row: the pixels and whether they were reused, or (whether the policy may
+                    // skip it, the reason).
+                    type RowResult = Result<(Vec<u8>, bool), (bool, String)>;
+                    let results: Vec<RowResult> = rows
+                        .path
+                        .par_iter()
+                        .zip(&rows.id)
+                        .map(|(rel, id)| {
+                            if let Some(pixels) = reuse.as_ref().and_then(|r| r.pixels(id)) {
+                                return Ok((pixels.to_vec(), true));
+                            }
+                            let file = root.join(rel);
+                            let (bytes, stat) = read_with_stat(&file).map_err(|e| (true, format!("cannot read: {e}")))?;
+                            let known = ctx
+                                .stat_cache
+                                .and_then(|c| c.get(&file.to_string_lossy(), stat))
+                                .is_some_and(|sha| sha == id);
+                            if !known && sha256_hex(&bytes) != *id {
+                                return Err((
+                                    false,
+                                    format!(
+                                        "changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to \
+                                         re-ingest"
+                                    ),
+                                ));
+                            }
+                            self.image_to_pixels(&bytes, &limits)
+                                .map(|p| (p, false))
+                                .map_err(|e| (true, e))
+                        })
+                        .collect();
+                    let mut pixels = Vec::with_capacity(len * shape.iter().product::<usize>());
+                    let mut keep = Vec::with_capacity(len);
+                    for (i, r) in results.into_iter().enumerate() {
+                        match r {
+                            Ok((p, was_reused)) => {
+                                pixels.extend_from_slice(&p);
+                                keep.push(i);
+                                reused += u64::from(was_reused);
+                            }
+                            Err((true, why)) if ctx.skip_errors => skipped.push((rows.path[i].clone(), why)),
+                            Err((_, why)) => failures.push(format!("{}: {why}", root.join(&rows.path[i]).display())),
+                        }
+                    }
+                    if failures.is_empty() {
+                        let rows = if keep.len() == rows.len() {
+                            rows
+                        } else {
+                            rows.select(&keep)
+                        };
+                        if to_writer.send((rows, pixels)).is_err() {
+                            // The writer stopped on an error, which `join` below returns.
+                            break 'batches;
+                        }
+                    }
+                    if let Some(r) = &reuse {
+                        r.release();
+                    }
+                    ctx.progress.inc(len as u64);
+                    start += len;
+                }
             }
-        }
+            drop(to_writer);
+            sink.join()
+                .map_err(|_| anyhow::anyhow!("the artifact writer thread panicked"))?
+        })?;
         if !failures.is_empty() {
             bail!(
                 "{} image(s) could not be used:\n  {}\nfix or remove them, or add `on_error: skip` to the `ingest` \
@@ -220,15 +277,75 @@ impl Resize {
         if written.rows == 0 {
             bail!("no image could be used ({} skipped)", skipped.len());
         }
+        let mut summary = serde_json::Map::new();
+        if !skipped.is_empty() {
+            summary.insert("skipped".into(), super::ingest::skipped_json(&skipped));
+        }
+        if reuse.is_some() {
+            summary.insert("reused".into(), reused.into());
+        }
         Ok(Output {
             written,
             fitted: serde_json::Value::Null,
-            summary: if skipped.is_empty() {
+            summary: if summary.is_empty() {
                 serde_json::Value::Null
             } else {
-                serde_json::json!({ "skipped": super::ingest::skipped_json(&skipped) })
+                summary.into()
             },
         })
+    }
+}
+
+/// A file's bytes and the stat of the very file read (not of a path that may have been
+/// replaced in between).
+fn read_with_stat(path: &std::path::Path) -> std::io::Result<(Vec<u8>, crate::cache::FileStat)> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path)?;
+    let stat = crate::cache::FileStat::of(&file.metadata()?);
+    let mut bytes = Vec::with_capacity(stat.size as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok((bytes, stat))
+}
+
+/// The rows of the last artifact this stage made (same params), by image id: an image's
+/// pixels depend only on its bytes (the id is their SHA-256) and the params, so they are
+/// copied, not decoded again. Only used when the upstream `ingest` has the same params
+/// (decode limits, error policy) as then; anything unexpected just means decoding afresh.
+struct Reusable {
+    data: Mapped,
+    rows: HashMap<String, usize>,
+}
+
+impl Reusable {
+    fn open(path: &std::path::Path, input: &dataset::Meta, shape: [usize; 3]) -> Option<Reusable> {
+        let data = match Mapped::open(path) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "last artifact not reusable");
+                return None;
+            }
+        };
+        let ingest = |lineage: &[dataset::LineageEntry]| {
+            lineage
+                .iter()
+                .find(|e| e.kind == super::ingest::Ingest::KIND)
+                .map(|e| e.params.clone())
+        };
+        if data.meta.pixels != Some((shape, Dtype::Uint8)) || ingest(&data.meta.lineage) != ingest(&input.lineage) {
+            return None;
+        }
+        let ids = data.rows().ok()?.id;
+        let rows = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+        Some(Reusable { data, rows })
+    }
+
+    /// Lets go of the pages copied so far (see [`Mapped::release_pages`]).
+    fn release(&self) {
+        self.data.release_pages();
+    }
+
+    fn pixels(&self, id: &str) -> Option<&[u8]> {
+        self.data.stored_u8(*self.rows.get(id)?).ok()
     }
 }
 
@@ -245,6 +362,7 @@ mod tests {
             has_partition: false,
             pixels: None,
             lineage: Vec::new(),
+            pixels_from: None,
         };
         let mut w = ArtifactWriter::create(&path, meta).unwrap();
         let rows = Rows {
@@ -292,12 +410,15 @@ mod tests {
             cache: None,
             model: None,
             model_record: None,
+            previous: None,
+            stat_cache: None,
         };
         let stage = Resize {
             size: [2, 2],
             filter: Filter::Bilinear,
             mode: Mode::Stretch,
             fill: [0; 3],
+            jpeg_scaling: true,
         };
         let err = stage.run(&ctx).err().expect("must fail").to_string();
         assert!(err.contains("1 image(s) could not be used"), "{err}");

@@ -43,7 +43,8 @@ pub enum Method {
 
 impl Kind for Split {
     const KIND: &'static str = "split";
-    const VERSION: u32 = 1;
+    /// 2: with pixels, a view of the stored ones.
+    const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &["method", "train", "val", "test", "seed"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
@@ -142,8 +143,13 @@ fn folder_partition(path: &str) -> Result<String> {
 impl Split {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let input = ctx.input_path()?;
-        let (meta, reader) = dataset::open(input)?;
-        let mut writer = ctx.writer(&meta, meta.pixels, true, &serde_json::Value::Null)?;
+        // The row columns as stored (a view's pixels are never materialized here).
+        let (meta, reader) = dataset::open_file(input)?;
+        // Pixels pass through untouched: with pixels, the artifact is a view of the stored ones.
+        let mut writer = match meta.pixels {
+            Some((_, dtype)) => ctx.view_writer(&meta, dtype, true, &serde_json::Value::Null)?,
+            None => ctx.writer(&meta, None, true, &serde_json::Value::Null)?,
+        };
         let mut counts: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
         for batch in reader {
             let batch = batch?;
@@ -163,16 +169,7 @@ impl Split {
                 *counts.entry(p).or_default().entry(class.clone()).or_default() += 1;
             }
             rows.partition = Some(parts);
-            let pixels = match meta.pixels {
-                Some((_, dataset::Dtype::Uint8)) => {
-                    Some(dataset::PixelValues::U8(dataset::pixels_u8(&batch)?.to_vec()))
-                }
-                Some((_, dataset::Dtype::Float32)) => {
-                    Some(dataset::PixelValues::F32(dataset::pixels_f32(&batch)?.to_vec()))
-                }
-                None => None,
-            };
-            writer.write(&rows, pixels)?;
+            writer.write(&rows, None)?;
             ctx.progress.inc(rows.len() as u64);
         }
         Ok(Output {

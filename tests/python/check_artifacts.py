@@ -1,8 +1,11 @@
 """Open every artifact a pipeline produced with pyarrow, polars and numpy, and check the
 documented format: columns, dtypes, shape and lineage metadata (README, "Cache format").
 
-usage: python3 check_artifacts.py CACHE_DIR PIPELINE_NAME STAGE [STAGE ...]
-Prints one line per artifact; exits non-zero on the first mismatch.
+usage: python3 check_artifacts.py CACHE_DIR PIPELINE_NAME STAGE [STAGE ...] [--exported STAGE=PATH ...]
+Prints one line per artifact; exits non-zero on the first mismatch. A view (an element-wise
+stage's artifact: rows and lineage, pixels in the stored artifact it names) is checked for
+its reference; `--exported STAGE=PATH` checks a file `pipeline export` wrote for STAGE, which
+must hold the pixels as the stage's readers see them.
 """
 import json
 import sys
@@ -13,18 +16,25 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-cache, name, stages = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+cache, name = Path(sys.argv[1]), sys.argv[2]
+rest = sys.argv[3:]
+stages = rest[: rest.index("--exported")] if "--exported" in rest else rest
+exported = dict(a.split("=", 1) for a in rest[len(stages) + 1 :])
 expected_kinds = []
-for stage in stages:
+for stage in stages + list(exported):
     pointer = json.loads((cache / "pipelines" / name / f"{stage}.json").read_text())
     fp = pointer["fingerprint"]
-    path = cache / "artifacts" / f"{fp}.arrow"
     record = json.loads((cache / "artifacts" / f"{fp}.json").read_text())
+    if stage in exported:
+        path = Path(exported[stage])
+        expected_kinds = expected_kinds[: [i for i, s in enumerate(stages) if s == stage][0]]
+    else:
+        path = cache / "artifacts" / f"{fp}.arrow"
+    expected_kinds.append(record["kind"])
     table = ipc.open_file(path).read_all()
     md = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     lineage = json.loads(md["pipeline.lineage"])
     classes = json.loads(md["pipeline.classes"])
-    expected_kinds.append(record["kind"])
 
     assert table.num_rows == record["rows"], (stage, table.num_rows, record["rows"])
     assert [e["kind"] for e in lineage] == expected_kinds, (stage, lineage)
@@ -64,6 +74,14 @@ for stage in stages:
             assert np.abs(per_image.mean(axis=1)).max() < 1e-4
             assert np.abs(per_image.std(axis=1) - 1).max() < 1e-3
         shape = f"{table.num_rows}x{h}x{w}x{c} {dtype}"
+    elif "pipeline.pixels_from" in md:
+        # A view: its pixels are those of the stored artifact it names, through its steps.
+        stored = cache / "artifacts" / md["pipeline.pixels_from"]
+        smd = {k.decode(): v.decode() for k, v in (ipc.open_file(stored).schema.metadata or {}).items()}
+        assert "pixels" in ipc.open_file(stored).schema.names and "pipeline.pixels_from" not in smd
+        assert smd["pipeline.shape"] == md["pipeline.shape"]
+        assert lineage[: len(json.loads(smd["pipeline.lineage"]))] == json.loads(smd["pipeline.lineage"])
+        shape = f"view of {stored.name[:12]} {md['pipeline.dtype']}"
     else:
         assert "pipeline.shape" not in md
         shape = "no pixels"
