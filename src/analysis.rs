@@ -935,6 +935,7 @@ mod tests {
             pixels: Some(([2, 2, 3], Dtype::Float32)),
             lineage,
             pixels_from: None,
+            segments: Vec::new(),
         };
         let temp = cache.temp_path(fp);
         let mut w = ArtifactWriter::create(&temp, meta).unwrap();

@@ -163,6 +163,13 @@ impl Cache {
             Ok(r) => r,
             Err(_) => return Lookup::Damaged("its record is not valid JSON".into()),
         };
+        // A segmented artifact is usable only with every segment holding its pixels.
+        for seg in record.summary["segments"].as_array().into_iter().flatten() {
+            let seg = seg.as_str().unwrap_or_default();
+            if seg != fingerprint && !matches!(self.lookup(seg), Lookup::Present(_)) {
+                return Lookup::Damaged(format!("a file holding its pixels ({seg}) is missing or damaged"));
+            }
+        }
         let path = self.data_file(fingerprint, record.format);
         match fs::metadata(&path) {
             Ok(m) if m.len() == record.bytes && m.len() > VERIFY_ON_LOOKUP_BYTES => Lookup::Present(Box::new(record)),

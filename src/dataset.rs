@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray, UInt8Array,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray, UInt8Array, UInt16Array,
+    UInt32Array,
 };
 use arrow_ipc::reader::FileReader;
 use arrow_ipc::writer::FileWriter;
@@ -89,12 +90,25 @@ pub struct Meta {
     /// This file then holds only the row columns, and its pixels are the stored ones passed
     /// through the element-wise steps of the lineage entries after the stored artifact's.
     pub pixels_from: Option<String>,
+    /// Segmented storage: the files (beside this artifact) holding the pixels, each a stored
+    /// artifact; this file's rows name theirs by `segment` (index here) and `segment_row`.
+    /// `resize` writes this when images were added: only the new images' pixels go to a new
+    /// segment, the others stay where they are.
+    pub segments: Vec<String>,
 }
 
 impl Meta {
-    /// The schema stored in the file (a view has no `pixels` column).
+    /// The schema stored in the file (a view has no `pixels` column; a segmented artifact
+    /// has `segment` and `segment_row` instead).
     pub fn schema(&self) -> Schema {
-        self.schema_with_pixels(self.pixels_from.is_none())
+        let mut schema = self.schema_with_pixels(self.pixels_from.is_none() && self.segments.is_empty());
+        if !self.segments.is_empty() {
+            let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new("segment", DataType::UInt16, false));
+            fields.push(Field::new("segment_row", DataType::UInt32, false));
+            schema = Schema::new(fields).with_metadata(schema.metadata().clone());
+        }
+        schema
     }
 
     /// The schema of the batches a reader hands out: with `pixels` whenever the artifact has
@@ -130,6 +144,12 @@ impl Meta {
             if let Some(from) = &self.pixels_from {
                 md.insert("pipeline.pixels_from".into(), from.clone());
             }
+            if !self.segments.is_empty() {
+                md.insert(
+                    "pipeline.segments".into(),
+                    serde_json::to_string(&self.segments).expect("strings serialize"),
+                );
+            }
             md.insert(
                 "pipeline.shape".into(),
                 format!("[{}, {}, {}]", shape[0], shape[1], shape[2]),
@@ -161,6 +181,10 @@ impl Meta {
             pixels,
             lineage,
             pixels_from: md.get("pipeline.pixels_from").cloned(),
+            segments: match md.get("pipeline.segments") {
+                Some(v) => serde_json::from_str(v)?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -248,7 +272,13 @@ impl Rows {
     }
 
     /// Builds a batch of these rows plus optional pixel values (row-major, `len * row_len`).
-    pub fn to_batch(&self, meta: &Meta, schema: &SchemaRef, pixels: Option<PixelValues>) -> Result<RecordBatch> {
+    pub fn to_batch(
+        &self,
+        meta: &Meta,
+        schema: &SchemaRef,
+        pixels: Option<PixelValues>,
+        refs: Option<&[(u16, u32)]>,
+    ) -> Result<RecordBatch> {
         let strings = |v: &[String]| -> ArrayRef { Arc::new(StringArray::from_iter_values(v.iter())) };
         let mut cols: Vec<ArrayRef> = vec![
             strings(&self.id),
@@ -262,10 +292,16 @@ impl Rows {
         }
         if let Some((shape, dtype)) = meta.pixels
             && meta.pixels_from.is_none()
+            && meta.segments.is_empty()
         {
             cols.push(pixel_column(shape, dtype, pixels)?);
         } else if pixels.is_some() {
             bail!("pixel values given for an artifact that stores none");
+        }
+        if !meta.segments.is_empty() {
+            let refs = refs.context("a segmented artifact needs each row's segment")?;
+            cols.push(Arc::new(UInt16Array::from_iter_values(refs.iter().map(|r| r.0))));
+            cols.push(Arc::new(UInt32Array::from_iter_values(refs.iter().map(|r| r.1))));
         }
         Ok(RecordBatch::try_new(schema.clone(), cols)?)
     }
@@ -388,7 +424,19 @@ impl ArtifactWriter {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch = rows.to_batch(&self.meta, &self.schema, pixels)?;
+        let batch = rows.to_batch(&self.meta, &self.schema, pixels, None)?;
+        self.writer.write(&batch)?;
+        self.rows += rows.len() as u64;
+        crate::fault::point(|| format!("artifact: {} rows written", self.rows));
+        Ok(())
+    }
+
+    /// Writes rows of a segmented artifact: each row's (segment, row in it).
+    pub fn write_refs(&mut self, rows: &Rows, refs: &[(u16, u32)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = rows.to_batch(&self.meta, &self.schema, None, Some(refs))?;
         self.writer.write(&batch)?;
         self.rows += rows.len() as u64;
         crate::fault::point(|| format!("artifact: {} rows written", self.rows));
@@ -415,23 +463,60 @@ impl ArtifactWriter {
 /// read from the stored artifact and passed through the view's steps.
 pub fn open(path: &Path) -> Result<(Meta, Batches)> {
     let (meta, reader) = open_file(path)?;
-    let view = match &meta.pixels_from {
-        None => None,
-        Some(from) => {
-            let base_path = path.with_file_name(from);
-            let (base_meta, base) = open_file(&base_path)?;
-            let steps = view_steps(&meta, &base_meta, &base_path)?;
-            Some(View {
-                base,
-                base_dtype: base_meta.pixels.map(|(_, d)| d),
-                pending: None,
-                steps,
-                schema: Arc::new(meta.read_schema()),
-                meta: meta.clone(),
-            })
+    let source = if let Some(from) = &meta.pixels_from {
+        let base_path = path.with_file_name(from);
+        let (base_meta, base) = open(&base_path)?;
+        let steps = view_steps(&meta, &base_meta, &base_path)?;
+        Source::View(View {
+            base: Box::new(base),
+            base_dtype: base_meta.pixels.map(|(_, d)| d),
+            pending: None,
+            steps,
+            schema: Arc::new(meta.read_schema()),
+            meta: meta.clone(),
+        })
+    } else if !meta.segments.is_empty() {
+        Source::Segments {
+            segments: open_segments(path, &meta)?,
+            schema: Arc::new(meta.read_schema()),
         }
+    } else {
+        Source::File
     };
-    Ok((meta, Batches { reader, view }))
+    Ok((meta, Batches { reader, source }))
+}
+
+/// The segments of a segmented artifact at `path`, mapped, each checked to store pixels of
+/// the artifact's shape and dtype itself.
+fn open_segments(path: &Path, meta: &Meta) -> Result<Vec<Mapped>> {
+    meta.segments
+        .iter()
+        .map(|name| {
+            let seg_path = path.with_file_name(name);
+            let seg = Mapped::open(&seg_path)?;
+            if seg.meta.pixels != meta.pixels || seg.meta.pixels_from.is_some() || !seg.meta.segments.is_empty() {
+                bail!(
+                    "{} does not store pixels as the segmented artifact {} expects",
+                    seg_path.display(),
+                    path.display()
+                );
+            }
+            Ok(seg)
+        })
+        .collect()
+}
+
+/// Each row's (segment, row in it) of a batch of a segmented artifact.
+fn segment_refs(batch: &RecordBatch) -> Result<Vec<(u16, u32)>> {
+    let seg = batch
+        .column_by_name("segment")
+        .and_then(|c| c.as_any().downcast_ref::<UInt16Array>())
+        .context("column `segment` missing or not uint16")?;
+    let row = batch
+        .column_by_name("segment_row")
+        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+        .context("column `segment_row` missing or not uint32")?;
+    Ok(seg.values().iter().copied().zip(row.values().iter().copied()).collect())
 }
 
 /// Opens an artifact's file as stored: a view's batches have no `pixels` column. For
@@ -477,11 +562,21 @@ fn view_steps(meta: &Meta, base: &Meta, base_path: &Path) -> Result<Vec<Step>> {
 /// The batches of an artifact, in order; see [`open`].
 pub struct Batches {
     reader: FileReader<std::io::BufReader<File>>,
-    view: Option<View>,
+    source: Source,
+}
+
+/// Where a reader's pixels come from.
+enum Source {
+    /// The file's own `pixels` column (or none).
+    File,
+    /// Another artifact's, through element-wise steps.
+    View(View),
+    /// The segments the rows name.
+    Segments { segments: Vec<Mapped>, schema: SchemaRef },
 }
 
 struct View {
-    base: FileReader<std::io::BufReader<File>>,
+    base: Box<Batches>,
     base_dtype: Option<Dtype>,
     /// The stored batch being consumed and how many of its rows were used.
     pending: Option<(RecordBatch, usize)>,
@@ -559,6 +654,30 @@ impl View {
     }
 }
 
+/// A batch of a segmented artifact with its pixels gathered from the segments.
+fn gather_segments(batch: RecordBatch, segments: &[Mapped], schema: &SchemaRef) -> Result<RecordBatch> {
+    let refs = segment_refs(&batch)?;
+    let Some(first) = segments.first() else {
+        bail!("a segmented artifact without segments");
+    };
+    let Some((shape, dtype)) = first.meta.pixels else {
+        bail!("a segment without pixels");
+    };
+    let mut values = Vec::with_capacity(refs.len() * first.row_len());
+    for &(s, r) in &refs {
+        let seg = segments
+            .get(usize::from(s))
+            .context("a row names a segment that does not exist")?;
+        values.extend_from_slice(seg.stored_u8(r as usize)?);
+    }
+    for seg in segments {
+        seg.release_pages();
+    }
+    let mut cols = batch.columns()[..schema.fields().len() - 1].to_vec();
+    cols.push(pixel_column(shape, dtype, Some(PixelValues::U8(values)))?);
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
 impl Iterator for Batches {
     type Item = Result<RecordBatch>;
 
@@ -567,9 +686,10 @@ impl Iterator for Batches {
             Ok(b) => b,
             Err(e) => return Some(Err(e.into())),
         };
-        Some(match &mut self.view {
-            None => Ok(batch),
-            Some(view) => view.materialize(batch),
+        Some(match &mut self.source {
+            Source::File => Ok(batch),
+            Source::View(view) => view.materialize(batch),
+            Source::Segments { segments, schema } => gather_segments(batch, segments, schema),
         })
     }
 }
@@ -594,8 +714,13 @@ pub struct Mapped {
     row_len: usize,
     /// For a view: the mapped artifact storing the pixels, and the steps applied to them.
     stored: Option<(Box<Mapped>, Vec<Step>)>,
+    /// For a segmented artifact: its segments, mapped, and each row's (segment, row).
+    segments: Option<(Vec<Mapped>, Vec<SegmentRef>)>,
     mmap: Arc<memmap2::Mmap>,
 }
+
+/// Where a row of a segmented artifact is: (segment index, row in that segment).
+pub type SegmentRef = (u16, u32);
 
 impl Mapped {
     pub fn open(path: &Path) -> Result<Mapped> {
@@ -629,7 +754,7 @@ impl Mapped {
                 batches.push(b);
             }
         }
-        let index = batches
+        let index: Vec<(u32, u32)> = batches
             .iter()
             .enumerate()
             .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b as u32, r as u32)))
@@ -644,12 +769,22 @@ impl Mapped {
                 Some((Box::new(base), steps))
             }
         };
+        let segments = if meta.segments.is_empty() {
+            None
+        } else {
+            let mut refs = Vec::with_capacity(index.len());
+            for b in &batches {
+                refs.extend(segment_refs(b)?);
+            }
+            Some((open_segments(path, &meta)?, refs))
+        };
         let mapped = Mapped {
             meta,
             batches,
             index,
             row_len,
             stored,
+            segments,
             mmap,
         };
         if let Some((base, _)) = &mapped.stored
@@ -677,10 +812,26 @@ impl Mapped {
         if let Some((base, _)) = &self.stored {
             base.release_pages();
         }
+        for seg in self.segments.iter().flat_map(|(s, _)| s) {
+            seg.release_pages();
+        }
+    }
+
+    /// A segmented artifact's segment files and where row `i` is in them.
+    pub fn segment_of(&self, i: usize) -> Option<(&[String], (u16, u32))> {
+        let (_, refs) = self.segments.as_ref()?;
+        Some((&self.meta.segments, *refs.get(i)?))
     }
 
     /// The stored `u8` pixels of row `i` (file order); an error for views and `f32` data.
     pub fn stored_u8(&self, i: usize) -> Result<&[u8]> {
+        if let Some((segs, refs)) = &self.segments {
+            let (s, r) = *refs.get(i).context("row out of range")?;
+            return segs
+                .get(usize::from(s))
+                .context("no such segment")?
+                .stored_u8(r as usize);
+        }
         if self.stored.is_some() || self.meta.pixels.map(|(_, d)| d) != Some(Dtype::Uint8) {
             bail!("the artifact does not store uint8 pixels");
         }
@@ -698,6 +849,13 @@ impl Mapped {
                 step(&mut out[start..]);
             }
             return Ok(());
+        }
+        if let Some((segs, refs)) = &self.segments {
+            let (s, r) = *refs.get(i).context("row out of range")?;
+            return segs
+                .get(usize::from(s))
+                .context("no such segment")?
+                .pixels_into(r as usize, out);
         }
         let (b, r) = self.index[i];
         let batch = &self.batches[b as usize];

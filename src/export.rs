@@ -36,6 +36,7 @@ pub fn export(plan: &Plan, stage: Option<&str>, out: &Path) -> Result<(String, W
     let (meta, batches) = dataset::open(&cache.data_path(&r.fingerprint))?;
     let mut standalone = meta.clone();
     standalone.pixels_from = None;
+    standalone.segments = Vec::new();
     let temp = out.with_extension("arrow.partial");
     let written = (|| {
         let mut writer = ArtifactWriter::create(&temp, standalone)?;

@@ -71,9 +71,10 @@ fn truncated_bit_flipped_and_missing_artifacts_are_detected_and_recomputed() {
     assert!(du.stdout.contains("total"), "{}", du.stdout);
 }
 
-/// Images added to (or removed from) the folder: `resize` decodes only the new ones and
-/// copies the rest from its last artifact, and the result is byte for byte what a cold run
-/// makes; element-wise stages are views holding no pixels of their own.
+/// Images added to (or removed from) the folder: `resize` decodes only the new ones, keeps
+/// the others where they are (a segmented artifact naming the files that hold them), and
+/// every stage's data reads exactly as a cold run's; element-wise stages are views holding no
+/// pixels of their own; a damaged segment makes `resize` run again.
 #[test]
 fn added_images_are_decoded_alone_and_the_result_equals_a_cold_run() {
     let p = Project::new();
@@ -81,6 +82,7 @@ fn added_images_are_decoded_alone_and_the_result_equals_a_cold_run() {
     let first = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(first.line("resize").contains("12 rows"), "{}", first.stdout);
     assert!(!first.line("resize").contains("reused"), "{}", first.stdout);
+    let resize_bytes = std::fs::metadata(p.artifact_path("t", "resize")).unwrap().len();
     p.image("images/cat.50.png", 21, 17, 50)
         .image("images/dog.50.png", 23, 16, 1050);
     let second = p.run(&["run", "pipeline.yaml"]).ok();
@@ -91,37 +93,73 @@ fn added_images_are_decoded_alone_and_the_result_equals_a_cold_run() {
         "{}",
         second.stdout
     );
-    // The same folder into an empty cache: every stage's artifact is identical.
-    let cold = p.path("cold-cache");
-    p.run_env(&["run", "pipeline.yaml"], &[("PIPELINE_CACHE", cold.to_str().unwrap())])
-        .ok();
-    for stage in ["ingest", "split", "resize", "mean_subtract", "normalize"] {
-        let warm = p.artifact_path("t", stage);
-        let other = cold.join("artifacts").join(warm.file_name().unwrap());
-        assert_eq!(
-            std::fs::read(&warm).unwrap(),
-            std::fs::read(&other).unwrap(),
-            "{stage} differs from a cold run"
-        );
-    }
-    // Views: the element-wise stages' files hold rows, not another copy of the pixels.
-    let resize_bytes = std::fs::metadata(p.artifact_path("t", "resize")).unwrap().len();
-    for stage in ["mean_subtract", "normalize"] {
-        let batches = p.read_artifact("t", stage);
-        assert!(batches[0].schema().field_with_name("pixels").is_err(), "{stage}");
-        let bytes = std::fs::metadata(p.artifact_path("t", stage)).unwrap().len();
-        assert!(bytes < resize_bytes, "{stage}: {bytes} bytes vs resize {resize_bytes}");
-    }
-    // Removing an image decodes nothing.
-    std::fs::remove_file(p.path("images/dog.3.png")).unwrap();
+    // Only the new images' pixels were written: the new resize file holds rows, not pixels.
+    let segmented = std::fs::metadata(p.artifact_path("t", "resize")).unwrap().len();
+    assert!(segmented < resize_bytes, "{segmented} vs {resize_bytes}");
+    p.image("images/cat.51.png", 22, 18, 51);
     let third = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(
         third
             .line("resize")
-            .contains("(0 decoded, 13 reused from the last run)"),
+            .contains("(1 decoded, 14 reused from the last run)"),
         "{}",
         third.stdout
     );
+    // The same folder into an empty cache: the same data, stage by stage.
+    let cold = p.path("cold-cache");
+    let cold_env = [("PIPELINE_CACHE", cold.to_str().unwrap())];
+    p.run_env(&["run", "pipeline.yaml"], &cold_env).ok();
+    for stage in ["ingest", "split"] {
+        let warm = p.artifact_path("t", stage);
+        let other = cold.join("artifacts").join(warm.file_name().unwrap());
+        assert_eq!(std::fs::read(&warm).unwrap(), std::fs::read(&other).unwrap(), "{stage}");
+    }
+    for stage in ["resize", "mean_subtract", "normalize"] {
+        let (a, b) = (p.path(&format!("{stage}.a.arrow")), p.path(&format!("{stage}.b.arrow")));
+        p.run(&["export", "pipeline.yaml", "--stage", stage, "-o", a.to_str().unwrap()])
+            .ok();
+        p.run_env(
+            &["export", "pipeline.yaml", "--stage", stage, "-o", b.to_str().unwrap()],
+            &cold_env,
+        )
+        .ok();
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{stage} differs from a cold run"
+        );
+    }
+    // Views: the element-wise stages' files hold rows, not another copy of the pixels.
+    for stage in ["mean_subtract", "normalize"] {
+        let batches = p.read_artifact("t", stage);
+        assert!(batches[0].schema().field_with_name("pixels").is_err(), "{stage}");
+    }
+    // Removing an image decodes nothing.
+    std::fs::remove_file(p.path("images/dog.3.png")).unwrap();
+    let fourth = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(
+        fourth
+            .line("resize")
+            .contains("(0 decoded, 14 reused from the last run)"),
+        "{}",
+        fourth.stdout
+    );
     let verify = p.run(&["cache", "verify", "pipeline.yaml"]).ok();
     assert!(verify.stdout.contains("0 damaged"), "{}", verify.stdout);
+    // A segment that goes missing is noticed, and resize runs again from the images.
+    let segments: Vec<std::path::PathBuf> = std::fs::read_dir(p.path("cache/artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| {
+            f.extension().is_some_and(|x| x == "json") && std::fs::read_to_string(f).unwrap().contains("(new images)")
+        })
+        .collect();
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    std::fs::remove_file(segments[0].with_extension("arrow")).unwrap();
+    let fifth = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(
+        fifth.ran("resize") && fifth.line("resize").contains("is missing or damaged"),
+        "{}",
+        fifth.stdout
+    );
 }

@@ -365,6 +365,7 @@ impl Ingest {
             pixels: None,
             lineage: Vec::new(),
             pixels_from: None,
+            segments: Vec::new(),
         };
         let mut writer = ctx.writer(&empty, None, false, &serde_json::Value::Null)?;
         let mut per_class: BTreeMap<&str, u64> = BTreeMap::new();

@@ -194,7 +194,7 @@ impl RunCtx<'_> {
         ArtifactWriter::create(&self.out_path, self.output_meta(input, pixels, has_partition, fitted))
     }
 
-    fn output_meta(
+    pub(crate) fn output_meta(
         &self,
         input: &Meta,
         pixels: Option<([usize; 3], Dtype)>,
@@ -211,6 +211,7 @@ impl RunCtx<'_> {
             pixels,
             lineage,
             pixels_from: None,
+            segments: Vec::new(),
         }
     }
 

@@ -152,6 +152,31 @@ impl Resize {
         .map_err(|e| e.to_string())
     }
 
+    /// One image's pixels from its file: read, checked unchanged since ingest (by the stat the
+    /// scan hashed, else by hashing it again), decoded and resized. The error says whether
+    /// `on_error: skip` may skip it (a changed file never is).
+    fn load_row(
+        &self,
+        ctx: &RunCtx<'_>,
+        root: &std::path::Path,
+        rel: &str,
+        id: &str,
+    ) -> Result<Vec<u8>, (bool, String)> {
+        let file = root.join(rel);
+        let (bytes, stat) = read_with_stat(&file).map_err(|e| (true, format!("cannot read: {e}")))?;
+        let known = ctx
+            .stat_cache
+            .and_then(|c| c.get(&file.to_string_lossy(), stat))
+            .is_some_and(|sha| sha == id);
+        if !known && sha256_hex(&bytes) != id {
+            return Err((
+                false,
+                format!("changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to re-ingest"),
+            ));
+        }
+        self.image_to_pixels(&bytes, &ctx.limits).map_err(|e| (true, e))
+    }
+
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let input = ctx.input_path()?;
         let Some(root) = ctx.images_root.as_deref() else {
@@ -169,6 +194,12 @@ impl Resize {
         }
         let [h, w] = self.size;
         let shape = [h as usize, w as usize, 3];
+        let reuse = ctx.previous.as_deref().and_then(|p| Reusable::open(p, &meta, shape));
+        if let Some(r) = &reuse
+            && let Some(out) = self.run_segmented(ctx, root, input, r, shape)?
+        {
+            return Ok(out);
+        }
         let mut writer = ctx.writer(
             &meta,
             Some((shape, Dtype::Uint8)),
@@ -176,8 +207,6 @@ impl Resize {
             &serde_json::Value::Null,
         )?;
         let batch_rows = writer.meta.rows_per_batch();
-        let limits = ctx.limits;
-        let reuse = ctx.previous.as_deref().and_then(|p| Reusable::open(p, &meta, shape));
         let mut reused = 0u64;
         // Files that do not decode: with `on_error: skip` (on ingest) left out and recorded,
         // otherwise all listed in the error. A file changed since ingest always stops the run.
@@ -210,24 +239,7 @@ impl Resize {
                             if let Some(pixels) = reuse.as_ref().and_then(|r| r.pixels(id)) {
                                 return Ok((pixels.to_vec(), true));
                             }
-                            let file = root.join(rel);
-                            let (bytes, stat) = read_with_stat(&file).map_err(|e| (true, format!("cannot read: {e}")))?;
-                            let known = ctx
-                                .stat_cache
-                                .and_then(|c| c.get(&file.to_string_lossy(), stat))
-                                .is_some_and(|sha| sha == id);
-                            if !known && sha256_hex(&bytes) != *id {
-                                return Err((
-                                    false,
-                                    format!(
-                                        "changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to \
-                                         re-ingest"
-                                    ),
-                                ));
-                            }
-                            self.image_to_pixels(&bytes, &limits)
-                                .map(|p| (p, false))
-                                .map_err(|e| (true, e))
+                            self.load_row(ctx, root, rel, id).map(|p| (p, false))
                         })
                         .collect();
                     let mut pixels = Vec::with_capacity(len * shape.iter().product::<usize>());
@@ -296,6 +308,152 @@ impl Resize {
     }
 }
 
+impl Resize {
+    /// Images added to a folder mostly processed before: the new artifact stores no copy of
+    /// the images its last artifact holds. Its rows name, per image, a segment file and a
+    /// row in it: the segments of the last artifact (or the last artifact itself), plus one
+    /// new segment, committed to the cache first, with the pixels of the images decoded now.
+    /// `None` (decode and copy everything) when fewer than half the rows can be reused.
+    fn run_segmented(
+        &self,
+        ctx: &RunCtx<'_>,
+        root: &std::path::Path,
+        input: &std::path::Path,
+        reuse: &Reusable,
+        shape: [usize; 3],
+    ) -> Result<Option<Output>> {
+        let Some(cache) = ctx.cache else { return Ok(None) };
+        let (meta, reader) = dataset::open_file(input)?;
+        let mut all = Rows::default();
+        for batch in reader {
+            let r = Rows::from_batch(&batch?)?;
+            all.id.extend(r.id);
+            all.path.extend(r.path);
+            all.label.extend(r.label);
+            all.class.extend(r.class);
+            if let Some(p) = r.partition {
+                all.partition.get_or_insert_with(Vec::new).extend(p);
+            }
+        }
+        let found: Vec<Option<(u16, u32)>> = all.id.iter().map(|id| reuse.locate(id)).collect();
+        let reused = found.iter().filter(|f| f.is_some()).count();
+        let mut segments = reuse.segments();
+        if reused * 2 < all.len() || segments.len() >= usize::from(u16::MAX) {
+            return Ok(None);
+        }
+        // The new images, decoded in parallel batches into the new segment.
+        let new_rows: Vec<usize> = (0..all.len()).filter(|&i| found[i].is_none()).collect();
+        let seg_fp = crate::fingerprint::sha256_hex(format!("{}:new-images", ctx.entry.fingerprint).as_bytes());
+        let seg_index = segments.len() as u16;
+        let out_meta = ctx.output_meta(
+            &meta,
+            Some((shape, Dtype::Uint8)),
+            meta.has_partition,
+            &serde_json::Value::Null,
+        );
+        let mut seg_row: Vec<Option<u32>> = vec![None; all.len()];
+        let mut failures: Vec<String> = Vec::new();
+        let mut skipped: Vec<(String, String)> = Vec::new();
+        let started = std::time::Instant::now();
+        if !new_rows.is_empty() {
+            let temp = cache.temp_path(&seg_fp);
+            let mut writer = dataset::ArtifactWriter::create(&temp, out_meta.clone())?;
+            let mut next = 0u32;
+            for chunk in new_rows.chunks(writer.meta.rows_per_batch()) {
+                let results: Vec<Result<Vec<u8>, (bool, String)>> = chunk
+                    .par_iter()
+                    .map(|&i| self.load_row(ctx, root, &all.path[i], &all.id[i]))
+                    .collect();
+                let mut pixels = Vec::with_capacity(chunk.len() * shape.iter().product::<usize>());
+                let mut keep = Vec::with_capacity(chunk.len());
+                for (&i, r) in chunk.iter().zip(results) {
+                    match r {
+                        Ok(p) => {
+                            pixels.extend_from_slice(&p);
+                            keep.push(i);
+                            seg_row[i] = Some(next);
+                            next += 1;
+                        }
+                        Err((true, why)) if ctx.skip_errors => skipped.push((all.path[i].clone(), why)),
+                        Err((_, why)) => failures.push(format!("{}: {why}", root.join(&all.path[i]).display())),
+                    }
+                }
+                if failures.is_empty() {
+                    writer.write(&all.select(&keep), Some(PixelValues::U8(pixels)))?;
+                }
+                ctx.progress.inc(chunk.len() as u64);
+            }
+            if !failures.is_empty() {
+                drop(writer);
+                let _ = fs::remove_file(&temp);
+                bail!(
+                    "{} image(s) could not be used:\n  {}\nfix or remove them, or add `on_error: skip` to the `ingest` \
+                     stage to go on without them",
+                    failures.len(),
+                    failures.join("\n  ")
+                );
+            }
+            let written = writer.finish()?;
+            if written.rows > 0 {
+                cache.commit(
+                    &temp,
+                    &crate::cache::Record {
+                        fingerprint: seg_fp.clone(),
+                        format: crate::cache::Format::Arrow,
+                        kind: Self::KIND.into(),
+                        version: Self::VERSION,
+                        pipeline: String::new(),
+                        stage: format!("{} (new images)", ctx.entry.stage),
+                        params: ctx.entry.params.clone(),
+                        inputs: Vec::new(),
+                        content: None,
+                        rows: written.rows,
+                        bytes: written.bytes,
+                        blake3: written.blake3,
+                        fitted: serde_json::Value::Null,
+                        summary: serde_json::json!({ "segment_of": ctx.entry.fingerprint }),
+                        seconds: started.elapsed().as_secs_f64(),
+                        created_unix: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    },
+                )?;
+                segments.push(format!("{seg_fp}.arrow"));
+            } else {
+                let _ = fs::remove_file(&temp);
+            }
+        }
+        // The rows: every image that has pixels, in input order, with where they are.
+        let mut out_meta = out_meta;
+        out_meta.segments = segments.clone();
+        // Batches of as many rows as a stored batch, so a reader gathers a bounded amount.
+        let out_meta_rows = out_meta.rows_per_batch();
+        let mut writer = dataset::ArtifactWriter::create(&ctx.out_path, out_meta)?;
+        let keep: Vec<usize> = (0..all.len())
+            .filter(|&i| found[i].is_some() || seg_row[i].is_some())
+            .collect();
+        for chunk in keep.chunks(out_meta_rows) {
+            let refs: Vec<(u16, u32)> = chunk
+                .iter()
+                .map(|&i| found[i].unwrap_or((seg_index, seg_row[i].unwrap_or(0))))
+                .collect();
+            writer.write_refs(&all.select(chunk), &refs)?;
+        }
+        ctx.progress.inc(reused as u64);
+        let written = writer.finish()?;
+        let fps: Vec<&str> = segments.iter().map(|s| s.trim_end_matches(".arrow")).collect();
+        let mut summary = serde_json::json!({ "reused": reused, "segments": fps });
+        if !skipped.is_empty() {
+            summary["skipped"] = super::ingest::skipped_json(&skipped);
+        }
+        Ok(Some(Output {
+            written,
+            fitted: serde_json::Value::Null,
+            summary,
+        }))
+    }
+}
+
 /// A file's bytes and the stat of the very file read (not of a path that may have been
 /// replaced in between).
 fn read_with_stat(path: &std::path::Path) -> std::io::Result<(Vec<u8>, crate::cache::FileStat)> {
@@ -314,6 +472,8 @@ fn read_with_stat(path: &std::path::Path) -> std::io::Result<(Vec<u8>, crate::ca
 struct Reusable {
     data: Mapped,
     rows: HashMap<String, usize>,
+    /// The file name of the last artifact.
+    file: String,
 }
 
 impl Reusable {
@@ -336,7 +496,27 @@ impl Reusable {
         }
         let ids = data.rows().ok()?.id;
         let rows = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
-        Some(Reusable { data, rows })
+        let file = path.file_name()?.to_str()?.to_string();
+        Some(Reusable { data, rows, file })
+    }
+
+    /// The segment files a segmented successor starts from: the last artifact's segments, or
+    /// the last artifact itself.
+    fn segments(&self) -> Vec<String> {
+        if self.data.meta.segments.is_empty() {
+            vec![self.file.clone()]
+        } else {
+            self.data.meta.segments.clone()
+        }
+    }
+
+    /// Where the image `id` is in [`Reusable::segments`], if the last artifact holds it.
+    fn locate(&self, id: &str) -> Option<(u16, u32)> {
+        let j = *self.rows.get(id)?;
+        match self.data.segment_of(j) {
+            Some((_, at)) => Some(at),
+            None => Some((0, u32::try_from(j).ok()?)),
+        }
     }
 
     /// Lets go of the pages copied so far (see [`Mapped::release_pages`]).
@@ -363,6 +543,7 @@ mod tests {
             pixels: None,
             lineage: Vec::new(),
             pixels_from: None,
+            segments: Vec::new(),
         };
         let mut w = ArtifactWriter::create(&path, meta).unwrap();
         let rows = Rows {
