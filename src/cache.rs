@@ -7,7 +7,7 @@
 //! artifacts/<fingerprint>.json    its record: what was hashed, rows, bytes, BLAKE3, timings
 //! pipelines/<name>/<stage>.json   the fingerprint a pipeline's stage last produced, so a
 //!                                 miss can be explained by comparing records
-//! stat-cache.json                 (path, size, mtime, inode) -> SHA-256, to skip re-hashing
+//! stat-cache.tsv                  (path, size, mtime, inode) -> SHA-256, to skip re-hashing
 //! tmp/                            files being written; never trusted
 //! ```
 //!
@@ -18,7 +18,6 @@
 //! therefore leave litter in `tmp/`, never a half file that a later run trusts. All access
 //! goes through [`Cache`], the one place a shared (e.g. object-store) cache would plug in.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -223,20 +222,28 @@ impl Cache {
     }
 
     pub fn stat_cache_path(&self) -> PathBuf {
-        self.root.join("stat-cache.json")
+        self.root.join("stat-cache.tsv")
     }
 
     /// Writes JSON to a temporary file, syncs it and renames it over `path`.
     /// On failure (a full disk, say) the temporary file is removed and `path` is untouched.
     pub fn write_json_atomic<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(value)?;
+        text.push(b'\n');
+        self.write_atomic(path, &text)
+    }
+
+    /// Writes `bytes` to `path` through a synced temporary file and a rename, so readers see
+    /// the old file or the new one, never a part.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let tmp = self.temp_path("json");
         let write = || -> Result<()> {
             let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-            let text = serde_json::to_vec_pretty(value)?;
-            crate::fault::charge(text.len() + 1)?;
-            f.write_all(&text)?;
+            crate::fault::charge(bytes.len())?;
+            let half = bytes.len() / 2;
+            f.write_all(&bytes[..half])?;
             crate::fault::point(|| format!("json {}: half written", path.display()));
-            f.write_all(b"\n")?;
+            f.write_all(&bytes[half..])?;
             f.sync_all()?;
             crate::fault::point(|| format!("json {}: written, not renamed", path.display()));
             fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
@@ -257,14 +264,16 @@ pub enum Lookup {
 }
 
 /// Remembers file hashes by (path, size, mtime, inode) so warm runs do not re-read files.
-#[derive(Default, Serialize, Deserialize)]
+/// Kept as `stat-cache.tsv`, one `sha256 size mtime_ns inode path` line (tab-separated) per
+/// file, sorted by path: at 25,000 images it loads in a few milliseconds, where JSON took
+/// a sixth of a warm run.
+#[derive(Default)]
 pub struct StatCache {
-    entries: BTreeMap<String, StatEntry>,
-    #[serde(skip)]
+    entries: std::collections::HashMap<String, StatEntry>,
     dirty: bool,
 }
 
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, PartialEq)]
 struct StatEntry {
     size: u64,
     mtime_ns: i128,
@@ -292,11 +301,31 @@ impl FileStat {
 }
 
 impl StatCache {
+    /// The remembered hashes; an unreadable file or line is forgotten (those files are just
+    /// hashed again).
     pub fn load(cache: &Cache) -> StatCache {
-        fs::read_to_string(cache.stat_cache_path())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        let text = fs::read_to_string(cache.stat_cache_path()).unwrap_or_default();
+        let entries = text
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.splitn(5, '\t');
+                let sha256 = f.next()?.to_string();
+                let size = f.next()?.parse().ok()?;
+                let mtime_ns = f.next()?.parse().ok()?;
+                let inode = f.next()?.parse().ok()?;
+                let path = f.next()?.to_string();
+                (sha256.len() == 64).then_some((
+                    path,
+                    StatEntry {
+                        size,
+                        mtime_ns,
+                        inode,
+                        sha256,
+                    },
+                ))
+            })
+            .collect();
+        StatCache { entries, dirty: false }
     }
 
     pub fn get(&self, path: &str, stat: FileStat) -> Option<&str> {
@@ -319,7 +348,17 @@ impl StatCache {
 
     pub fn save(&self, cache: &Cache) -> Result<()> {
         if self.dirty {
-            cache.write_json_atomic(&cache.stat_cache_path(), self)?;
+            use std::fmt::Write as _;
+            let mut sorted: Vec<(&String, &StatEntry)> = self.entries.iter().collect();
+            sorted.sort_unstable_by_key(|(p, _)| *p);
+            let mut text = String::with_capacity(sorted.len() * 160);
+            for (path, e) in sorted {
+                // A path with a tab or newline cannot be written as a line: it is hashed anew.
+                if !path.contains(['\t', '\n']) {
+                    let _ = writeln!(text, "{}\t{}\t{}\t{}\t{path}", e.sha256, e.size, e.mtime_ns, e.inode);
+                }
+            }
+            cache.write_atomic(&cache.stat_cache_path(), text.as_bytes())?;
         }
         Ok(())
     }

@@ -231,6 +231,17 @@ impl Rows {
         self.id.is_empty()
     }
 
+    /// Appends `more`'s rows after these.
+    pub fn append(&mut self, more: Rows) {
+        self.id.extend(more.id);
+        self.path.extend(more.path);
+        self.label.extend(more.label);
+        self.class.extend(more.class);
+        if let Some(p) = more.partition {
+            self.partition.get_or_insert_with(Vec::new).extend(p);
+        }
+    }
+
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Rows {
         let pick = |v: &Vec<String>| indices.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
@@ -876,14 +887,7 @@ impl Mapped {
     pub fn rows(&self) -> Result<Rows> {
         let mut all = Rows::default();
         for batch in &self.batches {
-            let r = Rows::from_batch(batch)?;
-            all.id.extend(r.id);
-            all.path.extend(r.path);
-            all.label.extend(r.label);
-            all.class.extend(r.class);
-            if let Some(p) = r.partition {
-                all.partition.get_or_insert_with(Vec::new).extend(p);
-            }
+            all.append(Rows::from_batch(batch)?);
         }
         Ok(all)
     }

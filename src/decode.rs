@@ -234,7 +234,15 @@ fn decode_jpeg_scaled(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -
         PixelFormat::RGB24 if raw.len() == (sw * sh * 3) as usize => raw,
         _ => return None,
     };
-    let mut image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(sw, sh, pixels)?);
+    upright(sw, sh, pixels, orientation)
+}
+
+/// RGB8 pixels as stored in the file, turned upright by the EXIF `orientation`.
+fn upright(width: u32, height: u32, pixels: Vec<u8>, orientation: Orientation) -> Option<Rgb8Image> {
+    if orientation == Orientation::NoTransforms {
+        return Some(Rgb8Image { width, height, pixels });
+    }
+    let mut image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, pixels)?);
     image.apply_orientation(orientation);
     let rgb = image.into_rgb8();
     let (width, height) = rgb.dimensions();
@@ -277,22 +285,7 @@ fn decode_jpeg_direct(bytes: &[u8], limits: &DecodeLimits) -> Option<Rgb8Image> 
     if pixels.len() != (w as usize) * (h as usize) * 3 {
         return None;
     }
-    if orientation == Orientation::NoTransforms {
-        return Some(Rgb8Image {
-            width: w,
-            height: h,
-            pixels,
-        });
-    }
-    let mut image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, pixels)?);
-    image.apply_orientation(orientation);
-    let rgb = image.into_rgb8();
-    let (width, height) = rgb.dimensions();
-    Some(Rgb8Image {
-        width,
-        height,
-        pixels: rgb.into_raw(),
-    })
+    upright(w, h, pixels, orientation)
 }
 
 /// Rejects `width x height` if it exceeds any of `limits`.

@@ -207,11 +207,8 @@ impl Resize {
             &serde_json::Value::Null,
         )?;
         let batch_rows = writer.meta.rows_per_batch();
-        let mut reused = 0u64;
-        // Files that do not decode: with `on_error: skip` (on ingest) left out and recorded,
-        // otherwise all listed in the error. A file changed since ingest always stops the run.
-        let mut failures: Vec<String> = Vec::new();
-        let mut skipped: Vec<(String, String)> = Vec::new();
+        let row_len = shape.iter().product::<usize>();
+        let mut outcomes = Outcomes::default();
         // The writer runs on its own thread, one batch behind: writing (copying into the page
         // cache, hashing) overlaps decoding the next batch instead of idling the cores.
         let writer = std::thread::scope(|scope| -> Result<dataset::ArtifactWriter> {
@@ -228,9 +225,6 @@ impl Resize {
                 while start < batch.num_rows() {
                     let len = batch_rows.min(batch.num_rows() - start);
                     let rows = Rows::from_batch(&batch.slice(start, len))?;
-                    // Per row: the pixels and whether they were reused, or (whether the policy may
-                    // skip it, the reason).
-                    type RowResult = Result<(Vec<u8>, bool), (bool, String)>;
                     let results: Vec<RowResult> = rows
                         .path
                         .par_iter()
@@ -242,20 +236,9 @@ impl Resize {
                             self.load_row(ctx, root, rel, id).map(|p| (p, false))
                         })
                         .collect();
-                    let mut pixels = Vec::with_capacity(len * shape.iter().product::<usize>());
-                    let mut keep = Vec::with_capacity(len);
-                    for (i, r) in results.into_iter().enumerate() {
-                        match r {
-                            Ok((p, was_reused)) => {
-                                pixels.extend_from_slice(&p);
-                                keep.push(i);
-                                reused += u64::from(was_reused);
-                            }
-                            Err((true, why)) if ctx.skip_errors => skipped.push((rows.path[i].clone(), why)),
-                            Err((_, why)) => failures.push(format!("{}: {why}", root.join(&rows.path[i]).display())),
-                        }
-                    }
-                    if failures.is_empty() {
+                    let paths: Vec<&str> = rows.path.iter().map(String::as_str).collect();
+                    let (pixels, keep) = outcomes.sort(ctx, root, &paths, results, row_len);
+                    if outcomes.failures.is_empty() {
                         let rows = if keep.len() == rows.len() {
                             rows
                         } else {
@@ -277,24 +260,17 @@ impl Resize {
             sink.join()
                 .map_err(|_| anyhow::anyhow!("the artifact writer thread panicked"))?
         })?;
-        if !failures.is_empty() {
-            bail!(
-                "{} image(s) could not be used:\n  {}\nfix or remove them, or add `on_error: skip` to the `ingest` \
-                 stage to go on without them",
-                failures.len(),
-                failures.join("\n  ")
-            );
-        }
+        outcomes.check()?;
         let written = writer.finish()?;
         if written.rows == 0 {
-            bail!("no image could be used ({} skipped)", skipped.len());
+            bail!("no image could be used ({} skipped)", outcomes.skipped.len());
         }
         let mut summary = serde_json::Map::new();
-        if !skipped.is_empty() {
-            summary.insert("skipped".into(), super::ingest::skipped_json(&skipped));
+        if !outcomes.skipped.is_empty() {
+            summary.insert("skipped".into(), super::ingest::skipped_json(&outcomes.skipped));
         }
         if reuse.is_some() {
-            summary.insert("reused".into(), reused.into());
+            summary.insert("reused".into(), outcomes.reused.into());
         }
         Ok(Output {
             written,
@@ -326,14 +302,7 @@ impl Resize {
         let (meta, reader) = dataset::open_file(input)?;
         let mut all = Rows::default();
         for batch in reader {
-            let r = Rows::from_batch(&batch?)?;
-            all.id.extend(r.id);
-            all.path.extend(r.path);
-            all.label.extend(r.label);
-            all.class.extend(r.class);
-            if let Some(p) = r.partition {
-                all.partition.get_or_insert_with(Vec::new).extend(p);
-            }
+            all.append(Rows::from_batch(&batch?)?);
         }
         let found: Vec<Option<(u16, u32)>> = all.id.iter().map(|id| reuse.locate(id)).collect();
         let reused = found.iter().filter(|f| f.is_some()).count();
@@ -345,6 +314,7 @@ impl Resize {
         let new_rows: Vec<usize> = (0..all.len()).filter(|&i| found[i].is_none()).collect();
         let seg_fp = crate::fingerprint::sha256_hex(format!("{}:new-images", ctx.entry.fingerprint).as_bytes());
         let seg_index = segments.len() as u16;
+        let row_len = shape.iter().product::<usize>();
         let out_meta = ctx.output_meta(
             &meta,
             Some((shape, Dtype::Uint8)),
@@ -352,46 +322,33 @@ impl Resize {
             &serde_json::Value::Null,
         );
         let mut seg_row: Vec<Option<u32>> = vec![None; all.len()];
-        let mut failures: Vec<String> = Vec::new();
-        let mut skipped: Vec<(String, String)> = Vec::new();
+        let mut outcomes = Outcomes::default();
         let started = std::time::Instant::now();
         if !new_rows.is_empty() {
             let temp = cache.temp_path(&seg_fp);
             let mut writer = dataset::ArtifactWriter::create(&temp, out_meta.clone())?;
             let mut next = 0u32;
             for chunk in new_rows.chunks(writer.meta.rows_per_batch()) {
-                let results: Vec<Result<Vec<u8>, (bool, String)>> = chunk
+                let results: Vec<RowResult> = chunk
                     .par_iter()
-                    .map(|&i| self.load_row(ctx, root, &all.path[i], &all.id[i]))
+                    .map(|&i| self.load_row(ctx, root, &all.path[i], &all.id[i]).map(|p| (p, false)))
                     .collect();
-                let mut pixels = Vec::with_capacity(chunk.len() * shape.iter().product::<usize>());
-                let mut keep = Vec::with_capacity(chunk.len());
-                for (&i, r) in chunk.iter().zip(results) {
-                    match r {
-                        Ok(p) => {
-                            pixels.extend_from_slice(&p);
-                            keep.push(i);
-                            seg_row[i] = Some(next);
-                            next += 1;
-                        }
-                        Err((true, why)) if ctx.skip_errors => skipped.push((all.path[i].clone(), why)),
-                        Err((_, why)) => failures.push(format!("{}: {why}", root.join(&all.path[i]).display())),
-                    }
+                let paths: Vec<&str> = chunk.iter().map(|&i| all.path[i].as_str()).collect();
+                let (pixels, keep) = outcomes.sort(ctx, root, &paths, results, row_len);
+                let keep: Vec<usize> = keep.into_iter().map(|k| chunk[k]).collect();
+                for &i in &keep {
+                    seg_row[i] = Some(next);
+                    next += 1;
                 }
-                if failures.is_empty() {
+                if outcomes.failures.is_empty() {
                     writer.write(&all.select(&keep), Some(PixelValues::U8(pixels)))?;
                 }
                 ctx.progress.inc(chunk.len() as u64);
             }
-            if !failures.is_empty() {
+            if let Err(e) = outcomes.check() {
                 drop(writer);
                 let _ = fs::remove_file(&temp);
-                bail!(
-                    "{} image(s) could not be used:\n  {}\nfix or remove them, or add `on_error: skip` to the `ingest` \
-                     stage to go on without them",
-                    failures.len(),
-                    failures.join("\n  ")
-                );
+                return Err(e);
             }
             let written = writer.finish()?;
             if written.rows > 0 {
@@ -443,14 +400,69 @@ impl Resize {
         let written = writer.finish()?;
         let fps: Vec<&str> = segments.iter().map(|s| s.trim_end_matches(".arrow")).collect();
         let mut summary = serde_json::json!({ "reused": reused, "segments": fps });
-        if !skipped.is_empty() {
-            summary["skipped"] = super::ingest::skipped_json(&skipped);
+        if !outcomes.skipped.is_empty() {
+            summary["skipped"] = super::ingest::skipped_json(&outcomes.skipped);
         }
         Ok(Some(Output {
             written,
             fitted: serde_json::Value::Null,
             summary,
         }))
+    }
+}
+
+/// Per row: the pixels and whether they were reused, or (whether `on_error: skip` may skip
+/// it, the reason).
+type RowResult = Result<(Vec<u8>, bool), (bool, String)>;
+
+/// What became of the images so far. Files that do not decode are, under `on_error: skip`
+/// (on `ingest`), left out and recorded; otherwise all listed in one error. A file changed
+/// since ingest always stops the run.
+#[derive(Default)]
+struct Outcomes {
+    failures: Vec<String>,
+    skipped: Vec<(String, String)>,
+    reused: u64,
+}
+
+impl Outcomes {
+    /// Sorts a chunk's results (row k's path is `paths[k]`): the pixels of the rows kept, in
+    /// order, and their positions in the chunk.
+    fn sort(
+        &mut self,
+        ctx: &RunCtx<'_>,
+        root: &std::path::Path,
+        paths: &[&str],
+        results: Vec<RowResult>,
+        row_len: usize,
+    ) -> (Vec<u8>, Vec<usize>) {
+        let mut pixels = Vec::with_capacity(results.len() * row_len);
+        let mut keep = Vec::with_capacity(results.len());
+        for (k, r) in results.into_iter().enumerate() {
+            match r {
+                Ok((p, was_reused)) => {
+                    pixels.extend_from_slice(&p);
+                    keep.push(k);
+                    self.reused += u64::from(was_reused);
+                }
+                Err((true, why)) if ctx.skip_errors => self.skipped.push((paths[k].to_string(), why)),
+                Err((_, why)) => self.failures.push(format!("{}: {why}", root.join(paths[k]).display())),
+            }
+        }
+        (pixels, keep)
+    }
+
+    /// The error listing every image that could not be used, if any.
+    fn check(&self) -> Result<()> {
+        if !self.failures.is_empty() {
+            bail!(
+                "{} image(s) could not be used:\n  {}\nfix or remove them, or add `on_error: skip` to the `ingest` \
+                 stage to go on without them",
+                self.failures.len(),
+                self.failures.join("\n  ")
+            );
+        }
+        Ok(())
     }
 }
 
