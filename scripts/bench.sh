@@ -32,6 +32,13 @@ WORK=${WORK:-/tmp/pipeline-bench}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 mkdir -p "$WORK/logs" "$WORK/out"
+# One run per WORK: two runs sharing the folder delete each other's outputs (seen: the
+# reference died of SIGBUS when the other run removed its memory-mapped .npy).
+exec 9> "$WORK/.bench.lock"
+if ! flock -n 9; then
+  echo "bench.sh: another bench.sh is running on $WORK (it holds $WORK/.bench.lock); wait for it or set WORK" >&2
+  exit 1
+fi
 RESULTS=$WORK/results.jsonl
 if [[ -s $RESULTS ]]; then mv "$RESULTS" "$WORK/results.prev.jsonl"; fi
 : > "$RESULTS"
