@@ -648,7 +648,10 @@ impl View {
             Dtype::Float32 => {
                 let mut values = Vec::with_capacity(batch.num_rows() * row_len);
                 for part in &parts {
-                    values.extend_from_slice(&pixels_as_f32(part, base_dtype)?);
+                    match base_dtype {
+                        Dtype::Uint8 => values.extend(pixels_u8(part)?.iter().map(|&v| f32::from(v))),
+                        Dtype::Float32 => values.extend_from_slice(pixels_f32(part)?),
+                    }
                 }
                 let steps = &self.steps;
                 values.par_chunks_mut(row_len.max(1)).for_each(|row| {
@@ -799,7 +802,7 @@ impl Mapped {
             mmap,
         };
         if let Some((base, _)) = &mapped.stored
-            && base.rows()?.id != mapped.rows()?.id
+            && base.ids()? != mapped.ids()?
         {
             bail!(
                 "{}: the view's rows are not those of the artifact storing its pixels",
@@ -881,6 +884,19 @@ impl Mapped {
             None => bail!("the artifact holds no pixels"),
         }
         Ok(())
+    }
+
+    /// The `id` of every row, in file order (without building the other columns).
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(self.index.len());
+        for batch in &self.batches {
+            ids.extend(
+                string_column(batch, "id")?
+                    .iter()
+                    .map(|v| v.unwrap_or_default().to_string()),
+            );
+        }
+        Ok(ids)
     }
 
     /// The non-pixel columns of every row, in file order.

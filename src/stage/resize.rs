@@ -506,7 +506,7 @@ impl Reusable {
         if data.meta.pixels != Some((shape, Dtype::Uint8)) || ingest(&data.meta.lineage) != ingest(&input.lineage) {
             return None;
         }
-        let ids = data.rows().ok()?.id;
+        let ids = data.ids().ok()?;
         let rows = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
         let file = path.file_name()?.to_str()?.to_string();
         Some(Reusable { data, rows, file })
