@@ -18,6 +18,7 @@
 # line in $WORK/results.jsonl; bench/report.py prints the tables at the end. A target that
 # is missed is reported as FAIL, never as a nonzero exit.
 set -euo pipefail
+export LC_NUMERIC=C   # decimal points in timings, whatever the locale
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -97,8 +98,13 @@ measure() {
   shift 5
   local logf="$WORK/logs/$name.$rep.log" tf="$WORK/logs/.time" rc=0 secs rss extra counts
   sync   # no write-back of an earlier step's files during this one
+  # Wall time from bash's microsecond clock (GNU time's %e has 10 ms steps, too coarse for
+  # a warm run); GNU time gives the peak RSS.
+  local t0=$EPOCHREALTIME t1
   /usr/bin/time -o "$tf" -f '%e %M' "$@" > "$logf" 2>&1 || rc=$?
+  t1=$EPOCHREALTIME
   read -r secs rss < <(tail -n 1 "$tf") || true
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
   [[ $secs =~ ^[0-9.]+$ ]] || secs=null
   [[ $rss =~ ^[0-9]+$ ]] || rss=null
   # `BENCH {json}` lines of bench/*.py; the per-stage verbs of `pipeline run/status`.

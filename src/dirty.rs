@@ -123,7 +123,9 @@ pub fn explain(cache: &Cache, pipeline: &str, stage: &str, now: &Candidate<'_>) 
             reasons.push(DirtyReason::InputChanged { input: name.clone() });
         }
     }
+    // A new kind version may digest the file list differently: the version explains it.
     if let Some(scan) = now.scan
+        && old.version == now.version
         && old.content.as_deref() != Some(scan.content.as_str())
     {
         reasons.push(files_changed(cache, &old, scan));
@@ -177,7 +179,7 @@ fn files_changed(cache: &Cache, old: &Record, scan: &Scan) -> DirtyReason {
             Some((id, class)) => {
                 if id != f.sha256 {
                     changed += 1;
-                } else if class != f.class {
+                } else if class != scan.classes[f.label] {
                     relabeled += 1;
                 }
             }

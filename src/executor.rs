@@ -93,7 +93,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
         opts.targets.iter().filter_map(|t| plan.index_of(t)).collect()
     };
     let selected = plan.closure(&targets);
-    let mut stat_cache = StatCache::load(&cache);
+    let mut stat_cache = cache.stat_cache();
     let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
     let width = plan.spec.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
     let mut ran_any = false;
@@ -102,7 +102,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
         // Timed from here: for `ingest`, scanning and hashing the files is its work.
         let started = Instant::now();
         let resolved = resolve(plan, i, &done, &mut stat_cache)?;
-        stat_cache.save(&cache)?;
+        cache.save_stat_cache(&stat_cache)?;
         tracing::debug!(
             stage = %s.name,
             kind = s.params.kind(),
@@ -457,12 +457,12 @@ pub struct StageStatus {
 /// Resolves the fingerprints of `targets` and everything they need, without running
 /// anything; index by stage. The stat cache learns any file hashes computed on the way.
 pub fn resolve_closure(plan: &Plan, cache: &Cache, targets: &[usize]) -> Result<Vec<Option<Resolved>>> {
-    let mut stat_cache = StatCache::load(cache);
+    let mut stat_cache = cache.stat_cache();
     let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
     for &i in &plan.closure(targets) {
         done[i] = Some(resolve(plan, i, &done, &mut stat_cache)?);
     }
-    stat_cache.save(cache)?;
+    cache.save_stat_cache(&stat_cache)?;
     Ok(done)
 }
 

@@ -11,7 +11,7 @@
 //! | kind version        | bumped whenever a kind's output for the same input would change   |
 //! | params (normalized) | all params with defaults filled in, typed, keys sorted, numbers in shortest round-trip form, so `0.5`/`5e-1` and key order do not matter |
 //! | input fingerprints  | in input order: a changed upstream artifact changes everything downstream |
-//! | content (`ingest`)  | SHA-256 over the sorted list of (relative path, SHA-256 of the file's bytes, label): the data itself |
+//! | content (`ingest`)  | BLAKE3 over the list of (relative path, SHA-256 of the file's bytes, label), sorted by path: the data itself |
 //!
 //! Deliberately **not** hashed: modification times, absolute paths (moving a project or its
 //! data folder keeps its cache valid), the stage's name (renaming a stage reuses its

@@ -34,7 +34,9 @@ mod predict;
 mod report;
 mod spec;
 mod stage;
+mod stat_cache;
 mod suggest;
+mod walk;
 mod yaml;
 
 /// Entry points for the fuzz targets (`fuzz/fuzz_targets/`). Each takes arbitrary bytes and
