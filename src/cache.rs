@@ -230,14 +230,25 @@ impl Cache {
         self.root.join("stat-cache.tsv")
     }
 
-    /// The remembered file hashes (`stat-cache.tsv`).
+    /// The remembered file hashes (`stat-cache.tsv`) and folder listings (`folders.tsv`).
     pub fn stat_cache(&self) -> StatCache {
-        StatCache::load(&self.stat_cache_path())
+        let mut stat_cache = StatCache::load(&self.stat_cache_path());
+        stat_cache.folders = crate::walk::Listings::load(&self.root.join("folders.tsv"));
+        stat_cache
     }
 
-    /// Saves what `stat_cache` learned (nothing is written if it learned nothing).
+    /// Saves what `stat_cache` learned (nothing is written if it learned nothing). The
+    /// folder listings only save time, so failing to save them is not an error.
     pub fn save_stat_cache(&self, stat_cache: &StatCache) -> Result<()> {
-        stat_cache.save(&self.stat_cache_path(), |path, bytes| self.write_atomic(path, bytes))
+        stat_cache.save(&self.stat_cache_path(), |path, bytes| self.write_atomic(path, bytes))?;
+        let folders = self.root.join("folders.tsv");
+        if let Err(e) = stat_cache
+            .folders
+            .save(&folders, |path, bytes| self.write_atomic(path, bytes))
+        {
+            tracing::debug!(error = %e, "folder listings not saved");
+        }
+        Ok(())
     }
 
     /// Writes JSON to a temporary file, syncs it and renames it over `path`.
@@ -269,8 +280,8 @@ impl Cache {
     }
 }
 
-/// The BLAKE3 of a file, read through a memory map (no copy; a warm run checks a few
-/// artifacts this way).
+/// The BLAKE3 of a file, read through a memory map (no copy) and hashed on every core: a
+/// warm run checks a few artifacts this way.
 pub fn blake3_of_file(path: &Path) -> std::io::Result<String> {
     let file = fs::File::open(path)?;
     if file.metadata()?.len() == 0 {
@@ -279,7 +290,7 @@ pub fn blake3_of_file(path: &Path) -> std::io::Result<String> {
     // SAFETY: artifacts are never modified in place (they are written to `tmp/` and renamed),
     // so the mapped bytes do not change under the hash.
     let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(blake3::hash(&map).to_hex().to_string())
+    Ok(blake3::Hasher::new().update_rayon(&map).finalize().to_hex().to_string())
 }
 
 /// Whether an artifact is in the cache.

@@ -177,7 +177,7 @@ fn files_changed(cache: &Cache, old: &Record, scan: &Scan) -> DirtyReason {
         match before.remove(&f.path) {
             None => added += 1,
             Some((id, class)) => {
-                if id != f.sha256 {
+                if id != f.sha256() {
                     changed += 1;
                 } else if class != scan.classes[f.label] {
                     relabeled += 1;

@@ -43,6 +43,8 @@ pub struct StatCache {
     map: Option<memmap2::Mmap>,
     /// Files hashed in this run; they override the file's lines.
     added: BTreeMap<String, (FileStat, String)>,
+    /// The image folders' remembered listings (`folders.tsv`), loaded and saved beside.
+    pub folders: crate::walk::Listings,
 }
 
 /// Where the last in-order lookup ended (a byte offset into the file's text), and room to
@@ -64,14 +66,8 @@ struct Line<'a> {
 impl StatCache {
     /// Reads `path`; an unreadable file is an empty cache (its files are just hashed again).
     pub fn load(path: &Path) -> StatCache {
-        let file = fs::File::open(path).ok();
-        // SAFETY: the file is replaced only by renaming a new one over it, so the mapped bytes
-        // never change (and an empty file is not mapped).
-        let map = file
-            .filter(|f| f.metadata().is_ok_and(|m| m.len() > 0))
-            .and_then(|f| unsafe { memmap2::Mmap::map(&f) }.ok());
         StatCache {
-            map,
+            map: map_file(path),
             ..StatCache::default()
         }
     }
@@ -111,7 +107,7 @@ impl StatCache {
         let end = cursor.at + 64 + cursor.expected.len();
         if let Some(line) = self.text().get(cursor.at..end)
             && line[64..] == cursor.expected[..]
-            && line[..64].iter().all(u8::is_ascii_hexdigit)
+            && hex_digits(&line[..64])
         {
             let sha = std::str::from_utf8(&line[..64]).ok()?;
             cursor.at = end;
@@ -173,7 +169,7 @@ impl StatCache {
             None => (rest, self.text().len()),
         };
         let (sha256, mut rest) = (line.get(..64)?, line.get(64..)?);
-        if !sha256.iter().all(u8::is_ascii_hexdigit) {
+        if !hex_digits(sha256) {
             return None;
         }
         let mut field = || -> Option<i128> {
@@ -243,6 +239,27 @@ impl StatCache {
         }
         well_formed(lo, bytes.len()).map_or(bytes.len(), |(at, _)| at)
     }
+}
+
+/// `path` mapped into memory, or `None` if it is absent, empty or unreadable. Only for the
+/// cache's own files, which are replaced by renaming a new one over them, never written in
+/// place, so the mapped bytes never change.
+pub fn map_file(path: &Path) -> Option<memmap2::Mmap> {
+    let file = fs::File::open(path).ok()?;
+    if file.metadata().ok()?.len() == 0 {
+        return None;
+    }
+    // SAFETY: see above: the file is never modified in place while mapped.
+    unsafe { memmap2::Mmap::map(&file) }.ok()
+}
+
+/// Whether every byte is a hex digit; without an early exit, so it vectorizes (a byte at
+/// a time, this check was most of a lookup).
+fn hex_digits(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |ok, &b| {
+        let lower = b | 0x20;
+        ok & (b.is_ascii_digit() | (b'a'..=b'f').contains(&lower))
+    })
 }
 
 /// Appends `n` in decimal, as `{}` formats it.
@@ -326,6 +343,15 @@ mod tests {
             FileStat { inode: 5, ..stat(3) },
         ] {
             assert_eq!(c.get("c.jpg", changed), None);
+        }
+    }
+
+    #[test]
+    fn hex_digits_only() {
+        assert!(hex_digits(sha(0xabcdef).as_bytes()));
+        assert!(hex_digits(b"0123456789abcdefABCDEF"));
+        for bad in [b"g".as_slice(), b"/", b":", b"@", b"`", b"G", b" ", b"\t", &[0xc1]] {
+            assert!(!hex_digits(bad), "{bad:?}");
         }
     }
 

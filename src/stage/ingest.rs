@@ -219,7 +219,9 @@ struct Part {
 }
 
 impl Share<'_> {
-    fn look_up_and_hash(&self, found: Vec<Found>, labels: &[usize]) -> Part {
+    /// Looks up and hashes `found` (taking its paths and errors, left empty) with their
+    /// `labels`.
+    fn look_up_and_hash(&self, found: &mut [Found], labels: &[usize]) -> Part {
         let mut part = Part {
             files: Vec::with_capacity(found.len()),
             listing: String::with_capacity(found.len() * 96),
@@ -227,23 +229,25 @@ impl Share<'_> {
             hashed: Vec::new(),
         };
         let (mut key, mut cursor) = (self.prefix.clone(), Cursor::default());
-        for ((rel, stat), &label) in found.into_iter().zip(labels) {
+        for ((rel, stat), &label) in found.iter_mut().zip(labels) {
+            let rel = std::mem::take(rel);
             let stat = match stat {
-                Ok(stat) => stat,
+                Ok(stat) => *stat,
                 Err(reason) => {
-                    part.skipped.push((rel, reason));
+                    part.skipped.push((rel, std::mem::take(reason)));
                     continue;
                 }
             };
             key.truncate(self.prefix.len());
             key.push_str(&rel);
             let sha = match self.stat_cache.get_from(&mut cursor, &key, stat) {
-                Some(sha) => sha.to_string(),
+                Some(sha) => sha256_digits(sha),
                 None => match fs::read(self.root.join(&rel)) {
                     Ok(bytes) => {
                         let sha = sha256_hex(&bytes);
-                        part.hashed.push((key.clone(), stat, sha.clone()));
-                        sha
+                        let digits = sha256_digits(&sha);
+                        part.hashed.push((key.clone(), stat, sha));
+                        digits
                     }
                     Err(e) => {
                         part.skipped.push((rel, format!("cannot read: {e}")));
@@ -251,7 +255,8 @@ impl Share<'_> {
                     }
                 },
             };
-            for text in [rel.as_str(), "\t", sha.as_str(), "\t", &self.label_text[label], "\n"] {
+            let hex = std::str::from_utf8(&sha).unwrap_or_default();
+            for text in [rel.as_str(), "\t", hex, "\t", &self.label_text[label], "\n"] {
                 part.listing.push_str(text);
             }
             part.files.push(FileEntry {
@@ -269,9 +274,26 @@ impl Share<'_> {
 pub struct FileEntry {
     /// Relative to the image folder, `/`-separated.
     pub path: String,
-    pub sha256: String,
+    /// The SHA-256 of its bytes as 64 hex digits (inline: a scan makes one per image).
+    sha256: [u8; 64],
     /// Its class: an index into `Scan::classes`.
     pub label: usize,
+}
+
+impl FileEntry {
+    /// The SHA-256 of its bytes, in hex: its `id`.
+    pub fn sha256(&self) -> &str {
+        std::str::from_utf8(&self.sha256).unwrap_or_default()
+    }
+}
+
+/// The hex digits of a SHA-256 (always 64 ASCII hex digits: from `sha256_hex` or the stat
+/// cache, which checks them).
+fn sha256_digits(hex: &str) -> [u8; 64] {
+    let mut digits = [b'0'; 64];
+    let n = hex.len().min(64);
+    digits[..n].copy_from_slice(&hex.as_bytes()[..n]);
+    digits
 }
 
 /// The result of scanning the image folder: what `ingest`'s fingerprint covers.
@@ -312,9 +334,9 @@ impl Ingest {
                     .collect();
                 (found, Some(labels))
             }
-            _ => (walk(&root, &self.extensions)?, None),
+            _ => (walk(&root, &self.extensions, &stat_cache.folders)?, None),
         };
-        tracing::debug!(files = found.len(), "listed");
+        tracing::debug!(files = found.len(), "listed and stat'ed");
         if found.is_empty() {
             bail!(
                 "no images found in {} (looked for files ending in .{})",
@@ -377,15 +399,7 @@ impl Ingest {
         // parallel: each share in path order, which reads the cache front to back. A file
         // that cannot be read is an error to list, not a reason to stop at the first.
         let per = found.len().div_ceil(rayon::current_num_threads() * 8).max(256);
-        let mut shares: Vec<Vec<Found>> = Vec::with_capacity(found.len().div_ceil(per));
-        let mut rest = found.into_iter();
-        loop {
-            let share: Vec<Found> = rest.by_ref().take(per).collect();
-            if share.is_empty() {
-                break;
-            }
-            shares.push(share);
-        }
+        let mut found = found;
         let share = Share {
             stat_cache,
             root: &root,
@@ -393,8 +407,8 @@ impl Ingest {
             prefix: root.join("").to_string_lossy().into_owned(),
             label_text: (0..classes.len()).map(|i| i.to_string()).collect(),
         };
-        let parts: Vec<Part> = shares
-            .into_par_iter()
+        let parts: Vec<Part> = found
+            .par_chunks_mut(per)
             .zip(labels.par_chunks(per))
             .map(|(files, labels)| share.look_up_and_hash(files, labels))
             .collect();
@@ -463,7 +477,7 @@ impl Ingest {
         for chunk in scan.files.chunks(empty.rows_per_batch()) {
             let mut rows = Rows::default();
             for f in chunk {
-                rows.id.push(f.sha256.clone());
+                rows.id.push(f.sha256().to_string());
                 rows.path.push(f.path.clone());
                 let class = &scan.classes[f.label];
                 rows.label.push(f.label as i32);
