@@ -283,14 +283,13 @@ impl Cache {
 /// The BLAKE3 of a file, read through a memory map (no copy) and hashed on every core: a
 /// warm run checks a few artifacts this way.
 pub fn blake3_of_file(path: &Path) -> std::io::Result<String> {
-    let file = fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Ok(blake3::hash(&[]).to_hex().to_string());
-    }
-    // SAFETY: artifacts are never modified in place (they are written to `tmp/` and renamed),
-    // so the mapped bytes do not change under the hash.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(blake3::Hasher::new().update_rayon(&map).finalize().to_hex().to_string())
+    let mut hasher = blake3::Hasher::new();
+    match crate::stat_cache::map_file(path) {
+        Some(map) => hasher.update_rayon(&map),
+        // Empty, or unreadable (the read says why).
+        None => hasher.update(&fs::read(path)?),
+    };
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Whether an artifact is in the cache.

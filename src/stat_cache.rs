@@ -24,12 +24,17 @@ pub struct FileStat {
     pub inode: u64,
 }
 
+/// A file time as nanoseconds since the epoch, from its seconds and nanoseconds.
+pub fn nanos(secs: i64, nsec: i64) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
+}
+
 impl FileStat {
     pub fn of(meta: &fs::Metadata) -> FileStat {
         use std::os::unix::fs::MetadataExt;
         FileStat {
             size: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
             inode: meta.ino(),
         }
     }
@@ -43,6 +48,8 @@ pub struct StatCache {
     map: Option<memmap2::Mmap>,
     /// Files hashed in this run; they override the file's lines.
     added: BTreeMap<String, (FileStat, String)>,
+    /// Whether `added` holds anything the file does not (a run saves after every stage).
+    unsaved: std::sync::atomic::AtomicBool,
     /// The image folders' remembered listings (`folders.tsv`), loaded and saved beside.
     pub folders: crate::walk::Listings,
 }
@@ -131,13 +138,14 @@ impl StatCache {
     pub fn put(&mut self, path: String, stat: FileStat, sha256: &str) {
         if self.get(&path, stat) != Some(sha256) {
             self.added.insert(path, (stat, sha256.to_string()));
+            *self.unsaved.get_mut() = true;
         }
     }
 
     /// Writes the file again if anything was put; a path with a tab or newline cannot be a
     /// line and is left out (hashed anew each run).
     pub fn save(&self, path: &Path, write: impl FnOnce(&Path, &[u8]) -> Result<()>) -> Result<()> {
-        if self.added.is_empty() {
+        if !self.unsaved.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         let mut lines: BTreeMap<&str, String> = BTreeMap::new();
@@ -157,7 +165,8 @@ impl StatCache {
             }
         }
         let text: String = lines.into_values().collect();
-        write(path, text.as_bytes())
+        // A failed write is tried again at the next save.
+        write(path, text.as_bytes()).inspect_err(|_| self.unsaved.store(true, std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The line starting at byte `at`, if it is well formed. Parsed by hand: this runs once

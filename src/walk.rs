@@ -17,14 +17,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use crate::stat_cache::FileStat;
+use crate::stat_cache::{FileStat, nanos};
 
 /// Deepest folder nesting searched for images.
 const MAX_DEPTH: usize = 32;
@@ -248,7 +248,7 @@ impl<'a> Folder<'a> {
         }
         Ok(FileStat {
             size: st.st_size as u64,
-            mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+            mtime_ns: nanos(st.st_mtime, st.st_mtime_nsec),
             inode: st.st_ino,
         })
     }
@@ -277,8 +277,8 @@ impl FolderStat {
     fn of(meta: &fs::Metadata) -> FolderStat {
         use std::os::unix::fs::MetadataExt;
         FolderStat {
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
             inode: meta.ino(),
         }
     }
@@ -306,6 +306,8 @@ pub struct Listings {
     folders: HashMap<String, (FolderStat, std::ops::Range<usize>)>,
     /// Folders listed in this run: their stat and entries (`None`: not to be remembered).
     listed: Mutex<Vec<(String, FolderStat, Option<Entries>)>>,
+    /// Whether `listed` holds anything not yet saved (a run saves after every stage).
+    unsaved: AtomicBool,
     /// How long before its listing a folder must have last changed to be remembered.
     settle: Duration,
 }
@@ -316,6 +318,7 @@ impl Default for Listings {
             map: None,
             folders: HashMap::new(),
             listed: Mutex::default(),
+            unsaved: AtomicBool::new(false),
             settle: SETTLE,
         }
     }
@@ -378,15 +381,16 @@ impl Listings {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((folder, stat, entries));
+            self.unsaved.store(true, Ordering::Relaxed);
         }
     }
 
     /// Writes the file again if a folder was listed in this run.
     pub fn save(&self, path: &Path, write: impl FnOnce(&Path, &[u8]) -> Result<()>) -> Result<()> {
-        let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
-        if listed.is_empty() {
+        if !self.unsaved.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
+        let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
         let text = self.map.as_deref().unwrap_or_default();
         let mut blocks: std::collections::BTreeMap<&str, String> = self
             .folders
@@ -407,7 +411,9 @@ impl Listings {
                 blocks.insert(path, folder_block(path, *stat, &lines.join("\n")));
             }
         }
+        // A failed write is tried again at the next save.
         write(path, blocks.into_values().collect::<String>().as_bytes())
+            .inspect_err(|_| self.unsaved.store(true, Ordering::Relaxed))
     }
 }
 
