@@ -38,3 +38,14 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+impl From<anyhow::Error> for Failure {
+    /// The one conversion of a command's error: a [`Failure`] raised by the command line keeps
+    /// its kind; anything else is a failure of the pipeline's work, printed with its causes.
+    fn from(err: anyhow::Error) -> Self {
+        match err.downcast::<Failure>() {
+            Ok(f) => f,
+            Err(err) => Failure::Pipeline(format!("{err:#}")),
+        }
+    }
+}

@@ -3,41 +3,22 @@
 //! The binary (`src/main.rs`) is the product; this library holds all of it so that the fuzz
 //! targets in `fuzz/` can reach the parsers through [`fuzz`].
 
-mod analysis;
-mod audit;
 mod cache;
-mod cache_cmd;
+mod check;
 pub mod cli;
-mod compare;
-mod dataset;
-mod decode;
-mod diag;
+mod data;
 mod diagnose;
-mod dirty;
 pub mod error;
-mod executor;
-mod export;
-mod fault;
-mod fingerprint;
 mod kernel;
-mod metrics;
 // Parts of the model API (whole-epoch training on in-memory data) serve its tests and
 // the diagnose work to come.
 #[allow(dead_code)]
 mod model;
-// The .npy writer is exercised against NumPy in its tests; the binary only reads .npy so far.
-#[allow(dead_code)]
-mod npy;
-mod plan;
-mod plots;
-mod predict;
+mod ops;
+mod pipeline;
 mod report;
-mod spec;
+mod source;
 mod stage;
-mod stat_cache;
-mod suggest;
-mod walk;
-mod yaml;
 
 /// Entry points for the fuzz targets (`fuzz/fuzz_targets/`). Each takes arbitrary bytes and
 /// must return normally: an error is the right answer to bad input, a panic, hang or abort is
@@ -51,12 +32,12 @@ pub mod fuzz {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return;
         };
-        if text.len() > crate::yaml::MAX_SOURCE_BYTES {
+        if text.len() > crate::source::yaml::MAX_SOURCE_BYTES {
             return;
         }
-        match crate::plan::load_source(Path::new("fuzz/pipeline.yaml"), text, &[]) {
+        match crate::pipeline::plan::load_source(Path::new("fuzz/pipeline.yaml"), text, &[]) {
             Ok(plan) => {
-                let _ = crate::cli::dag(&plan, crate::cli::DagFormat::Mermaid);
+                let _ = crate::pipeline::dag::dag(&plan, crate::pipeline::dag::DagFormat::Mermaid);
             }
             Err(e) => {
                 let _ = e.to_string();
@@ -67,7 +48,7 @@ pub mod fuzz {
     /// Decodes an image file's bytes (with limits small enough for a fuzzer's memory) and
     /// resizes it, as `resize` does.
     pub fn image(bytes: &[u8]) {
-        let limits = crate::decode::DecodeLimits {
+        let limits = crate::data::decode::DecodeLimits {
             max_width: 4096,
             max_height: 4096,
             max_pixels: 4_000_000,

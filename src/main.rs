@@ -3,23 +3,17 @@
 //! `main` only parses the command line, runs it, and maps a failure to an exit code.
 
 use clap::Parser;
-use pipeline::{cli, error};
+use pipeline::cli::args::Cli;
+use pipeline::cli::commands;
+use pipeline::error::Failure;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = Cli::parse();
     init_tracing(cli.verbose);
-    if let Err(err) = cli::run(cli) {
-        let code = match err.downcast_ref::<error::Failure>() {
-            Some(f) => {
-                eprintln!("{f}");
-                f.exit_code()
-            }
-            None => {
-                eprintln!("error: {err:#}");
-                1
-            }
-        };
-        std::process::exit(code);
+    if let Err(err) = commands::run(cli) {
+        let failure = Failure::from(err);
+        eprintln!("{failure}");
+        std::process::exit(failure.exit_code());
     }
 }
 

@@ -7,10 +7,11 @@ use serde_json::json;
 use super::lr_range::{self, Smoother, Sweep};
 use super::probe::{self, Data, Recipe, RunSpec};
 use super::{Cause, CheckResult, Finding, Status};
-use crate::dataset::Dtype;
-use crate::metrics::{COLLAPSE_MAJORITY, COLLAPSE_SPREAD};
-use crate::model::{Activation, Model};
-use crate::plan::Plan;
+use crate::check::metrics::{COLLAPSE_MAJORITY, COLLAPSE_SPREAD};
+use crate::data::dataset::Dtype;
+use crate::model::mlp::Activation;
+use crate::model::net::Model;
+use crate::pipeline::plan::Plan;
 use crate::stage::train::Epoch;
 
 /// What the checks share.

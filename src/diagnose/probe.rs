@@ -9,9 +9,11 @@ use anyhow::{Result, bail};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
-use crate::dataset::{Dtype, Mapped};
-use crate::metrics;
-use crate::model::{self, Model, ModelSpec, Optimizer, Stats};
+use crate::check::metrics;
+use crate::data::dataset::{Dtype, Mapped};
+use crate::model::net::{Model, ModelSpec};
+use crate::model::optim::Optimizer;
+use crate::model::{self, Stats};
 use crate::stage::train::Train;
 
 /// The training data of a `train` stage.
@@ -149,8 +151,8 @@ pub fn run(
                 opt.set_lr(lrs[index] as f32);
             }
             data.gather(chunk, spec.zero, &mut x, &mut y)?;
-            let (loss, stats) =
-                model::train_batch(model, opt, &x, &y, chunk.len(), spec.l2).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (loss, stats) = model::train::train_batch(model, opt, &x, &y, chunk.len(), spec.l2)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let go_on = each(&Step {
                 index,
                 loss,
@@ -253,7 +255,7 @@ pub fn identical_units(model: &Model) -> Vec<(String, usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Activation, Init, MlpSpec};
+    use crate::model::mlp::{Activation, Init, MlpSpec};
 
     fn mlp(init: Init) -> Model {
         let spec = ModelSpec::Mlp(MlpSpec {

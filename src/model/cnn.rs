@@ -388,48 +388,22 @@ fn max_pool(a: &[f32], batch: usize, h: usize, w: usize, c: usize) -> (Vec<f32>,
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
-    use super::super::{Model, ModelSpec, Optimizer};
     use super::*;
-
-    fn cnn(input: [usize; 3], blocks: Vec<usize>, hidden: Vec<usize>, classes: usize, seed: u64) -> Model {
-        let spec = CnnSpec {
-            input,
-            blocks,
-            hidden,
-            classes,
-            activation: Activation::Relu,
-            init: Init::He,
-        };
-        Model::new(&ModelSpec::Cnn(spec), seed).expect("valid spec")
-    }
-
-    #[test]
-    fn gradcheck_one_block_dense_hidden() {
-        for l2 in [0.0, 0.05] {
-            let m = cnn([6, 5, 2], vec![3], vec![4], 3, 31);
-            let e = grad_check(&m, 3, l2, 41);
-            println!("gradcheck cnn [3]+[4] l2={l2}: max rel err {e:.3e}");
-            assert!(e < 1e-2, "l2={l2}: max rel err {e}");
-        }
-    }
-
-    #[test]
-    fn gradcheck_two_blocks_dense_hidden() {
-        for l2 in [0.0, 0.05] {
-            let m = cnn([8, 7, 2], vec![3, 4], vec![5], 3, 32);
-            let e = grad_check(&m, 3, l2, 42);
-            println!("gradcheck cnn [3,4]+[5] l2={l2}: max rel err {e:.3e}");
-            assert!(e < 1e-2, "l2={l2}: max rel err {e}");
-        }
-    }
 
     #[test]
     fn conv_matches_direct_convolution() {
         // Cross-check im2col+sgemm against a naive 3x3 convolution.
-        let m = cnn([5, 4, 2], vec![3], vec![], 2, 5);
-        let Model::Cnn(c) = &m else { unreachable!("built a CNN") };
-        let (x, _) = random_data(2, 40, 2, 6);
+        let spec = CnnSpec {
+            input: [5, 4, 2],
+            blocks: vec![3],
+            hidden: vec![],
+            classes: 2,
+            activation: Activation::Relu,
+            init: Init::He,
+        };
+        let c = Cnn::new(&spec, 5).expect("valid spec");
+        // Values in [-1, 1] without a pattern the 3x3 taps could line up with.
+        let x: Vec<f32> = (0..80u32).map(|i| ((i * 37 + 11) % 23) as f32 / 11.0 - 1.0).collect();
         let (blocks, _) = c.run(&x, 2);
         let conv = &c.convs[0];
         for n in 0..2 {
@@ -459,32 +433,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn overfits_eight_examples() {
-        let mut m = cnn([8, 8, 3], vec![8], vec![16], 2, 9);
-        let (x, y) = random_data(8, 8 * 8 * 3, 2, 77);
-        let mut opt = Optimizer::adam(1e-2);
-        let steps = steps_to_fit(&mut m, &mut opt, &x, &y, 300);
-        println!("cnn overfit: 100% train accuracy after {steps:?} steps");
-        assert!(steps.is_some(), "CNN did not reach 100% in 300 steps");
-    }
-
-    #[test]
-    fn rejects_too_small_images_and_bad_input() {
-        let spec = CnnSpec {
-            input: [4, 4, 1],
-            blocks: vec![2, 2, 2],
-            hidden: vec![],
-            classes: 2,
-            activation: Activation::Relu,
-            init: Init::He,
-        };
-        assert!(matches!(Cnn::new(&spec, 0), Err(ModelError::InvalidSpec(_))));
-        let m = cnn([4, 4, 1], vec![2], vec![], 2, 0);
-        assert!(m.forward(&[0.0; 15], 1).is_err());
-        let Model::Cnn(c) = &m else { unreachable!("built a CNN") };
-        assert_eq!(c.feature_shape(), [2, 2, 2]);
     }
 }

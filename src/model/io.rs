@@ -19,7 +19,8 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
-use super::{Model, ModelError, ModelSpec};
+use crate::model::ModelError;
+use crate::model::net::{Model, ModelSpec};
 
 /// Metadata key holding the architecture JSON (reserved).
 pub const ARCHITECTURE_KEY: &str = "architecture";
@@ -175,9 +176,10 @@ pub fn load(path: &Path) -> Result<(Model, BTreeMap<String, String>), ModelError
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::random_data;
-    use super::super::{Activation, CnnSpec, Init, MlpSpec};
     use super::*;
+    use crate::model::cnn::CnnSpec;
+    use crate::model::mlp::{Activation, Init, MlpSpec};
+    use crate::model::testutil::random_data;
     use std::collections::HashMap;
     use std::path::PathBuf;
     use std::process::Command;

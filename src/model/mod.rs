@@ -36,17 +36,16 @@
 pub mod cnn;
 pub mod io;
 pub mod mlp;
+pub mod net;
 mod ops;
 pub mod optim;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
 pub mod train;
 
-pub use cnn::{Cnn, CnnSpec};
-pub use mlp::{Activation, Init, Mlp, MlpSpec};
-pub use optim::Optimizer;
-#[allow(unused_imports)]
-pub use train::{EpochStats, train_batch, train_epoch};
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// A named parameter (or gradient) tensor, row-major `data` of `shape`.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +81,7 @@ impl Tensor {
 }
 
 /// Gradients of the loss, one tensor per parameter with the same name, shape
-/// and order as [`Model::params`].
+/// and order as [`crate::model::net::Model::params`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grads {
     /// In parameter order.
@@ -159,164 +158,6 @@ pub enum ModelError {
     },
 }
 
-/// Architecture of any supported model; serialized (tagged by `kind`) into
-/// the weights file's metadata so [`io::load`] can rebuild the model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ModelSpec {
-    /// Dense stack (logistic regression when `hidden` is empty).
-    Mlp(MlpSpec),
-    /// Conv blocks followed by a dense head.
-    Cnn(CnnSpec),
-}
-
-impl ModelSpec {
-    /// Total number of parameters this architecture has, or `None` if that
-    /// overflows `usize` (or a CNN image is too small for its blocks).
-    pub fn param_count(&self) -> Option<usize> {
-        fn dense(input: usize, hidden: &[usize], classes: usize) -> Option<usize> {
-            let mut total = 0usize;
-            let mut n_in = input;
-            for &n_out in hidden.iter().chain([&classes]) {
-                total = total.checked_add(n_in.checked_mul(n_out)?.checked_add(n_out)?)?;
-                n_in = n_out;
-            }
-            Some(total)
-        }
-        match self {
-            ModelSpec::Mlp(s) => dense(s.input_len, &s.hidden, s.classes),
-            ModelSpec::Cnn(s) => {
-                let [mut h, mut w, mut c] = s.input;
-                let mut total = 0usize;
-                for &c_out in &s.blocks {
-                    if h < 2 || w < 2 {
-                        return None;
-                    }
-                    let conv = c.checked_mul(9)?.checked_mul(c_out)?.checked_add(c_out)?;
-                    total = total.checked_add(conv)?;
-                    (h, w, c) = (h / 2, w / 2, c_out);
-                }
-                let feats = h.checked_mul(w)?.checked_mul(c)?;
-                total.checked_add(dense(feats, &s.hidden, s.classes)?)
-            }
-        }
-    }
-}
-
-/// Any supported classifier; the uniform interface optimizers, training and
-/// IO work with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Model {
-    /// See [`Mlp`].
-    Mlp(Mlp),
-    /// See [`Cnn`].
-    Cnn(Cnn),
-}
-
-impl Model {
-    /// Builds the architecture with weights drawn from `seed`.
-    pub fn new(spec: &ModelSpec, seed: u64) -> Result<Model, ModelError> {
-        Ok(match spec {
-            ModelSpec::Mlp(s) => Model::Mlp(Mlp::new(s, seed)?),
-            ModelSpec::Cnn(s) => Model::Cnn(Cnn::new(s, seed)?),
-        })
-    }
-
-    /// The architecture this model was built from.
-    pub fn spec(&self) -> ModelSpec {
-        match self {
-            Model::Mlp(m) => ModelSpec::Mlp(m.spec().clone()),
-            Model::Cnn(m) => ModelSpec::Cnn(m.spec().clone()),
-        }
-    }
-
-    /// Values per example (`H * W * C`).
-    pub fn input_len(&self) -> usize {
-        match self {
-            Model::Mlp(m) => m.input_len(),
-            Model::Cnn(m) => m.input_len(),
-        }
-    }
-
-    /// Number of classes.
-    pub fn classes(&self) -> usize {
-        match self {
-            Model::Mlp(m) => m.classes(),
-            Model::Cnn(m) => m.classes(),
-        }
-    }
-
-    /// Softmax probabilities, `batch × classes`.
-    pub fn forward(&self, x: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
-        match self {
-            Model::Mlp(m) => m.forward(x, batch),
-            Model::Cnn(m) => m.forward(x, batch),
-        }
-    }
-
-    /// Argmax class per row.
-    pub fn predict(&self, x: &[f32], batch: usize) -> Result<Vec<u32>, ModelError> {
-        let p = self.forward(x, batch)?;
-        let c = self.classes();
-        Ok(p.chunks_exact(c).map(|r| ops::argmax(r) as u32).collect())
-    }
-
-    /// Loss (mean cross-entropy + l2/2·Σw²), its gradients and diagnostics.
-    pub fn loss_grad(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<(f32, Grads, Stats), ModelError> {
-        match self {
-            Model::Mlp(m) => m.loss_grad(x, y, batch, l2),
-            Model::Cnn(m) => m.loss_grad(x, y, batch, l2),
-        }
-    }
-
-    /// Loss only, kept in f64 (for finite-difference gradient checks).
-    #[cfg(test)]
-    pub(crate) fn loss_f64(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<f64, ModelError> {
-        match self {
-            Model::Mlp(m) => m.loss_f64(x, y, batch, l2),
-            Model::Cnn(m) => m.loss_f64(x, y, batch, l2),
-        }
-    }
-
-    /// Which side of every kink (ReLU sign, max-pool winner) the forward pass
-    /// is on; finite differences are only valid when it does not change.
-    #[cfg(test)]
-    pub(crate) fn kink_pattern(&self, x: &[f32], batch: usize) -> Vec<usize> {
-        match self {
-            Model::Mlp(m) => m.kink_pattern(x, batch),
-            Model::Cnn(m) => m.kink_pattern(x, batch),
-        }
-    }
-
-    /// Parameters in canonical order (see module docs).
-    pub fn params(&self) -> Vec<&Tensor> {
-        match self {
-            Model::Mlp(m) => m.params(),
-            Model::Cnn(m) => m.params(),
-        }
-    }
-
-    /// Mutable parameters in canonical order; shapes must not be changed.
-    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        match self {
-            Model::Mlp(m) => m.params_mut(),
-            Model::Cnn(m) => m.params_mut(),
-        }
-    }
-}
-
-impl From<Mlp> for Model {
-    fn from(m: Mlp) -> Self {
-        Model::Mlp(m)
-    }
-}
-
-impl From<Cnn> for Model {
-    fn from(m: Cnn) -> Self {
-        Model::Cnn(m)
-    }
-}
-
 /// Validates the shapes of a batch: `batch > 0`, `x.len() == batch *
 /// per_example`, and (when given) one in-range label per row.
 pub(crate) fn check_batch(
@@ -352,6 +193,3 @@ pub(crate) fn check_l2(l2: f32) -> Result<(), ModelError> {
         Err(ModelError::Hyper(format!("l2 must be finite and >= 0, got {l2}")))
     }
 }
-
-#[cfg(test)]
-pub(crate) mod testutil;

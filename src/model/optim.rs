@@ -1,9 +1,10 @@
 //! First-order optimizers with their per-parameter state: SGD with classic
 //! (heavy-ball) momentum and Adam. The L2 penalty is part of the loss and its
-//! gradient (see [`super::Model::loss_grad`]), so optimizers never add decay
+//! gradient (see [`crate::model::net::Model::loss_grad`]), so optimizers never add decay
 //! themselves.
 
-use super::{Grads, Model, ModelError};
+use crate::model::net::Model;
+use crate::model::{Grads, ModelError};
 
 /// An optimizer and its state. State is allocated on the first
 /// [`Optimizer::step`] and tied to that model's parameter shapes; stepping a
@@ -182,8 +183,10 @@ fn ensure_state(state: &mut Vec<Vec<f32>>, lens: &[usize]) -> Result<(), ModelEr
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Grads, Model, ModelSpec, mlp::MlpSpec};
     use super::*;
+    use crate::model::Grads;
+    use crate::model::mlp::MlpSpec;
+    use crate::model::net::{Model, ModelSpec};
 
     fn tiny() -> Model {
         let spec = MlpSpec {

@@ -1,8 +1,7 @@
-//! Shared test helpers: synthetic data, finite-difference gradient checks,
-//! and small training loops.
+//! Shared test helpers: synthetic data and finite-difference gradient checks.
 
-use super::ops;
-use super::{Model, Optimizer, train_batch};
+use crate::model::net::Model;
+use crate::model::ops;
 
 /// `n` examples of `d` standard-normal features, balanced labels `i % classes`.
 pub fn random_data(n: usize, d: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
@@ -93,19 +92,6 @@ pub fn grad_check(model: &Model, batch: usize, l2: f32, seed: u64) -> f64 {
         worst = worst.max(tensor_worst);
     }
     worst
-}
-
-/// Full-batch training until 100% training accuracy; returns the step count.
-pub fn steps_to_fit(m: &mut Model, opt: &mut Optimizer, x: &[f32], y: &[u32], max_steps: usize) -> Option<usize> {
-    let n = y.len();
-    for step in 1..=max_steps {
-        train_batch(m, opt, x, y, n, 0.0).expect("valid batch");
-        let pred = m.predict(x, n).expect("valid batch");
-        if pred.iter().zip(y).all(|(p, t)| p == t) {
-            return Some(step);
-        }
-    }
-    None
 }
 
 /// Fraction of predictions equal to the most frequent predicted class.

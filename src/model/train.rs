@@ -2,7 +2,9 @@
 //! batches streamed from disk) and [`train_epoch`], a reproducible shuffled
 //! pass over in-memory data.
 
-use super::{Model, ModelError, Optimizer, Stats, check_batch, ops};
+use crate::model::net::Model;
+use crate::model::optim::Optimizer;
+use crate::model::{ModelError, Stats, check_batch, ops};
 
 /// Summary of one [`train_epoch`] pass.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -92,10 +94,11 @@ pub fn train_epoch(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::random_data;
-    use super::super::{Activation, CnnSpec, Init, MlpSpec, ModelSpec, io};
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::model::cnn::CnnSpec;
+    use crate::model::mlp::{Activation, Init, MlpSpec};
+    use crate::model::net::ModelSpec;
+    use crate::model::testutil::random_data;
     use std::time::Instant;
 
     fn specs() -> Vec<ModelSpec> {
@@ -118,6 +121,7 @@ mod tests {
         ]
     }
 
+    /// The trained weights' bytes (every parameter's `f32` values, little-endian, in order).
     fn train(spec: &ModelSpec, seed: u64, opt: Optimizer) -> Vec<u8> {
         let mut m = Model::new(spec, seed).expect("valid spec");
         let mut opt = opt;
@@ -125,7 +129,10 @@ mod tests {
         for epoch in 0..3 {
             train_epoch(&mut m, &mut opt, &x, &y, 50, 8, 1e-3, seed, epoch).expect("valid data");
         }
-        io::to_bytes(&m, &BTreeMap::new()).expect("serializable")
+        m.params()
+            .iter()
+            .flat_map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()))
+            .collect()
     }
 
     #[test]

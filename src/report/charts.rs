@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use crate::analysis::Histograms;
-use crate::plots::{self, Chart, PlotError, Series};
+use crate::check::analysis::Histograms;
+use crate::report::plots::{self, Chart, PlotError, Series};
 use crate::stage::train::Epoch;
 
 /// One figure: a file stem, a caption, and the chart.

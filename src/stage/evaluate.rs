@@ -11,10 +11,11 @@
 use anyhow::{Context, Result, bail};
 
 use super::{Kind, Output, RunCtx};
-use crate::dataset::{LineageEntry, Mapped};
-use crate::diag::Diagnostic;
-use crate::metrics::{self, Metrics};
-use crate::spec::{Fields, get_choice};
+use crate::check::metrics::{self, Metrics};
+use crate::data::dataset::Mapped;
+use crate::data::lineage::LineageEntry;
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice};
 
 #[derive(Clone, Debug)]
 pub struct Evaluate {

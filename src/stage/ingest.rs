@@ -25,13 +25,14 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
 use super::{Kind, Output, RunCtx};
-use crate::cache::{Cursor, FileStat, StatCache};
-use crate::dataset::{Meta, Rows};
-use crate::decode::DecodeLimits;
-use crate::diag::Diagnostic;
-use crate::fingerprint::sha256_hex;
-use crate::spec::{Fields, get_choice, get_str, get_u64};
-use crate::walk::{Found, regular_file_stat, walk};
+use crate::cache::stat_cache::{Cursor, StatCache};
+use crate::data::dataset::{Meta, Rows};
+use crate::data::decode::DecodeLimits;
+use crate::data::file::FileStat;
+use crate::data::hash::sha256_hex;
+use crate::data::walk::{Found, regular_file_stat, walk};
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice, get_str, get_u64};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LabelSource {
@@ -186,7 +187,7 @@ pub fn skipped_json(skipped: &[(String, String)]) -> serde_json::Value {
         .collect()
 }
 
-fn string_list(node: &crate::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<String>> {
+fn string_list(node: &crate::source::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<String>> {
     match node.as_seq() {
         Some(items) => items.iter().map(|i| get_str(i, field, diags)).collect(),
         None => {

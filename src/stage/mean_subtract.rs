@@ -8,16 +8,9 @@
 use anyhow::Result;
 
 use super::{Kind, Output, RunCtx, fit_train_stats, view_pixels_f32};
-use crate::diag::Diagnostic;
-use crate::kernel::pixel;
-use crate::spec::{Fields, get_choice, get_f64_list};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Mean {
-    /// Constants in RGB order (already reordered from the file's `channel_order`).
-    Constant([f64; 3]),
-    Fit,
-}
+use crate::data::lineage::{self, Mean};
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice, get_f64_list};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelOrder {
@@ -31,7 +24,7 @@ pub struct MeanSubtract {
 }
 
 impl Kind for MeanSubtract {
-    const KIND: &'static str = "mean_subtract";
+    const KIND: &'static str = lineage::MEAN_SUBTRACT;
     /// 2: a view of the stored pixels (no `f32` copy of its own).
     const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &["mean", "channel_order"];
@@ -63,13 +56,8 @@ impl Kind for MeanSubtract {
         Some(MeanSubtract { mean })
     }
 
-    /// Constants are hashed in RGB order: `[r, g, b]` with `rgb` and `[b, g, r]` with `bgr`
-    /// are the same stage.
     fn to_json(&self) -> serde_json::Value {
-        match self.mean {
-            Mean::Constant(rgb) => serde_json::json!({ "mean_rgb": rgb }),
-            Mean::Fit => serde_json::json!({ "mean": "fit" }),
-        }
+        self.mean.to_json()
     }
 
     fn fits_statistics(&self) -> bool {
@@ -78,16 +66,6 @@ impl Kind for MeanSubtract {
 }
 
 impl MeanSubtract {
-    /// The params back from [`Kind::to_json`]'s form (a lineage entry's `params`).
-    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
-        let mean = match (v.get("mean").and_then(|m| m.as_str()), v.get("mean_rgb")) {
-            (Some("fit"), _) => Mean::Fit,
-            (_, Some(rgb)) => Mean::Constant(serde_json::from_value(rgb.clone()).ok()?),
-            _ => return None,
-        };
-        Some(MeanSubtract { mean })
-    }
-
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let fitted = match self.mean {
             Mean::Constant(_) => serde_json::Value::Null,
@@ -97,18 +75,7 @@ impl MeanSubtract {
                 serde_json::json!({ "mean_rgb": [m[0], m[1], m[2]], "fitted_on": "train", "pixels": stats.count })
             }
         };
-        let f = self.row_fn(&fitted)?;
-        view_pixels_f32(ctx, fitted, f)
-    }
-
-    /// The per-image transform, given the fitted params (from this run or, for prediction,
-    /// from the training lineage): the one code path for both.
-    pub fn row_fn(&self, fitted: &serde_json::Value) -> Result<impl Fn(&mut [f32]) + Sync + use<>> {
-        let mean = match self.mean {
-            Mean::Constant(m) => m,
-            Mean::Fit => super::fitted3(fitted, "mean_rgb")?,
-        };
-        let mean = mean.map(|v| v as f32);
-        Ok(move |row: &mut [f32]| pixel::subtract_mean(row, &mean))
+        let step = self.mean.step(&fitted)?;
+        view_pixels_f32(ctx, fitted, step)
     }
 }

@@ -1,14 +1,17 @@
-//! The closed set of stage kinds, one file each, behind one small trait.
+//! The stage kinds, one file each, behind one small trait: this file holds what every kind
+//! builds on ([`Kind`], the [`RunCtx`] it runs in, its [`Output`], and the helpers of the
+//! element-wise kinds); [`params::Params`] is the closed enum of kinds the plan and the
+//! executor `match` on.
 //!
 //! Each kind knows how to read its params from the pipeline file ([`Kind::parse`]), how to
 //! write them canonically for its fingerprint ([`Kind::to_json`]), its version (bumped when
-//! its output for the same input would change) and how to run. [`Params`] is the enum the
-//! plan and the executor `match` on.
+//! its output for the same input would change) and how to run.
 
 pub mod evaluate;
 pub mod ingest;
 pub mod mean_subtract;
 pub mod normalize;
+pub mod params;
 pub mod resize;
 pub mod split;
 pub mod train;
@@ -18,21 +21,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::dataset::{ArtifactWriter, Dtype, LineageEntry, Meta, Written};
-use crate::diag::Diagnostic;
-use crate::spec::Fields;
-
-/// Every stage kind this version runs, in pipeline order.
-pub const KINDS: &[&str] = &[
-    "ingest",
-    "split",
-    "resize",
-    "mean_subtract",
-    "normalize",
-    "validate",
-    "train",
-    "evaluate",
-];
+use crate::data::dataset::{ArtifactWriter, Dtype, Meta, Written};
+use crate::data::lineage::LineageEntry;
+use crate::source::diag::Diagnostic;
+use crate::source::fields::Fields;
 
 /// What every stage kind provides.
 pub trait Kind: Sized {
@@ -51,102 +43,6 @@ pub trait Kind: Sized {
     }
 }
 
-/// The typed params of one stage.
-#[derive(Clone, Debug)]
-pub enum Params {
-    Ingest(ingest::Ingest),
-    Split(split::Split),
-    Resize(resize::Resize),
-    MeanSubtract(mean_subtract::MeanSubtract),
-    Normalize(normalize::Normalize),
-    Validate(validate::Validate),
-    Train(train::Train),
-    Evaluate(evaluate::Evaluate),
-}
-
-macro_rules! dispatch {
-    ($self:expr, $p:ident => $e:expr) => {
-        match $self {
-            Params::Ingest($p) => $e,
-            Params::Split($p) => $e,
-            Params::Resize($p) => $e,
-            Params::MeanSubtract($p) => $e,
-            Params::Normalize($p) => $e,
-            Params::Validate($p) => $e,
-            Params::Train($p) => $e,
-            Params::Evaluate($p) => $e,
-        }
-    };
-}
-
-fn kind_of<K: Kind>(_: &K) -> &'static str {
-    K::KIND
-}
-fn version_of<K: Kind>(_: &K) -> u32 {
-    K::VERSION
-}
-
-impl Params {
-    pub fn kind(&self) -> &'static str {
-        dispatch!(self, p => kind_of(p))
-    }
-    pub fn version(&self) -> u32 {
-        dispatch!(self, p => version_of(p))
-    }
-    pub fn to_json(&self) -> serde_json::Value {
-        dispatch!(self, p => p.to_json())
-    }
-    pub fn fits_statistics(&self) -> bool {
-        dispatch!(self, p => p.fits_statistics())
-    }
-    /// How many inputs the kind takes.
-    /// Whether the artifact is a report, the data flowing on unchanged from the input.
-    pub fn is_report(&self) -> bool {
-        matches!(self, Params::Validate(_) | Params::Evaluate(_))
-    }
-
-    /// How many inputs the kind takes: at least, at most.
-    pub fn input_count(&self) -> (usize, usize) {
-        match self {
-            Params::Ingest(_) => (0, 0),
-            Params::Evaluate(_) => (1, 2),
-            _ => (1, 1),
-        }
-    }
-}
-
-/// Reads the params of a stage of `kind` (which must be one of [`KINDS`]).
-pub fn parse_params(kind: &str, fields: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Params> {
-    match kind {
-        ingest::Ingest::KIND => ingest::Ingest::parse(fields, diags).map(Params::Ingest),
-        split::Split::KIND => split::Split::parse(fields, diags).map(Params::Split),
-        resize::Resize::KIND => resize::Resize::parse(fields, diags).map(Params::Resize),
-        mean_subtract::MeanSubtract::KIND => {
-            mean_subtract::MeanSubtract::parse(fields, diags).map(Params::MeanSubtract)
-        }
-        normalize::Normalize::KIND => normalize::Normalize::parse(fields, diags).map(Params::Normalize),
-        validate::Validate::KIND => validate::Validate::parse(fields, diags).map(Params::Validate),
-        train::Train::KIND => train::Train::parse(fields, diags).map(Params::Train),
-        evaluate::Evaluate::KIND => evaluate::Evaluate::parse(fields, diags).map(Params::Evaluate),
-        _ => None,
-    }
-}
-
-/// The params a kind accepts, for "unknown param" suggestions.
-pub fn param_names(kind: &str) -> &'static [&'static str] {
-    match kind {
-        ingest::Ingest::KIND => ingest::Ingest::PARAMS,
-        split::Split::KIND => split::Split::PARAMS,
-        resize::Resize::KIND => resize::Resize::PARAMS,
-        mean_subtract::MeanSubtract::KIND => mean_subtract::MeanSubtract::PARAMS,
-        normalize::Normalize::KIND => normalize::Normalize::PARAMS,
-        validate::Validate::KIND => validate::Validate::PARAMS,
-        train::Train::KIND => train::Train::PARAMS,
-        evaluate::Evaluate::KIND => evaluate::Evaluate::PARAMS,
-        _ => &[],
-    }
-}
-
 /// Everything a stage needs to run: where its input is, where to write, its lineage entry.
 pub struct RunCtx<'a> {
     /// The input artifact's data file (none for `ingest`).
@@ -155,23 +51,23 @@ pub struct RunCtx<'a> {
     pub images_root: Option<PathBuf>,
     /// The upstream `ingest`'s error policy (`on_error: skip`) and decode limits.
     pub skip_errors: bool,
-    pub limits: crate::decode::DecodeLimits,
+    pub limits: crate::data::decode::DecodeLimits,
     pub seed: u64,
     /// This stage's lineage entry (its `fitted` is filled in by [`RunCtx::writer`]).
     pub entry: LineageEntry,
     pub out_path: PathBuf,
     pub progress: &'a indicatif::ProgressBar,
     /// The cache, for stages that check lineage against it.
-    pub cache: Option<&'a crate::cache::Cache>,
+    pub cache: Option<&'a crate::cache::store::Cache>,
     /// For `evaluate`: the model's weights file and record.
     pub model: Option<PathBuf>,
-    pub model_record: Option<crate::cache::Record>,
+    pub model_record: Option<crate::cache::store::Record>,
     /// The artifact this stage produced last time in this pipeline, when its kind, version
     /// and params equal this run's: a per-image stage reuses the rows of images it holds.
     pub previous: Option<PathBuf>,
     /// File hashes known by stat (from this run's scan): a per-image stage that reads a
     /// source file again checks it is unchanged by its stat instead of hashing it again.
-    pub stat_cache: Option<&'a crate::cache::StatCache>,
+    pub stat_cache: Option<&'a crate::cache::stat_cache::StatCache>,
 }
 
 /// What a stage produced besides its data file.
@@ -249,9 +145,9 @@ impl RunCtx<'_> {
         let mut file = std::fs::File::create(&self.out_path)
             .with_context(|| format!("cannot create {}", self.out_path.display()))?;
         let half = bytes.len() / 2;
-        crate::fault::charge(bytes.len())?;
+        crate::data::fault::charge(bytes.len())?;
         file.write_all(&bytes[..half])?;
-        crate::fault::point(|| format!("{}: file half written", self.entry.stage));
+        crate::data::fault::point(|| format!("{}: file half written", self.entry.stage));
         file.write_all(&bytes[half..])?;
         file.sync_all()?;
         Ok(Written {
@@ -268,23 +164,10 @@ impl RunCtx<'_> {
     }
 }
 
-/// A fitted per-channel triple (e.g. `mean_rgb`) from a stage's fitted params.
-pub(crate) fn fitted3(fitted: &serde_json::Value, key: &str) -> Result<[f64; 3]> {
-    let v: Vec<f64> = fitted
-        .get(key)
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .unwrap_or_default();
-    match v.as_slice() {
-        [a, b, c] => Ok([*a, *b, *c]),
-        _ => anyhow::bail!("the fitted params lack `{key}`: {fitted}"),
-    }
-}
-
 /// Per-channel statistics of the input's `train` rows: the only rows statistics may be
 /// fitted on, so that nothing about `val` or `test` leaks into the preprocessing.
 pub(crate) fn fit_train_stats(ctx: &RunCtx<'_>) -> Result<crate::kernel::pixel::ChannelStats> {
-    use crate::dataset::{self, Rows};
+    use crate::data::dataset::{self, Rows};
     let input = ctx.input_path()?;
     let (meta, reader) = dataset::open(input)?;
     let Some((shape, dtype)) = meta.pixels else {
@@ -322,14 +205,14 @@ pub(crate) fn fit_train_stats(ctx: &RunCtx<'_>) -> Result<crate::kernel::pixel::
 }
 
 /// Runs an element-wise stage as a view: its artifact keeps the input's rows and records
-/// `f` (rebuilt from its lineage entry by [`pixel_step`]) instead of storing new pixels.
+/// `f` (rebuilt from its lineage entry by [`crate::data::lineage::pixel_step`]) instead of storing new pixels.
 /// `f` is run on the first rows here, so a step that fails shows now, not when read.
 pub(crate) fn view_pixels_f32(
     ctx: &RunCtx<'_>,
     fitted: serde_json::Value,
     f: impl Fn(&mut [f32]) + Sync,
 ) -> Result<Output> {
-    use crate::dataset::{self, Rows};
+    use crate::data::dataset::{self, Rows};
     let input = ctx.input_path()?;
     let (meta, mut pixels) = dataset::open(input)?;
     let Some((shape, dtype)) = meta.pixels else {
@@ -357,28 +240,5 @@ pub(crate) fn view_pixels_f32(
         written: writer.finish()?,
         fitted,
         summary: serde_json::Value::Null,
-    })
-}
-
-/// The per-image transform a lineage entry records, for the element-wise kinds
-/// (`mean_subtract`, `normalize`); `None` for kinds that leave pixels as they are. The one
-/// place a view's steps, and `predict`'s, are rebuilt from.
-pub fn pixel_step(entry: &LineageEntry) -> Result<Option<crate::dataset::Step>> {
-    let bad = || {
-        format!(
-            "stage `{}`: unreadable {} params {}",
-            entry.stage, entry.kind, entry.params
-        )
-    };
-    Ok(match entry.kind.as_str() {
-        mean_subtract::MeanSubtract::KIND => {
-            let m = mean_subtract::MeanSubtract::from_json(&entry.params).with_context(bad)?;
-            Some(Box::new(m.row_fn(&entry.fitted)?))
-        }
-        normalize::Normalize::KIND => {
-            let n = normalize::Normalize::from_json(&entry.params).with_context(bad)?;
-            Some(Box::new(n.row_fn(&entry.fitted)?))
-        }
-        _ => None,
     })
 }

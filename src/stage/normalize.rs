@@ -12,22 +12,9 @@
 use anyhow::Result;
 
 use super::{Kind, Output, RunCtx, fit_train_stats, view_pixels_f32};
-use crate::diag::Diagnostic;
-use crate::kernel::pixel;
-use crate::spec::{Fields, get_choice, get_f64, get_f64_list};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Method {
-    PerImage,
-    PerChannel(Std),
-    Scale(f64),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Std {
-    Constant([f64; 3]),
-    Fit,
-}
+use crate::data::lineage::{self, Method, Std};
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice, get_f64, get_f64_list};
 
 #[derive(Clone, Debug)]
 pub struct Normalize {
@@ -42,7 +29,7 @@ enum MethodName {
 }
 
 impl Kind for Normalize {
-    const KIND: &'static str = "normalize";
+    const KIND: &'static str = lineage::NORMALIZE;
     /// 2: a view of the stored pixels (no `f32` copy of its own).
     const VERSION: u32 = 2;
     const PARAMS: &'static [&'static str] = &["method", "std", "factor"];
@@ -61,7 +48,7 @@ impl Kind for Normalize {
         )?;
         let std = f.get("std");
         let factor = f.get("factor");
-        let misplaced = |n: Option<&crate::yaml::Node>, param: &str, diags: &mut Vec<Diagnostic>| {
+        let misplaced = |n: Option<&crate::source::yaml::Node>, param: &str, diags: &mut Vec<Diagnostic>| {
             if let Some(n) = n {
                 diags.push(Diagnostic::new(
                     n.span,
@@ -103,12 +90,7 @@ impl Kind for Normalize {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        match self.method {
-            Method::PerImage => serde_json::json!({ "method": "per_image" }),
-            Method::PerChannel(Std::Fit) => serde_json::json!({ "method": "per_channel", "std": "fit" }),
-            Method::PerChannel(Std::Constant(s)) => serde_json::json!({ "method": "per_channel", "std": s }),
-            Method::Scale(f) => serde_json::json!({ "method": "scale", "factor": f }),
-        }
+        self.method.to_json()
     }
 
     fn fits_statistics(&self) -> bool {
@@ -117,20 +99,6 @@ impl Kind for Normalize {
 }
 
 impl Normalize {
-    /// The params back from [`Kind::to_json`]'s form (a lineage entry's `params`).
-    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
-        let method = match v.get("method")?.as_str()? {
-            "per_image" => Method::PerImage,
-            "scale" => Method::Scale(v.get("factor")?.as_f64()?),
-            "per_channel" => match v.get("std")? {
-                s if s.as_str() == Some("fit") => Method::PerChannel(Std::Fit),
-                s => Method::PerChannel(Std::Constant(serde_json::from_value(s.clone()).ok()?)),
-            },
-            _ => return None,
-        };
-        Some(Normalize { method })
-    }
-
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let fitted = match self.method {
             Method::PerChannel(Std::Fit) => {
@@ -141,26 +109,7 @@ impl Normalize {
             }
             _ => serde_json::Value::Null,
         };
-        let f = self.row_fn(&fitted)?;
-        view_pixels_f32(ctx, fitted, f)
-    }
-
-    /// The per-image transform, given the fitted params (from this run or, for prediction,
-    /// from the training lineage): the one code path for both.
-    pub fn row_fn(&self, fitted: &serde_json::Value) -> Result<impl Fn(&mut [f32]) + Sync + use<>> {
-        let method = self.method;
-        let std = match method {
-            Method::PerChannel(Std::Constant(s)) => s,
-            Method::PerChannel(Std::Fit) => super::fitted3(fitted, "std_rgb")?,
-            _ => [1.0; 3],
-        }
-        .map(|v| v as f32);
-        Ok(move |row: &mut [f32]| match method {
-            Method::PerImage => {
-                pixel::standardize(row);
-            }
-            Method::Scale(factor) => pixel::scale(row, factor as f32),
-            Method::PerChannel(_) => pixel::divide_channels(row, &std),
-        })
+        let step = self.method.step(&fitted)?;
+        view_pixels_f32(ctx, fitted, step)
     }
 }

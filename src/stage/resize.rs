@@ -3,7 +3,7 @@
 //! Reads the source files of its input's rows (relative to the ingest folder), checks each
 //! file's SHA-256 against its row `id` (a file changed since ingest is an error, never used
 //! silently), decodes it (EXIF orientation applied, grayscale replicated to RGB, alpha
-//! dropped: see [`crate::decode`]) and resizes it with [`crate::kernel::resize`]. Images are
+//! dropped: see [`crate::data::decode`]) and resizes it with [`crate::kernel::resize`]. Images are
 //! processed in parallel within bounded batches; the output keeps the input's row order.
 //! Every unreadable file is reported, not just the first.
 
@@ -15,12 +15,12 @@ use rayon::prelude::*;
 use super::{Kind, Output, RunCtx};
 use std::collections::HashMap;
 
-use crate::dataset::{self, Dtype, Mapped, PixelValues, Rows};
-use crate::decode::{DecodeLimits, decode_rgb8, decode_rgb8_for};
-use crate::diag::Diagnostic;
-use crate::fingerprint::sha256_hex;
+use crate::data::dataset::{self, Dtype, Mapped, PixelValues, Rows};
+use crate::data::decode::{DecodeLimits, decode_rgb8, decode_rgb8_for};
+use crate::data::hash::sha256_hex;
 use crate::kernel::resize::{Filter, Mode, resize_rgb8};
-use crate::spec::{Fields, get_choice, get_f64_list, get_u64};
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice, get_f64_list, get_u64};
 
 /// Largest side accepted for `size`.
 const MAX_SIDE: u64 = 8192;
@@ -33,7 +33,7 @@ pub struct Resize {
     pub mode: Mode,
     pub fill: [u8; 3],
     /// JPEGs at least 4 times the target on both sides decode in the DCT domain at 1/4 or
-    /// 1/8 scale (see [`crate::decode::decode_rgb8_for`]); `jpeg_scaling: off` decodes every
+    /// 1/8 scale (see [`crate::data::decode::decode_rgb8_for`]); `jpeg_scaling: off` decodes every
     /// image at full size.
     pub jpeg_scaling: bool,
 }
@@ -120,7 +120,7 @@ impl Kind for Resize {
         }
         // The decoders and the scaling rule are part of what makes the pixels.
         v["jpeg_decode"] = serde_json::json!(if self.jpeg_scaling {
-            crate::decode::SCALED_JPEG_DECODER
+            crate::data::decode::SCALED_JPEG_DECODER
         } else {
             "zune-jpeg 0.5"
         });
@@ -312,7 +312,7 @@ impl Resize {
         }
         // The new images, decoded in parallel batches into the new segment.
         let new_rows: Vec<usize> = (0..all.len()).filter(|&i| found[i].is_none()).collect();
-        let seg_fp = crate::fingerprint::sha256_hex(format!("{}:new-images", ctx.entry.fingerprint).as_bytes());
+        let seg_fp = crate::data::hash::sha256_hex(format!("{}:new-images", ctx.entry.fingerprint).as_bytes());
         let seg_index = segments.len() as u16;
         let row_len = shape.iter().product::<usize>();
         let out_meta = ctx.output_meta(
@@ -354,9 +354,9 @@ impl Resize {
             if written.rows > 0 {
                 cache.commit(
                     &temp,
-                    &crate::cache::Record {
+                    &crate::cache::store::Record {
                         fingerprint: seg_fp.clone(),
-                        format: crate::cache::Format::Arrow,
+                        format: crate::cache::store::Format::Arrow,
                         kind: Self::KIND.into(),
                         version: Self::VERSION,
                         pipeline: String::new(),
@@ -468,10 +468,10 @@ impl Outcomes {
 
 /// A file's bytes and the stat of the very file read (not of a path that may have been
 /// replaced in between).
-fn read_with_stat(path: &std::path::Path) -> std::io::Result<(Vec<u8>, crate::cache::FileStat)> {
+fn read_with_stat(path: &std::path::Path) -> std::io::Result<(Vec<u8>, crate::data::file::FileStat)> {
     use std::io::Read as _;
     let mut file = fs::File::open(path)?;
-    let stat = crate::cache::FileStat::of(&file.metadata()?);
+    let stat = crate::data::file::FileStat::of(&file.metadata()?);
     let mut bytes = Vec::with_capacity(stat.size as usize);
     file.read_to_end(&mut bytes)?;
     Ok((bytes, stat))
@@ -497,7 +497,7 @@ impl Reusable {
                 return None;
             }
         };
-        let ingest = |lineage: &[dataset::LineageEntry]| {
+        let ingest = |lineage: &[crate::data::lineage::LineageEntry]| {
             lineage
                 .iter()
                 .find(|e| e.kind == super::ingest::Ingest::KIND)
@@ -544,7 +544,8 @@ impl Reusable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::{ArtifactWriter, LineageEntry, Meta};
+    use crate::data::dataset::{ArtifactWriter, Meta};
+    use crate::data::lineage::LineageEntry;
 
     /// An ingest-like artifact listing `files` (path, id) in `dir`.
     fn ingest_artifact(dir: &std::path::Path, files: &[(&str, String)]) -> std::path::PathBuf {

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use super::{Kind, Output, RunCtx};
-use crate::dataset::{self, Rows};
-use crate::diag::Diagnostic;
-use crate::spec::{Fields, get_choice, get_f64, get_u64};
+use crate::data::dataset::{self, Rows};
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
 
 pub const PARTITIONS: [&str; 3] = ["train", "val", "test"];
 
@@ -117,7 +117,7 @@ impl Kind for Split {
 
 /// The partition of one image: a pure function of its content id and the seed.
 pub fn partition_of(id: &str, seed: u64, fractions: [f64; 3]) -> &'static str {
-    let digest = crate::fingerprint::sha256_hex(format!("{seed}:{id}").as_bytes());
+    let digest = crate::data::hash::sha256_hex(format!("{seed}:{id}").as_bytes());
     let draw = u64::from_str_radix(&digest[..16], 16).unwrap_or(0) as f64 / 2f64.powi(64);
     if draw < fractions[0] {
         "train"
@@ -188,7 +188,7 @@ mod tests {
     fn partition_depends_on_id_and_seed_only() {
         let f = [0.7, 0.15, 0.15];
         let ids: Vec<String> = (0..2000)
-            .map(|i| crate::fingerprint::sha256_hex(&[i as u8, (i >> 8) as u8]))
+            .map(|i| crate::data::hash::sha256_hex(&[i as u8, (i >> 8) as u8]))
             .collect();
         let parts: Vec<&str> = ids.iter().map(|id| partition_of(id, 7, f)).collect();
         let train = parts.iter().filter(|p| **p == "train").count();

@@ -16,11 +16,15 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::{Kind, Output, RunCtx};
-use crate::dataset::Mapped;
-use crate::diag::Diagnostic;
-use crate::metrics;
-use crate::model::{self, Activation, CnnSpec, Init, MlpSpec, Model, ModelSpec, Optimizer};
-use crate::spec::{Fields, get_choice, get_f64, get_u64};
+use crate::check::metrics;
+use crate::data::dataset::Mapped;
+use crate::model;
+use crate::model::cnn::CnnSpec;
+use crate::model::mlp::{Activation, Init, MlpSpec};
+use crate::model::net::{Model, ModelSpec};
+use crate::model::optim::Optimizer;
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
@@ -94,7 +98,7 @@ fn choice_or<T: Copy>(
     }
 }
 
-fn sizes(node: &crate::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<usize>> {
+fn sizes(node: &crate::source::yaml::Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<usize>> {
     let Some(items) = node.as_seq() else {
         diags.push(Diagnostic::new(
             node.span,
@@ -250,27 +254,27 @@ impl Kind for Train {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Epoch {
     pub epoch: u64,
-    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub train_loss: f64,
-    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub train_accuracy: f64,
-    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub val_loss: f64,
-    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub val_accuracy: f64,
     /// Range of the predicted probability of the last class on `val`.
-    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub val_probability_min: f64,
-    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub val_probability_max: f64,
     /// Fraction of `val` rows predicted as the most predicted class.
-    #[serde(deserialize_with = "crate::metrics::null_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub val_majority_fraction: f64,
     /// Per hidden layer: fraction of dead units in the epoch's last batch.
-    #[serde(deserialize_with = "crate::metrics::nulls_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::nulls_as_nan")]
     pub dead_fraction: Vec<f32>,
     /// Per layer: L2 norm of the weight gradient in the epoch's last batch.
-    #[serde(deserialize_with = "crate::metrics::nulls_as_nan")]
+    #[serde(deserialize_with = "crate::check::metrics::nulls_as_nan")]
     pub grad_norm: Vec<f32>,
 }
 
@@ -360,8 +364,9 @@ impl Train {
                 for row in xb.chunks_exact_mut(row_len) {
                     augment(row, shape, &self.augment, &mut rng);
                 }
-                let (loss, stats) = model::train_batch(&mut model, &mut opt, &xb, &yb, chunk.len(), self.l2 as f32)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (loss, stats) =
+                    model::train::train_batch(&mut model, &mut opt, &xb, &yb, chunk.len(), self.l2 as f32)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                 loss_sum += f64::from(loss) * chunk.len() as f64;
                 correct += stats.correct;
                 seen += chunk.len();
@@ -405,7 +410,7 @@ impl Train {
             }
             history.push(e);
             ctx.progress.inc(1);
-            crate::fault::point(|| format!("{}: epoch {} trained", ctx.entry.stage, epoch + 1));
+            crate::data::fault::point(|| format!("{}: epoch {} trained", ctx.entry.stage, epoch + 1));
             if diverged || (self.patience > 0 && since_best >= self.patience) {
                 break;
             }

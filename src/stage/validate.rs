@@ -1,5 +1,5 @@
 //! `validate`: the gate before training. Checks its input dataset and refuses inconsistent
-//! data, reporting every finding at once (see [`crate::analysis`] for the checks).
+//! data, reporting every finding at once (see [`crate::check::analysis`] for the checks).
 //!
 //! Its artifact is the report (JSON); stages after it read its input's data, unchanged. A
 //! report with errors is cached like any result, and every run that meets it — fresh or
@@ -9,10 +9,10 @@
 use anyhow::Result;
 
 use super::{Kind, Output, RunCtx};
-use crate::analysis::{self, Severity, Thresholds};
-use crate::dataset::Dtype;
-use crate::diag::Diagnostic;
-use crate::spec::{Fields, get_choice, get_f64, get_u64};
+use crate::check::analysis::{self, Severity, Thresholds};
+use crate::data::dataset::Dtype;
+use crate::source::diag::Diagnostic;
+use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
 
 #[derive(Clone, Debug)]
 pub struct Validate {

@@ -22,8 +22,9 @@ use anyhow::{Context, Result, bail};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 
-use crate::cache::Cache;
-use crate::dataset::{self, LineageEntry, Rows};
+use crate::cache::store::Cache;
+use crate::data::dataset::{self, Rows};
+use crate::data::lineage::LineageEntry;
 use crate::kernel::pixel;
 
 /// Rows compared directly (matched mode) or used for our signatures (statistics mode).
@@ -188,7 +189,7 @@ fn infer_shape(row_len: usize, given: Option<[usize; 3]>, ours: [usize; 3]) -> O
 
 fn read_npy(path: &Path, ours: [usize; 3]) -> Result<External> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = crate::npy::NpyReader::new(std::io::BufReader::new(file))
+    let mut reader = crate::data::npy::NpyReader::new(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not a readable .npy file", path.display()))?;
     let header = reader.header().clone();
     let given = match header.shape.as_slice() {
@@ -871,11 +872,11 @@ fn resize_hypotheses(
         .step_by((paths.len() / SOURCE_SAMPLE).max(1))
         .take(SOURCE_SAMPLE)
         .collect();
-    let decoded: Vec<Option<crate::decode::Rgb8Image>> = picks
+    let decoded: Vec<Option<crate::data::decode::Rgb8Image>> = picks
         .iter()
         .map(|&i| {
             let bytes = std::fs::read(root.join(&paths[i])).ok()?;
-            crate::decode::decode_rgb8(&bytes, &crate::decode::DecodeLimits::default()).ok()
+            crate::data::decode::decode_rgb8(&bytes, &crate::data::decode::DecodeLimits::default()).ok()
         })
         .collect();
     for (name, filter) in [

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use crate::stat_cache::{FileStat, nanos};
+use crate::data::file::{FileStat, nanos};
 
 /// Deepest folder nesting searched for images.
 const MAX_DEPTH: usize = 32;
@@ -327,7 +327,7 @@ impl Default for Listings {
 impl Listings {
     /// Reads `path`; an unreadable or malformed file remembers nothing (folders are listed).
     pub fn load(path: &Path) -> Listings {
-        let map = crate::stat_cache::map_file(path);
+        let map = crate::data::file::map_file(path);
         let mut folders = HashMap::new();
         let text = map.as_deref().unwrap_or_default();
         let mut current: Option<(String, FolderStat, usize)> = None;

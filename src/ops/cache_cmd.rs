@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cache::{Cache, Format, Record};
+use crate::cache::store::{Cache, Format, Record};
 
 /// Every committed record in the cache, sorted by stage then fingerprint.
 fn records(cache: &Cache) -> Result<Vec<Record>> {
@@ -135,7 +135,7 @@ fn check(path: &Path, r: &Record) -> Result<()> {
         );
     }
     if r.format == Format::Arrow {
-        crate::dataset::for_each_batch(path, |_| Ok(())).context("not a readable dataset")?;
+        crate::data::dataset::for_each_batch(path, |_| Ok(())).context("not a readable dataset")?;
     }
     Ok(())
 }

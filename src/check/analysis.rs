@@ -13,8 +13,9 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
-use crate::dataset::{self, Dtype, LineageEntry, Meta, Rows};
+use crate::cache::store::Cache;
+use crate::data::dataset::{self, Dtype, Meta, Rows};
+use crate::data::lineage::LineageEntry;
 use crate::kernel::pixel::ChannelStats;
 
 /// At most this many rows or pairs are named per finding.
@@ -906,8 +907,8 @@ mod tests {
         assert_eq!(promise(&[resize]), Promise::None);
     }
 
-    use crate::cache::{Format, Record};
-    use crate::dataset::{ArtifactWriter, PixelValues};
+    use crate::cache::store::{Format, Record};
+    use crate::data::dataset::{ArtifactWriter, PixelValues};
 
     fn entry(stage: &str, kind: &str, fp: &str, fitted: serde_json::Value) -> LineageEntry {
         LineageEntry {
@@ -942,7 +943,7 @@ mod tests {
         let r = Rows {
             id: rows
                 .iter()
-                .map(|(p, _, _)| crate::fingerprint::sha256_hex(p.as_bytes()))
+                .map(|(p, _, _)| crate::data::hash::sha256_hex(p.as_bytes()))
                 .collect(),
             path: rows.iter().map(|(p, _, _)| p.to_string()).collect(),
             label: rows.iter().map(|(_, _, l)| *l).collect(),

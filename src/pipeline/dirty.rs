@@ -2,13 +2,13 @@
 //!
 //! A stage's new fingerprint is compared with the one the same stage of the same pipeline
 //! produced last time (kept in the cache); when they differ, the two records are compared
-//! item by item (see [`crate::fingerprint`] for what is hashed) to say what changed.
+//! item by item (see [`crate::pipeline::fingerprint`] for what is hashed) to say what changed.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::cache::{Cache, Lookup, Record};
-use crate::dataset::{self, Rows};
+use crate::cache::store::{Cache, Lookup, Record};
+use crate::data::dataset::{self, Rows};
 use crate::stage::ingest::Scan;
 
 /// The reasons a stage must be (re)computed.

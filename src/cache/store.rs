@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-pub use crate::stat_cache::{Cursor, FileStat, StatCache};
+use crate::cache::stat_cache::StatCache;
+use crate::data::hash::blake3_of_file;
 use serde::{Deserialize, Serialize};
 
 /// Artifacts up to this size are checked against their BLAKE3 checksum whenever they are
@@ -191,9 +192,9 @@ impl Cache {
     /// Moves a finished data file into place and commits it by writing its record.
     pub fn commit(&self, temp_data: &Path, record: &Record) -> Result<()> {
         let data = self.data_file(&record.fingerprint, record.format);
-        crate::fault::point(|| format!("{}: artifact written, not moved into place", record.stage));
+        crate::data::fault::point(|| format!("{}: artifact written, not moved into place", record.stage));
         fs::rename(temp_data, &data).with_context(|| format!("cannot move artifact into {}", data.display()))?;
-        crate::fault::point(|| format!("{}: artifact in place, record not written", record.stage));
+        crate::data::fault::point(|| format!("{}: artifact in place, record not written", record.stage));
         self.write_json_atomic(&self.record_path(&record.fingerprint), record)
     }
 
@@ -233,7 +234,7 @@ impl Cache {
     /// The remembered file hashes (`stat-cache.tsv`) and folder listings (`folders.tsv`).
     pub fn stat_cache(&self) -> StatCache {
         let mut stat_cache = StatCache::load(&self.stat_cache_path());
-        stat_cache.folders = crate::walk::Listings::load(&self.root.join("folders.tsv"));
+        stat_cache.folders = crate::data::walk::Listings::load(&self.root.join("folders.tsv"));
         stat_cache
     }
 
@@ -265,31 +266,19 @@ impl Cache {
         let tmp = self.temp_path("json");
         let write = || -> Result<()> {
             let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-            crate::fault::charge(bytes.len())?;
+            crate::data::fault::charge(bytes.len())?;
             let half = bytes.len() / 2;
             f.write_all(&bytes[..half])?;
-            crate::fault::point(|| format!("json {}: half written", path.display()));
+            crate::data::fault::point(|| format!("json {}: half written", path.display()));
             f.write_all(&bytes[half..])?;
             f.sync_all()?;
-            crate::fault::point(|| format!("json {}: written, not renamed", path.display()));
+            crate::data::fault::point(|| format!("json {}: written, not renamed", path.display()));
             fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
         };
         write().inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
     }
-}
-
-/// The BLAKE3 of a file, read through a memory map (no copy) and hashed on every core: a
-/// warm run checks a few artifacts this way.
-pub fn blake3_of_file(path: &Path) -> std::io::Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    match crate::stat_cache::map_file(path) {
-        Some(map) => hasher.update_rayon(&map),
-        // Empty, or unreadable (the read says why).
-        None => hasher.update(&fs::read(path)?),
-    };
-    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Whether an artifact is in the cache.

@@ -6,11 +6,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::cache::{Cache, Format, Record, StatCache};
-use crate::dataset::LineageEntry;
-use crate::dirty::{self, Candidate, DirtyReason};
-use crate::plan::Plan;
-use crate::stage::{Output, Params, RunCtx, ingest::Scan};
+use crate::cache::stat_cache::StatCache;
+use crate::cache::store::{Cache, Format, Record};
+use crate::data::lineage::LineageEntry;
+use crate::pipeline::dirty::{self, Candidate, DirtyReason};
+use crate::pipeline::plan::Plan;
+use crate::stage::ingest::Scan;
+use crate::stage::params::Params;
+use crate::stage::{Output, RunCtx};
 
 /// Which stages to run and which to recompute regardless of the cache.
 #[derive(Clone, Debug, Default)]
@@ -62,7 +65,7 @@ pub fn resolve(plan: &Plan, i: usize, done: &[Option<Resolved>], stat_cache: &mu
         _ => None,
     };
     let input_fps: Vec<&str> = inputs.iter().map(|(_, f)| f.as_str()).collect();
-    let fingerprint = crate::fingerprint::stage(
+    let fingerprint = crate::pipeline::fingerprint::stage(
         s.params.kind(),
         s.params.version(),
         &params,
@@ -235,7 +238,7 @@ fn gate(
     }
     let errors = report.get("errors").and_then(|v| v.as_u64()).unwrap_or(0);
     if fresh || errors > 0 {
-        write!(out, "{}", crate::audit::render_report(&report, !fresh))?;
+        write!(out, "{}", crate::check::render::render_report(&report, !fresh))?;
     }
     if errors > 0 {
         anyhow::bail!(
@@ -300,7 +303,7 @@ fn execute(
     stat_cache: &StatCache,
 ) -> Result<Record> {
     let s = plan.stage(r.index);
-    crate::fault::point(|| format!("{}: starting", s.name));
+    crate::data::fault::point(|| format!("{}: starting", s.name));
     let started = Instant::now();
     let input = plan
         .data_input(r.index)
@@ -332,7 +335,7 @@ fn execute(
             .last_fingerprint(&plan.spec.name, &s.name)
             .filter(|fp| *fp != r.fingerprint)
             .and_then(|fp| match cache.lookup(&fp) {
-                crate::cache::Lookup::Present(rec)
+                crate::cache::store::Lookup::Present(rec)
                     if rec.kind == s.params.kind() && rec.version == s.params.version() && rec.params == r.params =>
                 {
                     Some(cache.data_path(&fp))

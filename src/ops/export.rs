@@ -10,10 +10,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cache::{Cache, Lookup};
-use crate::dataset::{self, ArtifactWriter, Rows, Written};
-use crate::executor::resolve_closure;
-use crate::plan::Plan;
+use crate::cache::store::{Cache, Lookup};
+use crate::data::dataset::{self, ArtifactWriter, Rows, Written};
+use crate::pipeline::executor::resolve_closure;
+use crate::pipeline::plan::Plan;
 
 /// Writes the dataset of `stage` (default: the one the last stage holds or reports on) to
 /// `out`; returns the stage's name and what was written.

@@ -11,34 +11,10 @@
 //! costs misses, which hash the files again; the next save writes it sorted.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
+use crate::data::file::{FileStat, map_file};
 use anyhow::Result;
-
-/// The stat of a file that decides whether its remembered hash still holds.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FileStat {
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub inode: u64,
-}
-
-/// A file time as nanoseconds since the epoch, from its seconds and nanoseconds.
-pub fn nanos(secs: i64, nsec: i64) -> i128 {
-    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
-}
-
-impl FileStat {
-    pub fn of(meta: &fs::Metadata) -> FileStat {
-        use std::os::unix::fs::MetadataExt;
-        FileStat {
-            size: meta.len(),
-            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
-            inode: meta.ino(),
-        }
-    }
-}
 
 /// See the module documentation.
 #[derive(Default)]
@@ -51,7 +27,7 @@ pub struct StatCache {
     /// Whether `added` holds anything the file does not (a run saves after every stage).
     unsaved: std::sync::atomic::AtomicBool,
     /// The image folders' remembered listings (`folders.tsv`), loaded and saved beside.
-    pub folders: crate::walk::Listings,
+    pub folders: crate::data::walk::Listings,
 }
 
 /// Where the last in-order lookup ended (a byte offset into the file's text), and room to
@@ -250,18 +226,6 @@ impl StatCache {
     }
 }
 
-/// `path` mapped into memory, or `None` if it is absent, empty or unreadable. Only for the
-/// cache's own files, which are replaced by renaming a new one over them, never written in
-/// place, so the mapped bytes never change.
-pub fn map_file(path: &Path) -> Option<memmap2::Mmap> {
-    let file = fs::File::open(path).ok()?;
-    if file.metadata().ok()?.len() == 0 {
-        return None;
-    }
-    // SAFETY: see above: the file is never modified in place while mapped.
-    unsafe { memmap2::Mmap::map(&file) }.ok()
-}
-
 /// Whether every byte is a hex digit; without an early exit, so it vectorizes (a byte at
 /// a time, this check was most of a lookup).
 fn hex_digits(bytes: &[u8]) -> bool {
@@ -296,6 +260,7 @@ fn push_decimal(out: &mut Vec<u8>, n: i128) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn stat(n: u64) -> FileStat {
         FileStat {

@@ -1,6 +1,6 @@
 //! The validated plan: stages linked to their inputs, in a runnable order, checked as a whole.
 //!
-//! [`load`] reads a pipeline file, applies `--set` overrides, types it ([`crate::spec`]) and
+//! [`load`] reads a pipeline file, applies `--set` overrides, types it ([`crate::pipeline::spec`]) and
 //! checks what only the whole pipeline can tell: every input names a stage, there are no
 //! cycles (the cycle is named), pixels exist where a stage needs them, and a stage that fits
 //! statistics has a `split` upstream. All problems are reported at once. The executor trusts
@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::diag::{Diagnostic, render_all};
-use crate::spec::{self, PipelineSpec, StageSpec};
-use crate::stage::Params;
-use crate::suggest::did_you_mean;
+use crate::pipeline::spec::{self, PipelineSpec, StageSpec};
+use crate::source::diag::{Diagnostic, render_all};
+use crate::source::suggest::did_you_mean;
+use crate::stage::params::Params;
 
 /// A checked pipeline, ready to run.
 #[derive(Debug)]
@@ -134,14 +134,14 @@ pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
         rendered: render_all(&diags, &shown, source),
     };
     let source = match std::fs::read(file) {
-        Ok(bytes) if bytes.len() > crate::yaml::MAX_SOURCE_BYTES => {
+        Ok(bytes) if bytes.len() > crate::source::yaml::MAX_SOURCE_BYTES => {
             return Err(fail(
                 vec![Diagnostic::new(
                     None,
                     format!(
                         "the file is {} bytes; pipeline files are limited to {} bytes",
                         bytes.len(),
-                        crate::yaml::MAX_SOURCE_BYTES
+                        crate::source::yaml::MAX_SOURCE_BYTES
                     ),
                 )],
                 "",
@@ -176,7 +176,7 @@ pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, L
     let fail = |diags: Vec<Diagnostic>, source: &str| LoadError {
         rendered: render_all(&diags, &shown, source),
     };
-    let mut root = crate::yaml::parse(source).map_err(|d| fail(vec![d], source))?;
+    let mut root = crate::source::yaml::parse(source).map_err(|d| fail(vec![d], source))?;
     spec::apply_overrides(&mut root, sets).map_err(|d| fail(d, source))?;
     let (spec, spec_diags) = spec::parse(&root).map_err(|d| fail(d, source))?;
     let base_dir = file

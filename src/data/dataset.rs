@@ -24,6 +24,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::data::lineage::{LineageEntry, Step};
 use anyhow::{Context, Result, bail};
 use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray, UInt8Array, UInt16Array,
@@ -64,18 +65,6 @@ impl Dtype {
             Dtype::Float32 => 4,
         }
     }
-}
-
-/// One step of an artifact's history, as stored in `pipeline.lineage`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LineageEntry {
-    pub stage: String,
-    pub kind: String,
-    pub version: u32,
-    pub params: serde_json::Value,
-    pub fingerprint: String,
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub fitted: serde_json::Value,
 }
 
 /// What an artifact holds besides its rows.
@@ -385,7 +374,7 @@ struct HashingWriter<W> {
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        crate::fault::charge(buf.len())?;
+        crate::data::fault::charge(buf.len())?;
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
@@ -438,7 +427,7 @@ impl ArtifactWriter {
         let batch = rows.to_batch(&self.meta, &self.schema, pixels, None)?;
         self.writer.write(&batch)?;
         self.rows += rows.len() as u64;
-        crate::fault::point(|| format!("artifact: {} rows written", self.rows));
+        crate::data::fault::point(|| format!("artifact: {} rows written", self.rows));
         Ok(())
     }
 
@@ -450,7 +439,7 @@ impl ArtifactWriter {
         let batch = rows.to_batch(&self.meta, &self.schema, None, Some(refs))?;
         self.writer.write(&batch)?;
         self.rows += rows.len() as u64;
-        crate::fault::point(|| format!("artifact: {} rows written", self.rows));
+        crate::data::fault::point(|| format!("artifact: {} rows written", self.rows));
         Ok(())
     }
 
@@ -460,7 +449,7 @@ impl ArtifactWriter {
         let mut sink = self.writer.into_inner()?;
         sink.flush()?;
         let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
-        crate::fault::point(|| "artifact: finished, not synced".into());
+        crate::data::fault::point(|| "artifact: finished, not synced".into());
         file.sync_all()?;
         Ok(Written {
             rows: self.rows,
@@ -540,9 +529,6 @@ pub fn open_file(path: &Path) -> Result<(Meta, FileReader<std::io::BufReader<Fil
     Ok((meta, reader))
 }
 
-/// A per-image transform of `f32` pixel values, in place.
-pub type Step = Box<dyn Fn(&mut [f32]) + Send + Sync>;
-
 /// The steps that turn the stored pixels of `base` into those of the view `meta`: one per
 /// element-wise stage in the view's lineage after the stored artifact's.
 fn view_steps(meta: &Meta, base: &Meta, base_path: &Path) -> Result<Vec<Step>> {
@@ -563,7 +549,7 @@ fn view_steps(meta: &Meta, base: &Meta, base_path: &Path) -> Result<Vec<Step>> {
     }
     let mut steps = Vec::new();
     for entry in &meta.lineage[base.lineage.len()..] {
-        if let Some(step) = crate::stage::pixel_step(entry)? {
+        if let Some(step) = crate::data::lineage::pixel_step(entry)? {
             steps.push(step);
         }
     }

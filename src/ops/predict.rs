@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cache::{Cache, Format, Lookup};
-use crate::dataset::LineageEntry;
-use crate::decode::DecodeLimits;
-use crate::executor::resolve_closure;
-use crate::plan::Plan;
-use crate::stage::Params;
+use crate::cache::store::{Cache, Format, Lookup};
+use crate::data::decode::DecodeLimits;
+use crate::data::lineage::LineageEntry;
+use crate::pipeline::executor::resolve_closure;
+use crate::pipeline::plan::Plan;
+use crate::stage::params::Params;
 
 /// Classifies `images` with the model of train stage `stage` (the only one when `None`).
 pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: bool) -> Result<String> {
@@ -61,7 +61,7 @@ pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: b
         if let Params::Resize(r) = &s.params {
             resize = Some(r.clone());
         }
-        steps.extend(crate::stage::pixel_step(entry)?);
+        steps.extend(crate::data::lineage::pixel_step(entry)?);
     }
     let resize = resize.context("the model's data has no resize stage")?;
     let limits = DecodeLimits::default();
@@ -77,7 +77,7 @@ pub fn predict(plan: &Plan, stage: Option<&str>, images: &[PathBuf], json_out: b
             step(&mut row);
         }
         let probs = model.forward(&row, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let best = crate::metrics::argmax(&probs);
+        let best = crate::check::metrics::argmax(&probs);
         let name = classes.get(best).cloned().unwrap_or_else(|| best.to_string());
         let all: Vec<String> = probs
             .iter()

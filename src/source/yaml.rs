@@ -8,7 +8,7 @@
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
-use crate::diag::{Diagnostic, Span};
+use crate::source::diag::{Diagnostic, Span};
 
 /// Deepest nesting of sequences and mappings accepted in a pipeline file.
 const MAX_DEPTH: usize = 64;

@@ -18,7 +18,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 pub const WIDTH: u32 = 640;
 pub const HEIGHT: u32 = 400;
 const FONT: &str = "sans-serif";
-static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 /// Larger magnitudes are treated like infinities: plotters' pixel mapping overflows near f64::MAX.
 const MAX_ABS: f64 = 1e300;
 /// Above this a confusion matrix has sub-pixel cells (and a huge SVG); counts are written up to 40 classes.

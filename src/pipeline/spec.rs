@@ -3,14 +3,13 @@
 //! [`parse`] turns the span-carrying YAML tree into a [`PipelineSpec`]. Every field is typed
 //! and range-checked here, unknown keys get a "did you mean", and every problem is collected
 //! (not just the first) with its position. Cross-stage checks (inputs exist, no cycles, fitted
-//! statistics need a split upstream) belong to [`crate::plan`].
+//! statistics need a split upstream) belong to [`crate::pipeline::plan`].
 
-use std::collections::BTreeMap;
-
-use crate::diag::{Diagnostic, Span};
-use crate::stage::{self, Params};
-use crate::suggest::did_you_mean;
-use crate::yaml::{Node, Value};
+use crate::source::diag::{Diagnostic, Span};
+use crate::source::fields::{Fields, get_str, get_u64};
+use crate::source::suggest::did_you_mean;
+use crate::source::yaml::{Node, Value};
+use crate::stage::params::{self, Params};
 
 /// The whole pipeline file.
 #[derive(Clone, Debug)]
@@ -35,196 +34,6 @@ pub struct StageSpec {
     /// Input stage names with where they were written; empty for `ingest`.
     pub inputs: Vec<(String, Span)>,
     pub params: Params,
-}
-
-/// Reads the fields of one YAML mapping, remembering which keys were consumed so unknown
-/// keys can be reported with a suggestion.
-pub struct Fields<'a> {
-    entries: &'a [(Node, Node)],
-    used: Vec<bool>,
-    /// The mapping's own span (for "missing field" errors).
-    pub span: Span,
-    /// What this mapping is, for messages ("stage `resize`").
-    pub what: String,
-    /// Required keys found missing, with the index of their diagnostic (dropped again when
-    /// a misspelled key explains them).
-    missing: Vec<(String, usize)>,
-}
-
-impl<'a> Fields<'a> {
-    pub fn new(node: &'a Node, what: impl Into<String>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
-        let what = what.into();
-        match &node.value {
-            Value::Map(entries) => Some(Fields {
-                entries,
-                used: vec![false; entries.len()],
-                span: node.span,
-                what,
-                missing: Vec::new(),
-            }),
-            _ => {
-                diags.push(Diagnostic::new(
-                    node.span,
-                    format!("{what} must be a mapping of `key: value`, found {}", node.describe()),
-                ));
-                None
-            }
-        }
-    }
-
-    /// The value of `key`, marking it as known.
-    pub fn get(&mut self, key: &str) -> Option<&'a Node> {
-        let i = self.entries.iter().position(|(k, _)| k.as_str() == Some(key))?;
-        self.used[i] = true;
-        Some(&self.entries[i].1)
-    }
-
-    /// The value of a required `key`; reports it missing otherwise.
-    pub fn require(&mut self, key: &str, hint: &str, diags: &mut Vec<Diagnostic>) -> Option<&'a Node> {
-        let v = self.get(key);
-        if v.is_none() {
-            self.missing.push((key.to_string(), diags.len()));
-            diags.push(
-                Diagnostic::new(self.span, format!("{} is missing `{key}`", self.what)).with_help(hint.to_string()),
-            );
-        }
-        v
-    }
-
-    /// Reports every key that no `get` asked for, suggesting the closest known one.
-    pub fn finish(self, known: &[&str], diags: &mut Vec<Diagnostic>) {
-        let mut explained = Vec::new();
-        for (i, (k, _)) in self.entries.iter().enumerate() {
-            if self.used[i] {
-                continue;
-            }
-            let name = k.as_str().unwrap_or("?");
-            let mut d = Diagnostic::new(k.span, format!("unknown param `{name}` in {}", self.what));
-            d = match did_you_mean(name, known.iter().copied()) {
-                Some(s) => {
-                    if let Some((_, at)) = self.missing.iter().find(|(m, _)| m == s) {
-                        explained.push(*at);
-                    }
-                    d.with_help(format!("did you mean `{s}`?"))
-                }
-                None => d.with_help(format!("known params: {}", known.join(", "))),
-            };
-            diags.push(d);
-        }
-        // "missing `size`" says nothing more than "unknown `sise`; did you mean `size`?".
-        explained.sort_unstable();
-        for at in explained.into_iter().rev() {
-            diags.remove(at);
-        }
-    }
-}
-
-/// Typed readers for scalar fields; each reports a precise problem and returns `None`.
-pub fn get_str(node: &Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
-    match node.as_str() {
-        Some(s) => Some(s.to_string()),
-        None => {
-            diags.push(Diagnostic::new(
-                node.span,
-                format!("`{field}` must be a string, found {}", node.describe()),
-            ));
-            None
-        }
-    }
-}
-
-pub fn get_f64(node: &Node, field: &str, range: (f64, f64), diags: &mut Vec<Diagnostic>) -> Option<f64> {
-    match node.as_f64() {
-        Some(v) if v.is_finite() && v >= range.0 && v <= range.1 => Some(v),
-        Some(v) => {
-            diags.push(Diagnostic::new(
-                node.span,
-                format!(
-                    "`{field}` must be a finite number in [{}, {}], found {v}",
-                    range.0, range.1
-                ),
-            ));
-            None
-        }
-        None => {
-            diags.push(Diagnostic::new(
-                node.span,
-                format!("`{field}` must be a number, found {}", node.describe()),
-            ));
-            None
-        }
-    }
-}
-
-pub fn get_u64(node: &Node, field: &str, range: (u64, u64), diags: &mut Vec<Diagnostic>) -> Option<u64> {
-    match node.as_i64() {
-        Some(v) if v >= 0 && (v as u64) >= range.0 && (v as u64) <= range.1 => Some(v as u64),
-        _ => {
-            diags.push(Diagnostic::new(
-                node.span,
-                format!(
-                    "`{field}` must be a whole number in [{}, {}], found {}",
-                    range.0,
-                    range.1,
-                    node.describe()
-                ),
-            ));
-            None
-        }
-    }
-}
-
-/// A fixed-length list of numbers, e.g. `mean: [123.68, 116.78, 103.94]`.
-pub fn get_f64_list<const N: usize>(
-    node: &Node,
-    field: &str,
-    range: (f64, f64),
-    diags: &mut Vec<Diagnostic>,
-) -> Option<[f64; N]> {
-    let Some(items) = node.as_seq().filter(|s| s.len() == N) else {
-        diags.push(Diagnostic::new(
-            node.span,
-            format!("`{field}` must be a list of {N} numbers, found {}", node.describe()),
-        ));
-        return None;
-    };
-    let mut out = [0.0; N];
-    let mut ok = true;
-    for (slot, item) in out.iter_mut().zip(items) {
-        match get_f64(item, field, range, diags) {
-            Some(v) => *slot = v,
-            None => ok = false,
-        }
-    }
-    ok.then_some(out)
-}
-
-/// One of a closed set of words, e.g. `filter: bilinear`.
-pub fn get_choice<T: Copy>(node: &Node, field: &str, choices: &[(&str, T)], diags: &mut Vec<Diagnostic>) -> Option<T> {
-    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-    let Some(text) = node.as_str() else {
-        diags.push(Diagnostic::new(
-            node.span,
-            format!(
-                "`{field}` must be one of {}, found {}",
-                names.join(", "),
-                node.describe()
-            ),
-        ));
-        return None;
-    };
-    if let Some((_, v)) = choices.iter().find(|(n, _)| *n == text) {
-        return Some(*v);
-    }
-    let mut d = Diagnostic::new(
-        node.span,
-        format!("`{field}: {text}` is not one of {}", names.join(", ")),
-    );
-    if let Some(s) = did_you_mean(text, names.iter().copied()) {
-        d = d.with_help(format!("did you mean `{s}`?"));
-    }
-    diags.push(d);
-    None
 }
 
 /// Parses the YAML tree into a typed spec: the stages that parsed, and every problem found
@@ -316,15 +125,15 @@ fn parse_stage(
     fields.span = span;
     let kind_node = fields.require(
         "kind",
-        &format!("add `kind:` (one of {})", stage::KINDS.join(", ")),
+        &format!("add `kind:` (one of {})", params::KINDS.join(", ")),
         diags,
     )?;
     let kind = get_str(kind_node, "kind", diags)?;
-    if !stage::KINDS.contains(&kind.as_str()) {
+    if !params::KINDS.contains(&kind.as_str()) {
         let mut d = Diagnostic::new(kind_node.span, format!("unknown stage kind `{kind}`"));
-        d = match did_you_mean(&kind, stage::KINDS.iter().copied()) {
+        d = match did_you_mean(&kind, params::KINDS.iter().copied()) {
             Some(s) => d.with_help(format!("did you mean `{s}`?")),
-            None => d.with_help(format!("available kinds: {}", stage::KINDS.join(", "))),
+            None => d.with_help(format!("available kinds: {}", params::KINDS.join(", "))),
         };
         diags.push(d);
         return None;
@@ -357,9 +166,9 @@ fn parse_stage(
         },
     };
     let before = diags.len();
-    let params = stage::parse_params(&kind, &mut fields, diags);
+    let params = params::parse_params(&kind, &mut fields, diags);
     let mut known: Vec<&str> = vec!["kind", "input"];
-    known.extend(stage::param_names(&kind));
+    known.extend(params::param_names(&kind));
     fields.finish(&known, diags);
     if diags.len() > before {
         return None;
@@ -391,7 +200,7 @@ pub fn apply_overrides(root: &mut Node, sets: &[String]) -> Result<(), Vec<Diagn
             ));
             continue;
         };
-        let value = match crate::yaml::parse(raw) {
+        let value = match crate::source::yaml::parse(raw) {
             Ok(v) => v,
             Err(e) => {
                 diags.push(Diagnostic::new(
@@ -451,20 +260,4 @@ pub fn apply_overrides(root: &mut Node, sets: &[String]) -> Result<(), Vec<Diagn
         }
     }
     if diags.is_empty() { Ok(()) } else { Err(diags) }
-}
-
-/// Canonical JSON of a value for fingerprints: object keys sorted (serde_json's map is a
-/// BTreeMap), numbers in serde_json's shortest round-trip form.
-pub fn canonical(value: &serde_json::Value) -> String {
-    fn sort(v: &serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => {
-                let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), sort(v))).collect();
-                serde_json::Value::Object(sorted.into_iter().collect())
-            }
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sort).collect()),
-            other => other.clone(),
-        }
-    }
-    sort(value).to_string()
 }

@@ -19,7 +19,9 @@
 //! Modification times and inodes only serve the stat cache, to skip re-hashing files that
 //! did not change; the content hash stays the truth.
 
-use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+use crate::data::hash::sha256_hex;
 
 /// Version of the fingerprint encoding itself.
 pub const FORMAT: u32 = 1;
@@ -35,21 +37,23 @@ pub fn stage(kind: &str, version: u32, params: &serde_json::Value, inputs: &[&st
         "inputs": inputs,
         "content": content,
     });
-    sha256_hex(crate::spec::canonical(&doc).as_bytes())
+    sha256_hex(crate::pipeline::fingerprint::canonical(&doc).as_bytes())
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+/// Canonical JSON of a value for fingerprints: object keys sorted (serde_json's map is a
+/// BTreeMap), numbers in serde_json's shortest round-trip form.
+pub fn canonical(value: &serde_json::Value) -> String {
+    fn sort(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), sort(v))).collect();
+                serde_json::Value::Object(sorted.into_iter().collect())
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
     }
-    s
+    sort(value).to_string()
 }
 
 #[cfg(test)]
@@ -71,14 +75,6 @@ mod tests {
         assert_ne!(
             stage("resize", 1, &a, &["x"], None),
             stage("resize", 1, &a, &["y"], None)
-        );
-    }
-
-    #[test]
-    fn sha256_matches_sha256sum() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }

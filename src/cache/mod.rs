@@ -1,0 +1,6 @@
+//! The cache: artifacts named by fingerprint with their records ([`store`], the only code
+//! that touches cache paths) and the remembered file hashes that let a warm run skip reading
+//! its images ([`stat_cache`]).
+
+pub mod stat_cache;
+pub mod store;

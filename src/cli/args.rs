@@ -1,0 +1,196 @@
+//! The command line's definitions: every subcommand and flag, parsed by clap. The code that
+//! runs a command is in [`crate::cli::commands`] and takes these parsed values.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::pipeline::dag;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Declarative, cached image-classifier preprocessing pipelines"
+)]
+pub struct Cli {
+    /// Print tracing detail on stderr (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every stale stage, reuse the rest.
+    Run(RunArgs),
+    /// Show each stage as fresh or stale, and why.
+    Status(StatusArgs),
+    /// Parse and plan only; report every problem.
+    Check(CheckArgs),
+    /// Show how every artifact was made and what it holds, per partition; exit 1 on any
+    /// inconsistency.
+    Audit(AuditArgs),
+    /// Classify images with the trained model, through the same preprocessing and frozen
+    /// fitted params as its training data.
+    Predict(PredictArgs),
+    /// Find out why the classifier predicts one class: run the checklist (data, loss at
+    /// init, input-independent baseline, overfitting tiny sets, learning-rate range test,
+    /// learning curve, activations and gradients, prediction spread) on the cached data with
+    /// the `train` stage's own model and hyperparameters, then rank the findings.
+    Diagnose(DiagnoseArgs),
+    /// Write one self-contained HTML page: the DAG and each stage's status, params,
+    /// fingerprint, rows and time; the audit and validate results; the metrics; the
+    /// diagnosis and its figures (also written as PNG and SVG beside the page).
+    Report(ReportArgs),
+    /// Look into the cache of a pipeline: `ls`, `du`, or `verify` every artifact against
+    /// its recorded checksum (exit 1 when any is damaged).
+    Cache(CacheArgs),
+    /// Write a dataset stage's rows and pixels (as its readers see them) to one standalone
+    /// Arrow IPC file, for pyarrow, polars or numpy.
+    Export(ExportArgs),
+    /// Print the stage graph.
+    Dag(DagArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    /// Run only this stage and what it needs (repeatable).
+    #[arg(long = "stage", value_name = "NAME")]
+    pub stages: Vec<String>,
+    /// Recompute NAME even if cached, or every stage when no NAME is given.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    pub force: Option<String>,
+    /// Override a param for this run: `stage.param=value` (value in YAML syntax).
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+    /// Worker threads for decoding and pixel work (default: all cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    pub file: PathBuf,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    pub file: PathBuf,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Compare features made outside the pipeline (Arrow IPC or .npy) with the
+    /// pipeline's own, and name how they differ (repeatable).
+    #[arg(long = "compare", value_name = "PATH")]
+    pub compare: Vec<PathBuf>,
+    /// The stage whose features `--compare` checks against (default: the last dataset).
+    #[arg(long = "against", value_name = "STAGE", requires = "compare")]
+    pub against: Option<String>,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    pub file: PathBuf,
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// The `train` stage whose model to use (needed when there are several).
+    #[arg(long = "stage", value_name = "NAME")]
+    pub stage: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiagnoseArgs {
+    pub file: PathBuf,
+    /// Run only this check (repeatable): data, init_loss, baseline, overfit, lr_range,
+    /// learning_curve, activations, spread.
+    #[arg(long = "check", value_name = "NAME")]
+    pub checks: Vec<String>,
+    /// The `train` stage to diagnose (needed when there are several).
+    #[arg(long = "stage", value_name = "NAME")]
+    pub stage: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    pub file: PathBuf,
+    /// Where to write the page (default: `<pipeline name>-report.html`); the figures go
+    /// to `<stem>-plots/` beside it.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Leave out the diagnosis (it trains for a few seconds to minutes).
+    #[arg(long)]
+    pub no_diagnose: bool,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    #[arg(value_enum)]
+    pub action: CacheAction,
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    pub file: PathBuf,
+    /// The stage to export (default: the dataset the last stage holds or reports on).
+    #[arg(long = "stage", value_name = "NAME")]
+    pub stage: Option<String>,
+    /// The Arrow IPC file to write.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub out: PathBuf,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DagArgs {
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value_t = DagFormat::Text)]
+    pub format: DagFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CacheAction {
+    Ls,
+    Du,
+    Verify,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DagFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+impl From<DagFormat> for dag::DagFormat {
+    fn from(f: DagFormat) -> Self {
+        match f {
+            DagFormat::Text => dag::DagFormat::Text,
+            DagFormat::Dot => dag::DagFormat::Dot,
+            DagFormat::Mermaid => dag::DagFormat::Mermaid,
+        }
+    }
+}

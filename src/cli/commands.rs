@@ -1,0 +1,212 @@
+//! One handler per subcommand: each takes its parsed arguments, calls the layer below that
+//! does the work, and prints the result. A failure of that work needs no conversion here:
+//! `main` maps any error to its message and exit code in one place ([`Failure::from`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::cli::args::{
+    AuditArgs, CacheAction, CacheArgs, CheckArgs, Cli, Command, DagArgs, DiagnoseArgs, ExportArgs, PredictArgs,
+    ReportArgs, RunArgs, StatusArgs,
+};
+use crate::diagnose::CHECKS;
+use crate::error::Failure;
+use crate::ops::{audit, cache_cmd, export, predict};
+use crate::pipeline::executor::{self, RunOptions};
+use crate::pipeline::plan::{self, Plan};
+use crate::pipeline::{dag, dirty};
+use crate::source::suggest::did_you_mean;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Run(args) => run_pipeline(args, &mut out),
+        Command::Status(args) => status(args, &mut out),
+        Command::Check(args) => check(args, &mut out),
+        Command::Audit(args) => audit(args, &mut out),
+        Command::Predict(args) => predict(args, &mut out),
+        Command::Diagnose(args) => diagnose(args, &mut out),
+        Command::Report(args) => report(args, &mut out),
+        Command::Export(args) => export(args, &mut out),
+        Command::Cache(args) => cache(args, &mut out),
+        Command::Dag(args) => dag(args, &mut out),
+    }
+}
+
+fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {
+    if let Some(n) = args.jobs {
+        if n == 0 {
+            return Err(Failure::Usage("-j must be at least 1".into()).into());
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    let plan = load(&args.file, &args.sets)?;
+    for s in &args.stages {
+        known_stage(&plan, s, "--stage")?;
+    }
+    let force = match args.force {
+        None => None,
+        Some(s) if s.is_empty() => Some(None),
+        Some(s) => {
+            known_stage(&plan, &s, "--force")?;
+            Some(Some(s))
+        }
+    };
+    let opts = RunOptions {
+        targets: args.stages,
+        force,
+    };
+    executor::run(&plan, &opts, out)
+}
+
+fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &args.sets)?;
+    let statuses = executor::status(&plan)?;
+    let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in statuses {
+        match s.stale {
+            None => writeln!(out, "{:width$}  fresh", s.name)?,
+            Some(reasons) => writeln!(out, "{:width$}  stale  {}", s.name, dirty::join(&reasons))?,
+        }
+    }
+    Ok(())
+}
+
+fn check(args: CheckArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &args.sets)?;
+    let names: Vec<&str> = plan.order.iter().map(|&i| plan.stage(i).name.as_str()).collect();
+    writeln!(
+        out,
+        "{}: ok, {} stages: {}",
+        args.file.display(),
+        plan.order.len(),
+        names.join(" -> ")
+    )?;
+    Ok(())
+}
+
+fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &args.sets)?;
+    if let Some(a) = &args.against {
+        known_stage(&plan, a, "--against")?;
+    }
+    let (text, consistent) = if args.compare.is_empty() {
+        audit::audit(&plan, args.json)?
+    } else {
+        audit::compare(&plan, &args.compare, args.against.as_deref(), args.json)?
+    };
+    write!(out, "{text}")?;
+    consistent_or_fail(consistent)
+}
+
+fn predict(args: PredictArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &[])?;
+    let text = predict::predict(&plan, args.stage.as_deref(), &args.images, args.json)?;
+    write!(out, "{text}")?;
+    Ok(())
+}
+
+fn diagnose(args: DiagnoseArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &args.sets)?;
+    for c in &args.checks {
+        if !CHECKS.contains(&c.as_str()) {
+            let hint = match did_you_mean(c, CHECKS.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("checks: {}", CHECKS.join(", ")),
+            };
+            return Err(Failure::Usage(format!("--check {c}: there is no check `{c}`; {hint}")).into());
+        }
+    }
+    // Stage lines of the data stages it brings up to date go to stderr, so that stdout is
+    // the diagnosis alone (`--json`).
+    let d = crate::diagnose::diagnosis::diagnose(&plan, args.stage.as_deref(), &args.checks, &mut std::io::stderr())?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
+    } else {
+        write!(out, "{}", d.to_text())?;
+    }
+    Ok(())
+}
+
+fn report(args: ReportArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &args.sets)?;
+    let path = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("{}-report.html", plan.spec.name)));
+    let w = crate::report::page::report(&plan, &path, !args.no_diagnose, &mut std::io::stderr())?;
+    writeln!(
+        out,
+        "wrote {} ({} figures; {} PNG and SVG files in {})",
+        w.html.display(),
+        w.figures,
+        w.plots.len(),
+        crate::report::page::plots_dir(&w.html).display()
+    )?;
+    Ok(())
+}
+
+fn export(args: ExportArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &args.sets)?;
+    if let Some(s) = &args.stage {
+        known_stage(&plan, s, "--stage")?;
+    }
+    let (name, w) = export::export(&plan, args.stage.as_deref(), &args.out)?;
+    writeln!(
+        out,
+        "exported stage `{name}`: {} rows, {} bytes to {}",
+        w.rows,
+        w.bytes,
+        args.out.display()
+    )?;
+    Ok(())
+}
+
+fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &[])?;
+    match args.action {
+        CacheAction::Ls => write!(out, "{}", cache_cmd::ls(&plan.cache_dir)?)?,
+        CacheAction::Du => write!(out, "{}", cache_cmd::du(&plan.cache_dir)?)?,
+        CacheAction::Verify => {
+            let (text, intact) = cache_cmd::verify(&plan.cache_dir)?;
+            write!(out, "{text}")?;
+            return consistent_or_fail(intact);
+        }
+    }
+    Ok(())
+}
+
+fn dag(args: DagArgs, out: &mut dyn Write) -> Result<()> {
+    let plan = load(&args.file, &[])?;
+    write!(out, "{}", dag::dag(&plan, args.format.into()))?;
+    Ok(())
+}
+
+/// Reads and plans a pipeline file; its problems are a spec failure (exit 2).
+fn load(file: &Path, sets: &[String]) -> Result<Plan> {
+    plan::load(file, sets).map_err(|e| Failure::Spec(e.rendered).into())
+}
+
+/// `audit` and `cache verify` exit 1 after printing what they found.
+fn consistent_or_fail(consistent: bool) -> Result<()> {
+    if consistent {
+        Ok(())
+    } else {
+        Err(Failure::Inconsistent.into())
+    }
+}
+
+fn known_stage(plan: &Plan, name: &str, flag: &str) -> Result<()> {
+    if plan.index_of(name).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = plan.spec.stages.iter().map(|s| s.name.as_str()).collect();
+    let hint = match did_you_mean(name, names.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("stages: {}", names.join(", ")),
+    };
+    Err(Failure::Usage(format!("{flag} {name}: there is no stage `{name}`; {hint}")).into())
+}

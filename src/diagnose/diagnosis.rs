@@ -1,0 +1,204 @@
+//! The diagnosis: runs the checks on the user's pipeline and ranks what they found into a
+//! verdict, each cause with its evidence and the changes that address it.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cache::store::{Cache, Format, Lookup};
+use crate::diagnose::{CHECKS, Cause, CheckResult, Finding, Status, checks, probe};
+use crate::pipeline::executor::{self, RunOptions, resolve_closure};
+use crate::pipeline::plan::Plan;
+use crate::stage::params::Params;
+
+/// A cause with all its evidence.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ranked {
+    pub cause: Cause,
+    pub title: &'static str,
+    pub blocking: bool,
+    pub evidence: Vec<String>,
+    pub changes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnosis {
+    pub pipeline: String,
+    pub stage: String,
+    pub checks: Vec<CheckResult>,
+    pub verdict: Vec<Ranked>,
+    pub ruled_out: Vec<&'static str>,
+    pub blocking: usize,
+}
+
+/// Runs the `only` checks (all when empty) for train stage `stage` (the only one when
+/// `None`). Stage lines of the data stages it makes sure are cached go to `progress`.
+pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mut dyn Write) -> Result<Diagnosis> {
+    let train_i = plan.train_stage(stage)?;
+    let Params::Train(train) = &plan.stage(train_i).params else {
+        unreachable!("train_stage returns a train stage");
+    };
+    // The data the train stage reads, computed now if it is not cached (a failing `validate`
+    // gate does not stop a diagnosis: its findings are the first check's evidence).
+    let input = plan.inputs[train_i][0];
+    let gate = executor::run(
+        plan,
+        &RunOptions {
+            targets: vec![plan.stage(input).name.clone()],
+            force: None,
+        },
+        progress,
+    )
+    .err();
+    let cache = Cache::open(&plan.cache_dir)?;
+    let done = resolve_closure(plan, &cache, &[train_i])?;
+    let fp = |i: usize| done[i].as_ref().map(|r| r.fingerprint.clone()).unwrap_or_default();
+    let source = plan.data_source(train_i);
+    let data_path = cache.data_file(&fp(source), Format::Arrow);
+    if !matches!(cache.lookup(&fp(source)), Lookup::Present(_)) {
+        return Err(match gate {
+            Some(e) => e.context("the training data could not be computed"),
+            None => anyhow::anyhow!("the training data of `{}` is not cached", plan.stage(train_i).name),
+        });
+    }
+    let data = probe::Data::open(&data_path).context("reading the training data")?;
+    let report = |i: usize| -> Option<serde_json::Value> {
+        let f = fp(i);
+        matches!(cache.lookup(&f), Lookup::Present(_))
+            .then(|| std::fs::read(cache.data_file(&f, Format::Report)).ok())
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    };
+    let validate = matches!(plan.stage(input).params, Params::Validate(_))
+        .then(|| report(input))
+        .flatten();
+    let history = match cache.lookup(&fp(train_i)) {
+        Lookup::Present(r) => Some(r.summary),
+        _ => None,
+    };
+    let recipe = probe::Recipe {
+        train,
+        spec: train.spec(data.shape, data.classes.len()),
+        seed: train.seed.unwrap_or(plan.spec.seed),
+    };
+    let mut ctx = checks::Ctx {
+        plan,
+        train_name: &plan.stage(train_i).name,
+        data: &data,
+        recipe: &recipe,
+        validate,
+        trained: history,
+        scale_off: false,
+        baseline_model: None,
+    };
+    let mut results = Vec::new();
+    for &name in CHECKS {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let mut r = checks::run(name, &mut ctx).with_context(|| format!("check `{name}`"))?;
+        r.seconds = started.elapsed().as_secs_f64();
+        results.push(r);
+    }
+    Ok(Diagnosis::new(plan, &plan.stage(train_i).name, results))
+}
+
+impl Diagnosis {
+    fn new(plan: &Plan, stage: &str, checks: Vec<CheckResult>) -> Diagnosis {
+        let mut verdict: Vec<Ranked> = Vec::new();
+        let mut all: Vec<&Finding> = checks.iter().flat_map(|c| &c.findings).collect();
+        all.sort_by_key(|f| f.cause);
+        for f in all {
+            let evidence = format!("{}: {}", f.check, f.evidence);
+            match verdict.last_mut() {
+                Some(r) if r.cause == f.cause => {
+                    r.blocking |= f.blocking;
+                    r.evidence.push(evidence);
+                    if !f.change.is_empty() && !r.changes.contains(&f.change) {
+                        r.changes.push(f.change.clone());
+                    }
+                }
+                _ => verdict.push(Ranked {
+                    cause: f.cause,
+                    title: f.cause.title(),
+                    blocking: f.blocking,
+                    evidence: vec![evidence],
+                    changes: if f.change.is_empty() {
+                        vec![]
+                    } else {
+                        vec![f.change.clone()]
+                    },
+                }),
+            }
+        }
+        for r in &mut verdict {
+            if r.changes.is_empty() && !r.cause.default_change().is_empty() {
+                r.changes.push(r.cause.default_change().to_string());
+            }
+        }
+        let mut ruled_out: Vec<Cause> = checks.iter().flat_map(|c| c.ruled_out.iter().copied()).collect();
+        ruled_out.sort();
+        ruled_out.dedup();
+        ruled_out.retain(|c| !verdict.iter().any(|r| r.cause == *c));
+        Diagnosis {
+            pipeline: plan.spec.name.clone(),
+            stage: stage.to_string(),
+            blocking: verdict.iter().filter(|r| r.blocking).count(),
+            ruled_out: ruled_out.into_iter().map(Cause::title).collect(),
+            checks,
+            verdict,
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "diagnose `{}` (stage `{}`)", self.pipeline, self.stage);
+        for c in &self.checks {
+            let status = match c.status {
+                Status::Ok => "ok",
+                Status::Finding => "finding",
+                Status::Skipped => "skipped",
+            };
+            let _ = writeln!(s, "  {:<15} {:<8} {}  ({:.1}s)", c.name, status, c.summary, c.seconds);
+        }
+        let _ = writeln!(s);
+        // The headline names the most fundamental cause, not the symptom.
+        let headline = self
+            .verdict
+            .iter()
+            .find(|r| r.blocking && r.cause != Cause::Collapsed)
+            .or_else(|| self.verdict.iter().find(|r| r.blocking));
+        match headline {
+            Some(r) => {
+                let _ = writeln!(s, "verdict: {}.", capitalize(r.title));
+            }
+            None => {
+                let _ = writeln!(s, "verdict: no blocking finding; training works.");
+            }
+        }
+        for (k, r) in self.verdict.iter().enumerate() {
+            let tag = if r.blocking { "blocking" } else { "to improve" };
+            let _ = writeln!(s, "  {}. {} ({tag})", k + 1, r.title);
+            for e in &r.evidence {
+                let _ = writeln!(s, "       evidence: {e}");
+            }
+            for c in &r.changes {
+                let _ = writeln!(s, "       change:   {c}");
+            }
+        }
+        if !self.ruled_out.is_empty() {
+            let _ = writeln!(s, "  ruled out: {}", self.ruled_out.join("; "));
+        }
+        s
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
