@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the image fixtures of tests/bad_images.rs that Rust's `image` crate cannot encode:
+"""Writes the image fixtures of tests/it/bad_images.rs that Rust's `image` crate cannot encode:
 a CMYK JPEG, a progressive JPEG, an EXIF-rotated JPEG (orientation 6: stored 40x20, shown
 20x40, left half red as stored) and a 30000x30000 PNG "decompression bomb" header (a valid
 IHDR and a tiny IDAT; it would need 2.7 GB decoded). Needs Pillow.

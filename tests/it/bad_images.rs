@@ -1,11 +1,9 @@
 //! A folder of broken and unusual images, under `on_error: fail` (the default) and `skip`.
 
-mod common;
-
 use std::io::Cursor;
 use std::os::unix::fs::PermissionsExt;
 
-use common::{BASIC, Project};
+use crate::support::{BASIC, Project};
 
 /// Bytes of an encoded test image.
 fn encoded(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
@@ -133,9 +131,9 @@ fn fail_lists_every_unreadable_file_then_every_undecodable_one() {
     let run = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     for f in &bad {
-        assert!(run.stderr.contains(f), "`{f}` is not listed:\n{}", run.stderr);
+        assert_contains!(run.stderr, f, "`{f}` is not listed:\n{}", run.stderr);
     }
-    assert!(run.stderr.contains("on_error: skip"), "{}", run.stderr);
+    assert_contains!(run.stderr, "on_error: skip");
     // Once those are gone, the images that do not decode are all listed by `resize`.
     for f in &bad {
         std::fs::remove_file(p.path(&format!("images/{f}"))).unwrap();
@@ -144,19 +142,14 @@ fn fail_lists_every_unreadable_file_then_every_undecodable_one() {
     unusual(&p);
     let run = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stderr
-            .contains(&format!("{} image(s) could not be used", broken.len())),
-        "{}",
-        run.stderr
-    );
+    assert_contains!(run.stderr, &format!("{} image(s) could not be used", broken.len()));
     for (f, why) in &broken {
         let line = run
             .stderr
             .lines()
             .find(|l| l.contains(f))
             .unwrap_or_else(|| panic!("`{f}` is not listed:\n{}", run.stderr));
-        assert!(line.contains(why), "{line}");
+        assert_contains!(line, why);
     }
     // What finished before is kept: a rerun does not hash the images again.
     assert!(run.cached("ingest") || run.ran("ingest"));
@@ -194,15 +187,17 @@ fn skip_goes_on_and_records_every_skipped_file_with_its_reason() {
     // (Root reads the file without permissions: then it is a good image.)
     let readable_locked = 3 - bad.len();
     let resize = run.line("resize");
-    assert!(
-        resize.contains(&format!("ran     {} rows", 12 + odd.len() + readable_locked)),
+    assert_contains!(
+        resize,
+        &format!("ran     {} rows", 12 + odd.len() + readable_locked),
         "{resize}"
     );
-    assert!(
-        resize.contains(&format!("({} skipped under `on_error: skip`)", broken.len())),
+    assert_contains!(
+        resize,
+        &format!("({} skipped under `on_error: skip`)", broken.len()),
         "{resize}"
     );
-    assert!(run.stdout.contains("   skipped dog.bomb.png: "), "{}", run.stdout);
+    assert_contains!(run.stdout, "   skipped dog.bomb.png: ");
     let paths = p.column("t", "resize", "path");
     for f in &odd {
         assert!(paths.contains(&f.to_string()), "{f} is missing from {paths:?}");
@@ -210,8 +205,9 @@ fn skip_goes_on_and_records_every_skipped_file_with_its_reason() {
     // `audit` shows them too.
     let audit = p.run(&["audit", "pipeline.yaml"]).ok();
     for f in bad.iter().chain(broken.iter().map(|(f, _)| f)) {
-        assert!(
-            audit.stdout.contains(&format!("   skipped: {f}: ")),
+        assert_contains!(
+            audit.stdout,
+            &format!("   skipped: {f}: "),
             "audit misses {f}:\n{}",
             audit.stdout
         );
@@ -225,12 +221,9 @@ fn the_size_limits_are_params() {
     p.pipeline(&BASIC.replace("    path: images\n", "    path: images\n    max_pixels: 50000\n"));
     let run = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("dog.big.png") && run.stderr.contains("too large"),
-        "{}",
-        run.stderr
-    );
+    assert_contains!(run.stderr, "dog.big.png");
+    assert_contains!(run.stderr, "too large");
     let bad = p.run(&["check", "pipeline.yaml", "--set", "ingest.max_pixels=0"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
-    assert!(bad.stderr.contains("max_pixels"), "{}", bad.stderr);
+    assert_contains!(bad.stderr, "max_pixels");
 }

@@ -1,8 +1,6 @@
 //! The binary as a user runs it: caching, staleness and its reasons, errors in the YAML.
 
-mod common;
-
-use common::{BASIC, Project};
+use crate::support::{BASIC, Project};
 
 #[test]
 fn second_run_recomputes_nothing() {
@@ -47,21 +45,20 @@ fn changing_resize_size_restales_resize_and_downstream_only() {
     p.run(&["run", "pipeline.yaml"]).ok();
     p.pipeline(&BASIC.replace("size: [8, 8]", "size: [12, 10]"));
     let status = p.run(&["status", "pipeline.yaml"]).ok();
-    assert!(status.line("ingest").contains("fresh"));
-    assert!(status.line("split").contains("fresh"));
-    assert!(
-        status
-            .line("resize")
-            .contains("stale  param size changed [8, 8] -> [12, 10]"),
+    assert_contains!(status.line("ingest"), "fresh");
+    assert_contains!(status.line("split"), "fresh");
+    assert_contains!(
+        status.line("resize"),
+        "stale  param size changed [8, 8] -> [12, 10]",
         "{}",
         status.stdout
     );
-    assert!(status.line("mean_subtract").contains("stale  input resize changed"));
-    assert!(status.line("normalize").contains("stale  input mean_subtract changed"));
+    assert_contains!(status.line("mean_subtract"), "stale  input resize changed");
+    assert_contains!(status.line("normalize"), "stale  input mean_subtract changed");
     let run = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(run.cached("ingest") && run.cached("split"), "{}", run.stdout);
     assert!(run.ran("resize") && run.ran("mean_subtract") && run.ran("normalize"));
-    assert!(run.line("resize").contains("param size changed [8, 8] -> [12, 10]"));
+    assert_contains!(run.line("resize"), "param size changed [8, 8] -> [12, 10]");
 }
 
 #[test]
@@ -71,13 +68,14 @@ fn set_override_enters_the_fingerprint_like_a_param() {
     p.run(&["run", "pipeline.yaml"]).ok();
     let run = p.run(&["run", "pipeline.yaml", "--set", "resize.size=[16,16]"]).ok();
     assert!(run.cached("split") && run.ran("resize"), "{}", run.stdout);
-    assert!(run.line("resize").contains("param size changed [8, 8] -> [16, 16]"));
+    assert_contains!(run.line("resize"), "param size changed [8, 8] -> [16, 16]");
     // Back to the file's value: the first artifact is still cached.
     let back = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(back.cached("resize"), "{}", back.stdout);
     let bad = p.run(&["run", "pipeline.yaml", "--set", "resise.size=[16,16]"]);
     assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("there is no stage `resise`") && bad.stderr.contains("did you mean `resize`?"));
+    assert_contains!(bad.stderr, "there is no stage `resise`");
+    assert_contains!(bad.stderr, "did you mean `resize`?");
 }
 
 #[test]
@@ -97,7 +95,7 @@ fn adding_changing_and_removing_images_restales_ingest_with_counts() {
         "{}",
         status.stdout
     );
-    assert!(status.line("split").contains("stale  input ingest changed"));
+    assert_contains!(status.line("split"), "stale  input ingest changed");
     let run = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(
         run.ran("ingest") && run.line("ingest").contains("12 rows"),
@@ -145,20 +143,14 @@ fn typo_in_param_gets_position_and_suggestion() {
     );
     let out = p.run(&["check", "pipeline.yaml"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("error: unknown param `sise` in stage `resize`\n  --> pipeline.yaml:14:5\n"),
-        "{}",
-        out.stderr
+    assert_contains!(
+        out.stderr,
+        "error: unknown param `sise` in stage `resize`\n  --> pipeline.yaml:14:5\n"
     );
-    assert!(
-        out.stderr.contains("   |     ^^^^\n   = help: did you mean `size`?"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("pipeline.yaml:20:13"), "{}", out.stderr);
-    assert!(out.stderr.contains("did you mean `per_image`?"), "{}", out.stderr);
-    assert!(out.stderr.contains("pipeline.yaml: 2 problems found"), "{}", out.stderr);
+    assert_contains!(out.stderr, "   |     ^^^^\n   = help: did you mean `size`?");
+    assert_contains!(out.stderr, "pipeline.yaml:20:13");
+    assert_contains!(out.stderr, "did you mean `per_image`?");
+    assert_contains!(out.stderr, "pipeline.yaml: 2 problems found");
 }
 
 #[test]
@@ -170,15 +162,11 @@ fn fit_without_split_is_rejected_with_the_leakage_explained() {
     );
     let out = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(out.code, 2);
-    assert!(
-        out.stderr
-            .contains("stage `ms` fits statistics on the data, but no `split` stage is upstream of it")
+    assert_contains!(
+        out.stderr,
+        "stage `ms` fits statistics on the data, but no `split` stage is upstream of it"
     );
-    assert!(
-        out.stderr.contains("leaking them into the preprocessing"),
-        "{}",
-        out.stderr
-    );
+    assert_contains!(out.stderr, "leaking them into the preprocessing");
     assert!(
         !p.path("cache/artifacts").exists(),
         "nothing may run when the plan is rejected"
@@ -195,14 +183,14 @@ fn cycles_are_named_and_unknown_kinds_get_a_suggestion() {
     );
     let out = p.run(&["check", "pipeline.yaml"]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("the stages form a cycle: "), "{}", out.stderr);
+    assert_contains!(out.stderr, "the stages form a cycle: ");
     assert!(
         out.stderr.contains("a -> b -> c -> a") || out.stderr.contains("b -> c -> a -> b"),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("unknown stage kind `trian`"), "{}", out.stderr);
-    assert!(out.stderr.contains("did you mean `train`?"), "{}", out.stderr);
+    assert_contains!(out.stderr, "unknown stage kind `trian`");
+    assert_contains!(out.stderr, "did you mean `train`?");
 }
 
 #[test]
@@ -213,7 +201,7 @@ fn force_and_stage_select_what_runs() {
     assert_eq!(partial.stdout.lines().count(), 3, "{}", partial.stdout);
     let forced = p.run(&["run", "pipeline.yaml", "--force", "split"]).ok();
     assert!(forced.cached("ingest") && forced.ran("split"), "{}", forced.stdout);
-    assert!(forced.line("split").contains("(forced)"));
+    assert_contains!(forced.line("split"), "(forced)");
     // Forcing split rebuilt an identical artifact, so resize is still cached.
     assert!(forced.cached("resize"), "{}", forced.stdout);
     assert!(forced.ran("mean_subtract"), "never run before");
@@ -231,9 +219,9 @@ fn dag_prints_text_dot_and_mermaid() {
         "ingest (ingest)\nsplit (split) <- ingest\nresize (resize) <- split\nmean_subtract (mean_subtract) <- resize\nnormalize (normalize) <- mean_subtract\n"
     );
     let dot = p.run(&["dag", "pipeline.yaml", "--format", "dot"]).ok();
-    assert!(dot.stdout.contains("\"split\" -> \"resize\";"));
+    assert_contains!(dot.stdout, "\"split\" -> \"resize\";");
     let mermaid = p.run(&["dag", "pipeline.yaml", "--format", "mermaid"]).ok();
-    assert!(mermaid.stdout.contains("resize --> mean_subtract"));
+    assert_contains!(mermaid.stdout, "resize --> mean_subtract");
 }
 
 #[test]
@@ -264,9 +252,10 @@ fn unreadable_images_are_all_listed_and_nothing_is_cached_for_the_stage() {
     std::fs::write(p.path("images/dog.empty.png"), b"").unwrap();
     let out = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stderr.contains("stage `resize` failed"), "{}", out.stderr);
-    assert!(out.stderr.contains("2 image(s) could not be used"), "{}", out.stderr);
-    assert!(out.stderr.contains("cat.bad.png") && out.stderr.contains("dog.empty.png"));
+    assert_contains!(out.stderr, "stage `resize` failed");
+    assert_contains!(out.stderr, "2 image(s) could not be used");
+    assert_contains!(out.stderr, "cat.bad.png");
+    assert_contains!(out.stderr, "dog.empty.png");
     // What finished before the failure stays cached.
     std::fs::remove_file(p.path("images/cat.bad.png")).unwrap();
     std::fs::remove_file(p.path("images/dog.empty.png")).unwrap();

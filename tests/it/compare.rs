@@ -1,15 +1,13 @@
 //! `audit --compare`: features made outside the pipeline (by NumPy/pyarrow code in
 //! tests/python/make_external.py), each with one planted difference, must be named.
 
-mod common;
-
-use common::Project;
+use crate::support::Project;
 
 fn setup() -> (Project, String) {
-    let (p, _) = common::example_project();
+    let (p, _) = crate::support::example_project();
     let repo = env!("CARGO_MANIFEST_DIR");
     let out = p.path("external");
-    common::python(
+    crate::support::python(
         "make_external.py",
         &[
             p.path("cache").to_str().unwrap(),
@@ -27,65 +25,37 @@ fn external_features_are_diagnosed() {
     let compare = |file: &str| p.run(&["audit", "pipeline.yaml", "--compare", &format!("{ext}/{file}")]);
 
     let same = compare("same.arrow").ok();
-    assert!(same.stdout.contains("matched: 1800 rows by `id`"), "{}", same.stdout);
-    assert!(
-        same.stdout
-            .contains("values: consistent with the pipeline's preprocessing"),
-        "{}",
-        same.stdout
-    );
-    assert!(same.stdout.contains("verdict: consistent"));
+    assert_contains!(same.stdout, "matched: 1800 rows by `id`");
+    assert_contains!(same.stdout, "values: consistent with the pipeline's preprocessing");
+    assert_contains!(same.stdout, "verdict: consistent");
 
     let bgr = compare("bgr.npy");
     assert_eq!(bgr.code, 1, "{}", bgr.stdout);
-    assert!(bgr.stdout.contains("comparing statistics only"), "{}", bgr.stdout);
-    assert!(bgr.stdout.contains("mismatch: channels in BGR order"), "{}", bgr.stdout);
+    assert_contains!(bgr.stdout, "comparing statistics only");
+    assert_contains!(bgr.stdout, "mismatch: channels in BGR order");
 
     let nomean = compare("nomean.arrow");
     assert_eq!(nomean.code, 1);
-    assert!(
-        nomean.stdout.contains("mismatch: mean subtraction missing"),
-        "{}",
-        nomean.stdout
-    );
-    assert!(
-        nomean.stdout.contains("remove the `mean_subtract` stage"),
-        "{}",
-        nomean.stdout
-    );
+    assert_contains!(nomean.stdout, "mismatch: mean subtraction missing");
+    assert_contains!(nomean.stdout, "remove the `mean_subtract` stage");
 
     let u8 = compare("u8.npy");
     assert_eq!(u8.code, 1);
-    assert!(
-        u8.stdout
-            .contains("mismatch: integer dtype: the external features are uint8"),
-        "{}",
-        u8.stdout
-    );
-    assert!(
-        u8.stdout.contains("mismatch: raw pixel values (0..255)"),
-        "{}",
-        u8.stdout
-    );
+    assert_contains!(u8.stdout, "mismatch: integer dtype: the external features are uint8");
+    assert_contains!(u8.stdout, "mismatch: raw pixel values (0..255)");
 
     let small = compare("small.arrow");
     assert_eq!(small.code, 1);
-    assert!(
-        small.stdout.contains("matched: 1800 rows by `path`"),
+    assert_contains!(small.stdout, "matched: 1800 rows by `path`");
+    assert_contains!(
+        small.stdout,
+        "different size: the external rows hold 768 values",
         "{}",
         small.stdout
     );
-    assert!(
-        small
-            .stdout
-            .contains("different size: the external rows hold 768 values"),
-        "{}",
-        small.stdout
-    );
-    assert!(
-        small
-            .stdout
-            .contains("set `resize.size: [16, 16]` and `resize.filter: bicubic`"),
+    assert_contains!(
+        small.stdout,
+        "set `resize.size: [16, 16]` and `resize.filter: bicubic`",
         "{}",
         small.stdout
     );
@@ -104,16 +74,12 @@ fn external_features_are_diagnosed() {
 
 #[test]
 fn unreadable_external_files_get_a_clear_error() {
-    let (p, _) = common::example_project();
+    let (p, _) = crate::support::example_project();
     p.write("junk.npy", "not an npy file");
     let out = p.run(&["audit", "pipeline.yaml", "--compare", "junk.npy"]);
     assert_eq!(out.code, 1);
-    assert!(
-        out.stderr.contains("junk.npy is not a readable .npy file"),
-        "{}",
-        out.stderr
-    );
+    assert_contains!(out.stderr, "junk.npy is not a readable .npy file");
     let missing = p.run(&["audit", "pipeline.yaml", "--compare", "nope.arrow"]);
     assert_eq!(missing.code, 1);
-    assert!(missing.stderr.contains("nope.arrow"), "{}", missing.stderr);
+    assert_contains!(missing.stderr, "nope.arrow");
 }

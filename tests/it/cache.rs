@@ -1,8 +1,6 @@
 //! A damaged cache is detected, reported and repaired by recomputation.
 
-mod common;
-
-use common::{BASIC, Project};
+use crate::support::{BASIC, Project};
 
 #[test]
 fn truncated_bit_flipped_and_missing_artifacts_are_detected_and_recomputed() {
@@ -10,11 +8,7 @@ fn truncated_bit_flipped_and_missing_artifacts_are_detected_and_recomputed() {
     p.kaggle_images(&["cat", "dog"], 6).pipeline(BASIC);
     p.run(&["run", "pipeline.yaml"]).ok();
     let ok = p.run(&["cache", "verify", "pipeline.yaml"]).ok();
-    assert!(
-        ok.stdout.contains("verified 5 artifact(s): 5 intact, 0 damaged"),
-        "{}",
-        ok.stdout
-    );
+    assert_contains!(ok.stdout, "verified 5 artifact(s): 5 intact, 0 damaged");
     // Flip one bit in the resize artifact, truncate split's, delete mean_subtract's.
     let resize = p.artifact_path("t", "resize");
     let mut bytes = std::fs::read(&resize).unwrap();
@@ -33,24 +27,19 @@ fn truncated_bit_flipped_and_missing_artifacts_are_detected_and_recomputed() {
 
     let verify = p.run(&["cache", "verify", "pipeline.yaml"]);
     assert_eq!(verify.code, 1, "{}", verify.stdout);
-    assert!(
-        verify.stdout.contains("verified 5 artifact(s): 2 intact, 3 damaged"),
-        "{}",
-        verify.stdout
+    assert_contains!(verify.stdout, "verified 5 artifact(s): 2 intact, 3 damaged");
+    assert_contains!(verify.stdout, "resize (resize)");
+    assert_contains!(verify.stdout, "checksum mismatch");
+    assert_contains!(
+        verify.stdout,
+        &format!("the data file has {} bytes, the record says {len}", len - 7)
     );
-    assert!(verify.stdout.contains("resize (resize)") && verify.stdout.contains("checksum mismatch"));
-    assert!(
-        verify
-            .stdout
-            .contains(&format!("the data file has {} bytes, the record says {len}", len - 7))
-    );
-    assert!(verify.stdout.contains("the data file is missing"), "{}", verify.stdout);
+    assert_contains!(verify.stdout, "the data file is missing");
 
     let status = p.run(&["status", "pipeline.yaml"]).ok();
-    assert!(
-        status
-            .line("resize")
-            .contains("stale  cached artifact unusable: its data file does not match"),
+    assert_contains!(
+        status.line("resize"),
+        "stale  cached artifact unusable: its data file does not match",
         "{}",
         status.stdout
     );
@@ -64,11 +53,11 @@ fn truncated_bit_flipped_and_missing_artifacts_are_detected_and_recomputed() {
         );
     }
     let after = p.run(&["cache", "verify", "pipeline.yaml"]).ok();
-    assert!(after.stdout.contains("5 intact, 0 damaged"), "{}", after.stdout);
+    assert_contains!(after.stdout, "5 intact, 0 damaged");
     let ls = p.run(&["cache", "ls", "pipeline.yaml"]).ok();
     assert_eq!(ls.stdout.lines().count(), 5, "{}", ls.stdout);
     let du = p.run(&["cache", "du", "pipeline.yaml"]).ok();
-    assert!(du.stdout.contains("total"), "{}", du.stdout);
+    assert_contains!(du.stdout, "total");
 }
 
 /// Images added to (or removed from) the folder: `resize` decodes only the new ones, keeps
@@ -80,16 +69,15 @@ fn added_images_are_decoded_alone_and_the_result_equals_a_cold_run() {
     let p = Project::new();
     p.kaggle_images(&["cat", "dog"], 6).pipeline(BASIC);
     let first = p.run(&["run", "pipeline.yaml"]).ok();
-    assert!(first.line("resize").contains("12 rows"), "{}", first.stdout);
-    assert!(!first.line("resize").contains("reused"), "{}", first.stdout);
+    assert_contains!(first.line("resize"), "12 rows", "{}", first.stdout);
+    assert_not_contains!(first.line("resize"), "reused", "{}", first.stdout);
     let resize_bytes = std::fs::metadata(p.artifact_path("t", "resize")).unwrap().len();
     p.image("images/cat.50.png", 21, 17, 50)
         .image("images/dog.50.png", 23, 16, 1050);
     let second = p.run(&["run", "pipeline.yaml"]).ok();
-    assert!(
-        second
-            .line("resize")
-            .contains("(2 decoded, 12 reused from the last run)"),
+    assert_contains!(
+        second.line("resize"),
+        "(2 decoded, 12 reused from the last run)",
         "{}",
         second.stdout
     );
@@ -98,10 +86,9 @@ fn added_images_are_decoded_alone_and_the_result_equals_a_cold_run() {
     assert!(segmented < resize_bytes, "{segmented} vs {resize_bytes}");
     p.image("images/cat.51.png", 22, 18, 51);
     let third = p.run(&["run", "pipeline.yaml"]).ok();
-    assert!(
-        third
-            .line("resize")
-            .contains("(1 decoded, 14 reused from the last run)"),
+    assert_contains!(
+        third.line("resize"),
+        "(1 decoded, 14 reused from the last run)",
         "{}",
         third.stdout
     );
@@ -137,15 +124,14 @@ fn added_images_are_decoded_alone_and_the_result_equals_a_cold_run() {
     // Removing an image decodes nothing.
     std::fs::remove_file(p.path("images/dog.3.png")).unwrap();
     let fourth = p.run(&["run", "pipeline.yaml"]).ok();
-    assert!(
-        fourth
-            .line("resize")
-            .contains("(0 decoded, 14 reused from the last run)"),
+    assert_contains!(
+        fourth.line("resize"),
+        "(0 decoded, 14 reused from the last run)",
         "{}",
         fourth.stdout
     );
     let verify = p.run(&["cache", "verify", "pipeline.yaml"]).ok();
-    assert!(verify.stdout.contains("0 damaged"), "{}", verify.stdout);
+    assert_contains!(verify.stdout, "0 damaged");
     // A segment that goes missing is noticed, and resize runs again from the images.
     let segments: Vec<std::path::PathBuf> = std::fs::read_dir(p.path("cache/artifacts"))
         .unwrap()

@@ -4,8 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-mod common;
-use common::Project;
+use crate::support::Project;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cache_v0");
 const STAGES: [&str; 8] = [

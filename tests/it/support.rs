@@ -1,12 +1,45 @@
 //! A small builder for integration tests: a temporary project with images and a pipeline
-//! file, and a way to run the `pipeline` binary in it like a user would.
-#![allow(dead_code)]
+//! file, a way to run the `pipeline` binary in it like a user would, and the assertions on
+//! what it printed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use arrow_array::{Array, RecordBatch, StringArray};
+
+/// Asserts that `haystack` (any text) contains `needle`; on failure prints both, and the
+/// optional message after them (format arguments as for `assert!`).
+macro_rules! assert_contains {
+    ($haystack:expr, $needle:expr $(,)?) => {
+        assert_contains!($haystack, $needle, "")
+    };
+    ($haystack:expr, $needle:expr, $($msg:tt)+) => {{
+        let (haystack, needle) = (&$haystack, &$needle);
+        let (haystack, needle): (&str, &str) = (haystack.as_ref(), needle.as_ref());
+        assert!(
+            haystack.contains(needle),
+            "expected to find {needle:?} in:\n{haystack}\n{}",
+            format_args!($($msg)+)
+        );
+    }};
+}
+
+/// Asserts that `haystack` does not contain `needle`; on failure prints both.
+macro_rules! assert_not_contains {
+    ($haystack:expr, $needle:expr $(,)?) => {
+        assert_not_contains!($haystack, $needle, "")
+    };
+    ($haystack:expr, $needle:expr, $($msg:tt)+) => {{
+        let (haystack, needle) = (&$haystack, &$needle);
+        let (haystack, needle): (&str, &str) = (haystack.as_ref(), needle.as_ref());
+        assert!(
+            !haystack.contains(needle),
+            "expected no {needle:?} in:\n{haystack}\n{}",
+            format_args!($($msg)+)
+        );
+    }};
+}
 
 pub struct Project {
     dir: tempfile::TempDir,

@@ -3,11 +3,9 @@
 //! finished before the kill, produce exactly what an uninterrupted run produces, and leave a
 //! cache that `pipeline cache verify` accepts.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{Project, TRAIN_DATA};
+use crate::support::{Project, TRAIN_DATA};
 
 const MODEL: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [8]\n    epochs: 3\n    lr: 0.01\n    \
                      batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";

@@ -1,13 +1,11 @@
 //! Concurrent runs: two runs of one pipeline at once, two pipelines sharing a cache, a run
 //! waiting for the cache lock (and saying so), and a lock left by a killed run.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, TRAIN_DATA};
+use crate::support::{Project, TRAIN_DATA};
 
 const MODEL: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [8]\n    epochs: 3\n    lr: 0.01\n    \
                      batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";
@@ -100,7 +98,7 @@ fn two_pipelines_sharing_a_cache_run_at_once() {
 #[test]
 fn a_run_waiting_for_the_lock_says_so_and_goes_on_when_it_is_released() {
     let p = Project::new();
-    p.learnable_images(10).pipeline(common::BASIC);
+    p.learnable_images(10).pipeline(crate::support::BASIC);
     std::fs::create_dir_all(p.path("cache")).unwrap();
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -132,7 +130,7 @@ fn a_run_waiting_for_the_lock_says_so_and_goes_on_when_it_is_released() {
 #[test]
 fn a_lock_left_by_a_killed_run_does_not_block() {
     let p = Project::new();
-    p.learnable_images(10).pipeline(common::BASIC);
+    p.learnable_images(10).pipeline(crate::support::BASIC);
     let killed = p.run_env(&["run", "pipeline.yaml"], &[("PIPELINE_KILL_AT", "3")]);
     assert_eq!(killed.code, -1, "{}", killed.stderr);
     let mut child = spawn(&p, "pipeline.yaml");
@@ -149,8 +147,9 @@ fn a_lock_left_by_a_killed_run_does_not_block() {
     };
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("waiting"),
+    assert_not_contains!(
+        String::from_utf8_lossy(&out.stdout),
+        "waiting",
         "the kernel released the dead run's lock"
     );
 }

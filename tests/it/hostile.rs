@@ -1,11 +1,9 @@
 //! Hostile or broken pipeline files and a hostile disk: each a clear error, nothing wrong
 //! cached, nothing written outside the cache.
 
-mod common;
-
 use std::process::Command;
 
-use common::{BASIC, Project};
+use crate::support::{BASIC, Project};
 
 fn images(p: &Project) -> &Project {
     for i in 0..6 {
@@ -60,10 +58,10 @@ fn nonsense_params_are_each_reported_and_nothing_runs() {
             "pipeline.yaml:7:",
         ),
     ] {
-        assert!(run.stderr.contains(what), "missing `{what}`:\n{}", run.stderr);
-        assert!(run.stderr.contains(at));
+        assert_contains!(run.stderr, what, "missing `{what}`:\n{}", run.stderr);
+        assert_contains!(run.stderr, at);
     }
-    assert!(run.stderr.contains("10 problems found"), "{}", run.stderr);
+    assert_contains!(run.stderr, "10 problems found");
     assert!(!p.path("cache").exists(), "nothing may be written for a broken file");
 }
 
@@ -79,8 +77,8 @@ fn a_cache_outside_the_project_is_refused_unless_the_user_chooses_it() {
     p.pipeline(&yaml.replace("PLACE", outside.file_name().unwrap().to_str().unwrap()));
     let run = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("outside the project"), "{}", run.stderr);
-    assert!(run.stderr.contains("pipeline.yaml:2:8"), "{}", run.stderr);
+    assert_contains!(run.stderr, "outside the project");
+    assert_contains!(run.stderr, "pipeline.yaml:2:8");
     assert!(!outside.exists(), "{} was created", outside.display());
     // The user's own choice, from the environment, is honoured.
     let chosen = p.path("chosen-cache");
@@ -101,13 +99,11 @@ fn input_paths_outside_the_project_are_refused_unless_the_user_allows_them() {
     p.write("proj/pipeline.yaml", &yaml);
     let run = p.run_env(&["check", "proj/pipeline.yaml"], &[("PIPELINE_DATA_ROOTS", "")]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("`path: ../../../../../../etc` resolves to /etc, outside the project"),
-        "{}",
-        run.stderr
+    assert_contains!(
+        run.stderr,
+        "`path: ../../../../../../etc` resolves to /etc, outside the project"
     );
-    assert!(run.stderr.contains("PIPELINE_DATA_ROOTS"), "{}", run.stderr);
+    assert_contains!(run.stderr, "PIPELINE_DATA_ROOTS");
     // Another folder (here: another project's images) is refused until the user lists it.
     let other = Project::new();
     images(&other);
@@ -129,7 +125,7 @@ fn a_cache_path_that_is_a_file_is_a_clear_error() {
     images(&p).pipeline(BASIC).write("cache", "not a folder");
     let run = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("exists but is not a directory"), "{}", run.stderr);
+    assert_contains!(run.stderr, "exists but is not a directory");
     assert_eq!(std::fs::read_to_string(p.path("cache")).unwrap(), "not a folder");
 }
 
@@ -171,11 +167,7 @@ fn a_full_disk_fails_clearly_keeps_what_finished_and_caches_nothing_wrong() {
             &[("PIPELINE_DISK_LIMIT", &limit.to_string())],
         );
         assert_eq!(run.code, 1, "limit {limit}: {}{}", run.stdout, run.stderr);
-        assert!(
-            run.stderr.contains("No space left on device"),
-            "limit {limit}: {}",
-            run.stderr
-        );
+        assert_contains!(run.stderr, "No space left on device", "limit {limit}: {}", run.stderr);
         let tmp: Vec<_> = std::fs::read_dir(p.path("cache/tmp")).unwrap().collect();
         assert!(tmp.is_empty(), "limit {limit}: temporary files left behind: {tmp:?}");
         let verify = p.run(&["cache", "verify", "pipeline.yaml"]);
@@ -222,7 +214,7 @@ fn a_real_full_or_read_only_file_system() {
     );
     Command::new("umount").arg(&mnt).status().unwrap();
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.contains("No space left on device"), "{}", run.stderr);
+    assert_contains!(run.stderr, "No space left on device");
     assert_eq!(verify.code, 0, "{}", verify.stdout);
     assert!(mount("ro,size=64k"));
     let run = p.run_env(
@@ -231,5 +223,5 @@ fn a_real_full_or_read_only_file_system() {
     );
     Command::new("umount").arg(&mnt).status().unwrap();
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("Read-only file system"), "{}", run.stderr);
+    assert_contains!(run.stderr, "Read-only file system");
 }

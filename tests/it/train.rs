@@ -1,8 +1,6 @@
 //! Training, evaluation and prediction through the binary.
 
-mod common;
-
-use common::{Project, TRAIN_DATA};
+use crate::support::{Project, TRAIN_DATA};
 
 const MLP: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [16]\n    epochs: 15\n    lr: 0.01\n    \
                    batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";
@@ -13,7 +11,7 @@ fn predict_gives_the_probabilities_evaluate_gave() {
     p.learnable_images(40).pipeline(&format!("{TRAIN_DATA}{MLP}"));
     let run = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(run.ran("train") && run.ran("evaluate"), "{}", run.stdout);
-    assert!(run.stdout.contains("   test "), "{}", run.stdout);
+    assert_contains!(run.stdout, "   test ");
     let report = p.report("m", "evaluate");
     let test_acc = report["metrics"]["test"]["accuracy"].as_f64().unwrap();
     assert!(test_acc >= 0.9, "a learnable problem: test accuracy {test_acc}");
@@ -61,13 +59,8 @@ fn evaluating_on_differently_preprocessed_data_is_refused() {
     ));
     let out = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stderr.contains("refusing to evaluate"), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("first difference at stage `resize`: its params differ"),
-        "{}",
-        out.stderr
-    );
+    assert_contains!(out.stderr, "refusing to evaluate");
+    assert_contains!(out.stderr, "first difference at stage `resize`: its params differ");
 }
 
 #[test]
@@ -80,22 +73,18 @@ fn train_needs_validate_unless_opted_out_with_a_warning() {
     ));
     let out = p.run(&["check", "pipeline.yaml"]);
     assert_eq!(out.code, 2);
-    assert!(
-        out.stderr
-            .contains("stage `train` trains on data that no `validate` stage checked"),
-        "{}",
-        out.stderr
+    assert_contains!(
+        out.stderr,
+        "stage `train` trains on data that no `validate` stage checked"
     );
     p.pipeline(&format!(
         "{data}  train:\n    kind: train\n    model: logistic\n    epochs: 1\n    unvalidated: true\n"
     ));
     for _ in 0..2 {
         let run = p.run(&["run", "pipeline.yaml"]).ok();
-        assert!(
-            run.stdout
-                .contains("warning: stage `train` trains on data no `validate` stage checked"),
-            "{}",
-            run.stdout
+        assert_contains!(
+            run.stdout,
+            "warning: stage `train` trains on data no `validate` stage checked"
         );
     }
 }
@@ -108,14 +97,10 @@ fn a_collapsed_model_gets_a_loud_warning() {
          lr: 10\n    momentum: 0.9\n    epochs: 3\n    batch_size: 8\n  evaluate:\n    kind: evaluate\n"
     ));
     let run = p.run(&["run", "pipeline.yaml"]).ok();
-    assert!(run.stdout.contains("!!! COLLAPSE on `"), "{}", run.stdout);
-    assert!(run.stdout.contains("of the predictions are class"), "{}", run.stdout);
-    assert!(run.stdout.contains("learning rate too high"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("Run `pipeline diagnose pipeline.yaml`"),
-        "{}",
-        run.stdout
-    );
+    assert_contains!(run.stdout, "!!! COLLAPSE on `");
+    assert_contains!(run.stdout, "of the predictions are class");
+    assert_contains!(run.stdout, "learning rate too high");
+    assert_contains!(run.stdout, "Run `pipeline diagnose pipeline.yaml`");
     // Loud on every run, also when cached.
     let again = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(

@@ -1,9 +1,7 @@
 //! Planted faults: each is made in the test and must be found by `validate` (or `audit`) with
 //! its specific message; the healthy shipped example must raise nothing (see interop.rs).
 
-mod common;
-
-use common::Project;
+use crate::support::Project;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -27,27 +25,18 @@ fn integer_pixels_stop_the_run_every_time() {
     );
     let out = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout
-            .contains("error   [dtype] pixels are uint8, training expects float32"),
-        "{}",
-        out.stdout
+    assert_contains!(out.stdout, "error   [dtype] pixels are uint8, training expects float32");
+    assert_contains!(
+        out.stdout,
+        "likely cause: integer pixels (0..255) reach the model unscaled"
     );
-    assert!(
-        out.stdout
-            .contains("likely cause: integer pixels (0..255) reach the model unscaled")
-    );
-    assert!(
-        out.stderr.contains("stage `validate` found 1 error(s) in the data"),
-        "{}",
-        out.stderr
-    );
+    assert_contains!(out.stderr, "stage `validate` found 1 error(s) in the data");
     // Cached, the verdict stands: the run still stops, and says why.
     let again = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(again.code, 1);
     assert!(again.cached("validate"), "{}", again.stdout);
-    assert!(again.line("validate").contains("(1 error, "), "{}", again.stdout);
-    assert!(again.stdout.contains("[dtype] pixels are uint8"));
+    assert_contains!(again.line("validate"), "(1 error, ", "{}", again.stdout);
+    assert_contains!(again.stdout, "[dtype] pixels are uint8");
     let audit = p.run(&["audit", "pipeline.yaml"]);
     assert_eq!(audit.code, 1, "{}", audit.stdout);
 }
@@ -62,8 +51,8 @@ fn a_partition_without_a_class_is_an_error() {
     ));
     let out = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stdout.contains("error   [classes] partition `"), "{}", out.stdout);
-    assert!(out.stdout.contains("has no images of class `dog`"), "{}", out.stdout);
+    assert_contains!(out.stdout, "error   [classes] partition `");
+    assert_contains!(out.stdout, "has no images of class `dog`");
     assert_eq!(
         out.stdout.matches("has no images of class `dog`").count(),
         2,
@@ -94,12 +83,8 @@ fn healthy_folder_split_passes() {
     let p = Project::new();
     folder_dataset(&p);
     let out = p.run(&["run", "pipeline.yaml"]).ok();
-    assert!(out.line("validate").contains("(0 errors,"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("leakage: 0 identical and 0 near-identical"),
-        "{}",
-        out.stdout
-    );
+    assert_contains!(out.line("validate"), "(0 errors,", "{}", out.stdout);
+    assert_contains!(out.stdout, "leakage: 0 identical and 0 near-identical");
 }
 
 #[test]
@@ -110,18 +95,11 @@ fn the_same_image_in_train_and_test_is_leakage() {
     photo(&p, "cat.500.png", "images/test/cat.copy.png");
     let out = p.run(&["run", "pipeline.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        out.stdout
-            .contains("error   [leakage] 1 image(s) appear in two partitions (same content)"),
-        "{}",
-        out.stdout
+    assert_contains!(
+        out.stdout,
+        "error   [leakage] 1 image(s) appear in two partitions (same content)"
     );
-    assert!(
-        out.stdout
-            .contains("test/cat.copy.png (test) = train/cat.500.png (train)"),
-        "{}",
-        out.stdout
-    );
+    assert_contains!(out.stdout, "test/cat.copy.png (test) = train/cat.500.png (train)");
 }
 
 #[test]
@@ -138,21 +116,12 @@ fn a_re_encoded_photo_across_partitions_is_a_near_duplicate() {
         .unwrap();
     std::fs::write(p.path("images/val/dog.600.jpg"), jpeg).unwrap();
     let out = p.run(&["run", "pipeline.yaml"]).ok();
-    assert!(
-        out.stdout
-            .contains("warning [near_duplicates] 1 pair(s) of near-identical images"),
-        "{}",
-        out.stdout
+    assert_contains!(
+        out.stdout,
+        "warning [near_duplicates] 1 pair(s) of near-identical images"
     );
-    assert!(
-        out.stdout.contains("train/dog.600.png (train) ~ val/dog.600.jpg (val)"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        !out.stdout.contains("[leakage]"),
-        "different bytes are not identical content"
-    );
+    assert_contains!(out.stdout, "train/dog.600.png (train) ~ val/dog.600.jpg (val)");
+    assert_not_contains!(out.stdout, "[leakage]", "different bytes are not identical content");
 }
 
 #[test]
@@ -163,10 +132,6 @@ fn a_validate_typo_and_a_fitted_stage_without_split_are_plan_errors() {
     ));
     let out = p.run(&["check", "pipeline.yaml"]);
     assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("unknown param `drift_lnf` in stage `validate`"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("did you mean `drift_linf`?"), "{}", out.stderr);
+    assert_contains!(out.stderr, "unknown param `drift_lnf` in stage `validate`");
+    assert_contains!(out.stderr, "did you mean `drift_linf`?");
 }

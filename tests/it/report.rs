@@ -1,12 +1,10 @@
 //! `pipeline report`: the HTML page and its figures, made from a real run; the page rendered
 //! in headless Chromium.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Project, TRAIN_DATA};
+use crate::support::{Project, TRAIN_DATA};
 
 const MODEL: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [16]\n    epochs: 8\n    lr: 0.01\n    \
                      batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";
@@ -107,16 +105,13 @@ fn the_report_has_every_figure_from_real_data() {
     // The page: self-contained (figures inline, no external resources), metrics shown.
     let html = std::fs::read_to_string(p.path("out/report.html")).unwrap();
     let acc = evaluate["metrics"]["test"]["accuracy"].as_f64().unwrap();
-    assert!(
-        html.contains(&format!("{acc:.4}")),
-        "the test accuracy {acc:.4} is on the page"
-    );
+    assert_contains!(html, &format!("{acc:.4}"), "the test accuracy {acc:.4} is on the page");
     assert_eq!(html.matches("<figure").count(), 9, "every figure is inline");
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http"),
         "no external resources"
     );
-    assert!(html.contains("verdict:"), "the diagnosis is on the page");
+    assert_contains!(html, "verdict:", "the diagnosis is on the page");
 }
 
 /// Renders the page in headless Chromium: it loads, its script runs (it marks the body with
@@ -164,18 +159,17 @@ fn the_report_renders_in_headless_chromium() {
     assert!(out.status.success(), "chromium failed:\n{log}");
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
     assert!(console.is_empty(), "console messages:\n{}", console.join("\n"));
-    assert!(
-        dom.contains("data-ready=\"9\""),
+    assert_contains!(
+        dom,
+        "data-ready=\"9\"",
         "the page's script ran over 9 figures:\n{}",
         &dom[..dom.len().min(500)]
     );
-    assert!(
-        dom.contains("<a href=\"#metrics\">Metrics</a>"),
+    assert_contains!(
+        dom,
+        "<a href=\"#metrics\">Metrics</a>",
         "the table of contents was built"
     );
     let acc = evaluate["metrics"]["test"]["accuracy"].as_f64().unwrap();
-    assert!(
-        dom.contains(&format!("{acc:.4}")),
-        "the rendered page shows the test accuracy"
-    );
+    assert_contains!(dom, &format!("{acc:.4}"), "the rendered page shows the test accuracy");
 }

@@ -1,8 +1,6 @@
 //! `pipeline diagnose` names the cause of a broken training setup, through the binary.
 
-mod common;
-
-use common::{Project, TRAIN_DATA};
+use crate::support::{Project, TRAIN_DATA};
 
 /// A train stage on the learnable generated images, with `extra` params.
 fn train(extra: &str) -> String {
@@ -70,7 +68,7 @@ fn a_healthy_setup_has_no_blocking_finding() {
     assert!(b["real"]["accuracy"].as_f64() > b["zeroed"]["accuracy"].as_f64(), "{b}");
     // The text form ends in the verdict.
     let text = p.run(&["diagnose", "pipeline.yaml"]).ok().stdout;
-    assert!(text.contains("verdict: no blocking finding"), "{text}");
+    assert_contains!(text, "verdict: no blocking finding");
 }
 
 #[test]
@@ -88,7 +86,7 @@ fn zero_init_is_named_symmetric_weights() {
     // Without a trained model the history check is skipped, and says how to get one.
     let spread = check(&d, "spread");
     assert_eq!(spread["status"], "skipped");
-    assert!(spread["summary"].as_str().unwrap().contains("pipeline run"), "{spread}");
+    assert_contains!(spread["summary"].as_str().unwrap(), "pipeline run", "{spread}");
 }
 
 #[test]
@@ -104,7 +102,7 @@ fn raw_pixel_values_are_named_the_input_scale() {
     let v = verdict(&d);
     assert_eq!(v[0], ("input_scale".to_string(), true), "{v:?}");
     let evidence = d["verdict"][0]["evidence"][0].as_str().unwrap();
-    assert!(evidence.contains("not standardized"), "{evidence}");
+    assert_contains!(evidence, "not standardized");
     assert!(check(&d, "data")["data"]["std"].as_f64().unwrap() > 5.0);
 }
 
@@ -128,10 +126,7 @@ fn the_reference_learning_rate_is_named_with_a_value_near_the_valley() {
         .replace("size: [224, 224]", "size: [128, 128]")
         // 300 photos are less balanced than 1800: keep `validate` from stopping the run.
         .replace("max_class_ratio: 1.5", "max_class_ratio: 3");
-    assert!(
-        yaml.contains("lr: 0.1 "),
-        "the reference pipeline's learning rate changed"
-    );
+    assert_contains!(yaml, "lr: 0.1 ", "the reference pipeline's learning rate changed");
     p.pipeline(&yaml);
     let d = diagnose(&p, &[]);
     let v = verdict(&d);
@@ -160,7 +155,7 @@ fn checks_can_be_chosen_and_a_typo_is_corrected() {
     assert_eq!(names, ["data", "init_loss"]);
     let bad = p.run(&["diagnose", "pipeline.yaml", "--check", "lr_rnage"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
-    assert!(bad.stderr.contains("did you mean `lr_range`?"), "{}", bad.stderr);
+    assert_contains!(bad.stderr, "did you mean `lr_range`?");
     // Deterministic for a seed: the same checks give the same numbers.
     let again = diagnose(&p, &["--check", "data", "--check", "init_loss"]);
     assert_eq!(check(&d, "init_loss")["data"], check(&again, "init_loss")["data"]);

@@ -1,0 +1,19 @@
+//! The integration tests: one binary (one link) that runs `pipeline` on temporary projects like
+//! a user, with a module per area and the shared builder and assertions in [`support`].
+
+#[macro_use]
+mod support;
+
+mod bad_images;
+mod cache;
+mod cli;
+mod compare;
+mod compat;
+mod concurrent;
+mod crash;
+mod diagnose;
+mod hostile;
+mod interop;
+mod report;
+mod train;
+mod validate;
