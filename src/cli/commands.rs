@@ -11,7 +11,7 @@ use crate::cli::args::{
     AuditArgs, CacheAction, CacheArgs, CheckArgs, Cli, Command, DagArgs, DiagnoseArgs, ExportArgs, PredictArgs,
     ReportArgs, RunArgs, StatusArgs,
 };
-use crate::diagnose::CHECKS;
+use crate::diagnose::diagnosis::CHECKS;
 use crate::error::Failure;
 use crate::ops::{audit, cache_cmd, export, predict};
 use crate::pipeline::executor::{self, RunOptions};

@@ -8,10 +8,38 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cache::store::{Cache, Format, Lookup};
-use crate::diagnose::{CHECKS, Cause, CheckResult, Finding, Status, checks, probe};
+use crate::diagnose::checks::{Ctx, activations, baseline, data, init_loss, learning_curve, lr_range, overfit, spread};
+use crate::diagnose::{Cause, CheckResult, Finding, Status, probe};
 use crate::pipeline::executor::{self, RunOptions, resolve_closure};
 use crate::pipeline::plan::Plan;
 use crate::stage::params::Params;
+
+/// A check: its experiment on the pipeline, and what it found.
+type Check = fn(&mut Ctx<'_>) -> Result<CheckResult>;
+
+/// Every check with its name, in the order they run: the one list of them (adding a check is
+/// a file in `checks/` and a line here).
+const TABLE: [(&str, Check); 8] = [
+    (data::NAME, data::run),
+    (init_loss::NAME, init_loss::run),
+    (baseline::NAME, baseline::run),
+    (overfit::NAME, overfit::run),
+    (lr_range::NAME, lr_range::run),
+    (learning_curve::NAME, learning_curve::run),
+    (activations::NAME, activations::run),
+    (spread::NAME, spread::run),
+];
+
+/// Every check's name, in the order they run (what `--check` accepts).
+pub const CHECKS: [&str; TABLE.len()] = {
+    let mut names = [""; TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        names[i] = TABLE[i].0;
+        i += 1;
+    }
+    names
+};
 
 /// A cause with all its evidence.
 #[derive(Clone, Debug, Serialize)]
@@ -83,7 +111,7 @@ pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mu
         spec: train.spec(data.shape, data.classes.len()),
         seed: train.seed.unwrap_or(plan.spec.seed),
     };
-    let mut ctx = checks::Ctx {
+    let mut ctx = Ctx {
         plan,
         train_name: &plan.stage(train_i).name,
         data: &data,
@@ -94,12 +122,12 @@ pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mu
         baseline_model: None,
     };
     let mut results = Vec::new();
-    for &name in CHECKS {
+    for (name, check) in TABLE {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
         }
         let started = std::time::Instant::now();
-        let mut r = checks::run(name, &mut ctx).with_context(|| format!("check `{name}`"))?;
+        let mut r = check(&mut ctx).with_context(|| format!("check `{name}`"))?;
         r.seconds = started.elapsed().as_secs_f64();
         results.push(r);
     }

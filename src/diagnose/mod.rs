@@ -13,18 +13,6 @@ pub mod probe;
 
 use serde::Serialize;
 
-/// Every check, in the order they run.
-pub const CHECKS: &[&str] = &[
-    "data",
-    "init_loss",
-    "baseline",
-    "overfit",
-    "lr_range",
-    "learning_curve",
-    "activations",
-    "spread",
-];
-
 /// What a finding blames, most fundamental first: the verdict ranks by this order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
