@@ -178,8 +178,8 @@ pub fn load(path: &Path) -> Result<(Model, BTreeMap<String, String>), ModelError
 mod tests {
     use super::*;
     use crate::model::cnn::CnnSpec;
-    use crate::model::mlp::{Activation, Init, MlpSpec};
-    use crate::model::testutil::random_data;
+    use crate::model::mlp::{Activation, DenseSpec, MlpSpec};
+    use crate::model::testutil::{dense_spec, random_data};
     use std::collections::HashMap;
     use std::path::PathBuf;
     use std::process::Command;
@@ -187,10 +187,10 @@ mod tests {
     fn mlp(hidden: Vec<usize>, activation: Activation, seed: u64) -> Model {
         let spec = MlpSpec {
             input_len: 12,
-            hidden,
-            classes: 3,
-            activation,
-            init: Init::He,
+            dense: DenseSpec {
+                activation,
+                ..dense_spec(hidden, 3)
+            },
         };
         Model::new(&ModelSpec::Mlp(spec), seed).expect("valid spec")
     }
@@ -199,10 +199,10 @@ mod tests {
         let spec = CnnSpec {
             input: [6, 5, 2],
             blocks: vec![3, 4],
-            hidden: vec![5],
-            classes: 3,
-            activation: Activation::Tanh,
-            init: Init::He,
+            dense: DenseSpec {
+                activation: Activation::Tanh,
+                ..dense_spec(vec![5], 3)
+            },
         };
         Model::new(&ModelSpec::Cnn(spec), seed).expect("valid spec")
     }
