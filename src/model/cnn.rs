@@ -203,16 +203,8 @@ impl Cnn {
                 1.0,
                 &mut dw,
             );
-            let dw = Tensor {
-                name: conv.weight.name.clone(),
-                shape: conv.weight.shape.clone(),
-                data: dw,
-            };
-            let db = Tensor {
-                name: conv.bias.name.clone(),
-                shape: conv.bias.shape.clone(),
-                data: ops::col_sums(&dz, conv.c_out),
-            };
+            let dw = conv.weight.like(dw);
+            let db = conv.bias.like(ops::col_sums(&dz, conv.c_out));
             layers.push(LayerStats {
                 name: format!("conv{i}"),
                 dead_fraction: Some(dead_fraction(&cache.relu, conv.c_out)),
@@ -378,7 +370,7 @@ fn max_pool(a: &[f32], batch: usize, h: usize, w: usize, c: usize) -> (Vec<f32>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testutil::dense_spec;
+    use crate::model::mlp::{Activation, Init};
 
     #[test]
     fn conv_matches_direct_convolution() {
@@ -386,7 +378,12 @@ mod tests {
         let spec = CnnSpec {
             input: [5, 4, 2],
             blocks: vec![3],
-            dense: dense_spec(vec![], 2),
+            dense: DenseSpec {
+                hidden: vec![],
+                classes: 2,
+                activation: Activation::Relu,
+                init: Init::He,
+            },
         };
         let c = Cnn::new(&spec, 5).expect("valid spec");
         // Values in [-1, 1] without a pattern the 3x3 taps could line up with.

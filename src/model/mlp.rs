@@ -339,17 +339,8 @@ impl Mlp {
                 1.0,
                 &mut dw,
             );
-            let db = ops::col_sums(&dz, n_out);
-            let dw = Tensor {
-                name: layer.weight.name.clone(),
-                shape: layer.weight.shape.clone(),
-                data: dw,
-            };
-            let db = Tensor {
-                name: layer.bias.name.clone(),
-                shape: layer.bias.shape.clone(),
-                data: db,
-            };
+            let dw = layer.weight.like(dw);
+            let db = layer.bias.like(ops::col_sums(&dz, n_out));
             let dead_fraction = (i + 1 < n).then(|| dead_fraction(&cache.hidden[i], n_out));
             stats.push(LayerStats {
                 name: format!("dense{i}"),
