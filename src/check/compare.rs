@@ -189,7 +189,7 @@ fn infer_shape(row_len: usize, given: Option<[usize; 3]>, ours: [usize; 3]) -> O
 
 fn read_npy(path: &Path, ours: [usize; 3]) -> Result<External> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = crate::data::npy::NpyReader::new(std::io::BufReader::new(file))
+    let mut reader = crate::data::npy::reader::NpyReader::new(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not a readable .npy file", path.display()))?;
     let header = reader.header().clone();
     let given = match header.shape.as_slice() {

@@ -255,15 +255,17 @@ pub fn identical_units(model: &Model) -> Vec<(String, usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::mlp::{Activation, Init, MlpSpec};
+    use crate::model::mlp::{Activation, DenseSpec, Init, MlpSpec};
 
     fn mlp(init: Init) -> Model {
         let spec = ModelSpec::Mlp(MlpSpec {
             input_len: 12,
-            hidden: vec![5],
-            classes: 2,
-            activation: Activation::Relu,
-            init,
+            dense: DenseSpec {
+                hidden: vec![5],
+                classes: 2,
+                activation: Activation::Relu,
+                init,
+            },
         });
         Model::new(&spec, 7).unwrap()
     }

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::mlp::{Activation, Init, Mlp, MlpCache, MlpSpec, dead_fraction, init_weight};
+use super::mlp::{DenseSpec, Mlp, MlpCache, MlpSpec, dead_fraction, init_weight};
 use super::ops::{self, View};
 use super::{Grads, LayerStats, ModelError, Stats, Tensor, check_batch, check_l2};
 
@@ -23,17 +23,9 @@ pub struct CnnSpec {
     pub input: [usize; 3],
     /// Output channels of each conv block.
     pub blocks: Vec<usize>,
-    /// Hidden widths of the dense head (empty = one dense layer).
-    #[serde(default)]
-    pub hidden: Vec<usize>,
-    /// Number of classes (≥ 2).
-    pub classes: usize,
-    /// Activation of the head's hidden layers (conv blocks always use ReLU).
-    #[serde(default)]
-    pub activation: Activation,
-    /// Weight init for convs and head.
-    #[serde(default)]
-    pub init: Init,
+    /// The dense head; its init is the convs' too.
+    #[serde(flatten)]
+    pub dense: DenseSpec,
 }
 
 /// One conv block's parameters and the input geometry it was built for.
@@ -101,7 +93,7 @@ impl Cnn {
             }
             convs.push(Conv {
                 weight: init_weight(
-                    spec.init,
+                    spec.dense.init,
                     format!("conv{i}.weight"),
                     vec![c_out, c, 3, 3],
                     c * 9,
@@ -118,10 +110,7 @@ impl Cnn {
         }
         let head_spec = MlpSpec {
             input_len: h * w * c,
-            hidden: spec.hidden.clone(),
-            classes: spec.classes,
-            activation: spec.activation,
-            init: spec.init,
+            dense: spec.dense.clone(),
         };
         let head = Mlp::with_rng(&head_spec, &mut rng)?;
         Ok(Cnn {
@@ -143,7 +132,7 @@ impl Cnn {
 
     /// Number of classes.
     pub fn classes(&self) -> usize {
-        self.spec.classes
+        self.spec.dense.classes
     }
 
     /// Shape `[h, w, c]` of the features entering the dense head.
@@ -214,16 +203,8 @@ impl Cnn {
                 1.0,
                 &mut dw,
             );
-            let dw = Tensor {
-                name: conv.weight.name.clone(),
-                shape: conv.weight.shape.clone(),
-                data: dw,
-            };
-            let db = Tensor {
-                name: conv.bias.name.clone(),
-                shape: conv.bias.shape.clone(),
-                data: ops::col_sums(&dz, conv.c_out),
-            };
+            let dw = conv.weight.like(dw);
+            let db = conv.bias.like(ops::col_sums(&dz, conv.c_out));
             layers.push(LayerStats {
                 name: format!("conv{i}"),
                 dead_fraction: Some(dead_fraction(&cache.relu, conv.c_out)),
@@ -389,6 +370,7 @@ fn max_pool(a: &[f32], batch: usize, h: usize, w: usize, c: usize) -> (Vec<f32>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::mlp::{Activation, Init};
 
     #[test]
     fn conv_matches_direct_convolution() {
@@ -396,10 +378,12 @@ mod tests {
         let spec = CnnSpec {
             input: [5, 4, 2],
             blocks: vec![3],
-            hidden: vec![],
-            classes: 2,
-            activation: Activation::Relu,
-            init: Init::He,
+            dense: DenseSpec {
+                hidden: vec![],
+                classes: 2,
+                activation: Activation::Relu,
+                init: Init::He,
+            },
         };
         let c = Cnn::new(&spec, 5).expect("valid spec");
         // Values in [-1, 1] without a pattern the 3x3 taps could line up with.

@@ -178,8 +178,8 @@ pub fn load(path: &Path) -> Result<(Model, BTreeMap<String, String>), ModelError
 mod tests {
     use super::*;
     use crate::model::cnn::CnnSpec;
-    use crate::model::mlp::{Activation, Init, MlpSpec};
-    use crate::model::testutil::random_data;
+    use crate::model::mlp::{Activation, DenseSpec, MlpSpec};
+    use crate::model::testutil::{dense_spec, random_data};
     use std::collections::HashMap;
     use std::path::PathBuf;
     use std::process::Command;
@@ -187,10 +187,10 @@ mod tests {
     fn mlp(hidden: Vec<usize>, activation: Activation, seed: u64) -> Model {
         let spec = MlpSpec {
             input_len: 12,
-            hidden,
-            classes: 3,
-            activation,
-            init: Init::He,
+            dense: DenseSpec {
+                activation,
+                ..dense_spec(hidden, 3)
+            },
         };
         Model::new(&ModelSpec::Mlp(spec), seed).expect("valid spec")
     }
@@ -199,10 +199,10 @@ mod tests {
         let spec = CnnSpec {
             input: [6, 5, 2],
             blocks: vec![3, 4],
-            hidden: vec![5],
-            classes: 3,
-            activation: Activation::Tanh,
-            init: Init::He,
+            dense: DenseSpec {
+                activation: Activation::Tanh,
+                ..dense_spec(vec![5], 3)
+            },
         };
         Model::new(&ModelSpec::Cnn(spec), seed).expect("valid spec")
     }
@@ -243,6 +243,12 @@ mod tests {
     /// Writes a file with the reference serializer: tensors of `tensors_of`
     /// but architecture metadata of `arch_of`, plus optional extra tensors.
     fn forged(tensors_of: &Model, arch: Option<&Model>, extra: &[(&str, Vec<usize>)]) -> Vec<u8> {
+        let arch = arch.map(|a| serde_json::to_string(&a.spec()).expect("serializable"));
+        forged_json(tensors_of, arch, extra)
+    }
+
+    /// [`forged`] with the architecture metadata given as JSON text.
+    fn forged_json(tensors_of: &Model, arch: Option<String>, extra: &[(&str, Vec<usize>)]) -> Vec<u8> {
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors_of
             .params()
             .iter()
@@ -262,13 +268,73 @@ mod tests {
                 (n.clone(), v)
             })
             .collect();
-        let meta = arch.map(|a| {
-            HashMap::from([(
-                ARCHITECTURE_KEY.to_string(),
-                serde_json::to_string(&a.spec()).expect("serializable"),
-            )])
-        });
+        let meta = arch.map(|a| HashMap::from([(ARCHITECTURE_KEY.to_string(), a)]));
         safetensors::serialize(views, meta).expect("valid tensors")
+    }
+
+    /// The architecture JSON of [`mlp`]`(vec![7, 5], Activation::Sigmoid, _)` as
+    /// `pipeline-model/1` files hold it. The text, field order included, is part of every
+    /// weights file's bytes, so it must never change.
+    const MLP_JSON: &str =
+        r#"{"kind":"mlp","input_len":12,"hidden":[7,5],"classes":3,"activation":"sigmoid","init":"he"}"#;
+    /// The architecture JSON of [`cnn`], as [`MLP_JSON`].
+    const CNN_JSON: &str =
+        r#"{"kind":"cnn","input":[6,5,2],"blocks":[3,4],"hidden":[5],"classes":3,"activation":"tanh","init":"he"}"#;
+
+    #[test]
+    fn architecture_json_text_is_pinned() {
+        let text = |spec: &ModelSpec| serde_json::to_string(spec).expect("serializable");
+        assert_eq!(text(&mlp(vec![7, 5], Activation::Sigmoid, 1).spec()), MLP_JSON);
+        assert_eq!(text(&cnn(1).spec()), CNN_JSON);
+        for json in [MLP_JSON, CNN_JSON] {
+            let spec: ModelSpec = serde_json::from_str(json).expect("pinned JSON parses");
+            assert_eq!(text(&spec), json, "parse and re-serialize changed the text");
+        }
+        // Fields with a default may be left out of the JSON.
+        let mlp: ModelSpec = serde_json::from_str(r#"{"kind":"mlp","input_len":4,"classes":2}"#).expect("valid");
+        let cnn: ModelSpec =
+            serde_json::from_str(r#"{"kind":"cnn","input":[4,4,1],"blocks":[2],"classes":2}"#).expect("valid");
+        assert_eq!(
+            text(&mlp),
+            r#"{"kind":"mlp","input_len":4,"hidden":[],"classes":2,"activation":"relu","init":"he"}"#
+        );
+        assert_eq!(
+            text(&cnn),
+            r#"{"kind":"cnn","input":[4,4,1],"blocks":[2],"hidden":[],"classes":2,"activation":"relu","init":"he"}"#
+        );
+    }
+
+    /// A whole `pipeline-model/1` file, byte for byte: a logistic regression whose
+    /// parameters are 0, 1, 2, ... in [`Model::params`] order.
+    fn pinned_file() -> Vec<u8> {
+        const HEADER: &str = concat!(
+            r#"{"__metadata__":{"architecture":"{\"kind\":\"mlp\",\"input_len\":12,\"hidden\":[],"#,
+            r#"\"classes\":3,\"activation\":\"relu\",\"init\":\"he\"}","classes":"[\"cat\",\"dog\",\"eel\"]","#,
+            r#""format":"pipeline-model/1","pipeline_hash":"abc123"},"#,
+            r#""dense0.bias":{"data_offsets":[0,12],"dtype":"F32","shape":[3]},"#,
+            r#""dense0.weight":{"data_offsets":[12,156],"dtype":"F32","shape":[3,12]}}"#
+        );
+        let mut header = HEADER.as_bytes().to_vec();
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend(header);
+        // Data in name order: dense0.bias (parameters 36..39), then dense0.weight (0..36).
+        file.extend((36..39).chain(0..36).flat_map(|i| (i as f32).to_le_bytes()));
+        file
+    }
+
+    #[test]
+    fn loads_and_writes_files_in_the_pipeline_model_1_format() {
+        let mut model = mlp(vec![], Activation::Relu, 0);
+        let values = model.params_mut().into_iter().flat_map(|p| p.data.iter_mut());
+        values.enumerate().for_each(|(i, v)| *v = i as f32);
+        assert_eq!(to_bytes(&model, &meta()).expect("serializable"), pinned_file());
+        let (back, m) = from_bytes(&pinned_file()).expect("pinned file loads");
+        assert_eq!((back, m), (model, meta()));
+        // A CNN whose metadata holds the pinned architecture text.
+        let model = cnn(3);
+        let bytes = forged_json(&model, Some(CNN_JSON.to_string()), &[]);
+        assert_eq!(from_bytes(&bytes).expect("pinned CNN loads").0, model);
     }
 
     fn load_err(bytes: &[u8]) -> String {

@@ -97,22 +97,32 @@ pub(crate) fn init_weight(
     t
 }
 
+/// The dense stack: all of an [`Mlp`], and the head of a CNN
+/// ([`super::cnn::CnnSpec`]). Both specs flatten it into their JSON, so the two
+/// write these fields under the same names, in the same order, after their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenseSpec {
+    /// Hidden layer widths; empty = one dense layer (for an MLP, logistic regression).
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    /// Number of classes (≥ 2).
+    pub classes: usize,
+    /// Activation of every hidden layer (a CNN's conv blocks always use ReLU).
+    #[serde(default)]
+    pub activation: Activation,
+    /// Weight init (in a CNN, of the convs too).
+    #[serde(default)]
+    pub init: Init,
+}
+
 /// Architecture of an [`Mlp`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MlpSpec {
     /// Values per example (`H * W * C`).
     pub input_len: usize,
-    /// Hidden layer widths; empty = logistic regression.
-    #[serde(default)]
-    pub hidden: Vec<usize>,
-    /// Number of classes (≥ 2).
-    pub classes: usize,
-    /// Activation of every hidden layer.
-    #[serde(default)]
-    pub activation: Activation,
-    /// Weight init.
-    #[serde(default)]
-    pub init: Init,
+    /// The layers.
+    #[serde(flatten)]
+    pub dense: DenseSpec,
 }
 
 /// One dense layer: `out = in · weightᵀ + bias`, weight `[out, in]`.
@@ -170,21 +180,22 @@ impl Mlp {
         if spec.input_len == 0 {
             return Err(ModelError::InvalidSpec("input_len must be > 0".into()));
         }
-        if spec.classes < 2 {
+        let dense = &spec.dense;
+        if dense.classes < 2 {
             return Err(ModelError::InvalidSpec(format!(
                 "classes must be >= 2, got {}",
-                spec.classes
+                dense.classes
             )));
         }
-        if spec.hidden.contains(&0) {
+        if dense.hidden.contains(&0) {
             return Err(ModelError::InvalidSpec(format!(
                 "hidden layer widths must be > 0, got {:?}",
-                spec.hidden
+                dense.hidden
             )));
         }
         let mut widths = vec![spec.input_len];
-        widths.extend(&spec.hidden);
-        widths.push(spec.classes);
+        widths.extend(&dense.hidden);
+        widths.push(dense.classes);
         let layers = widths
             .windows(2)
             .enumerate()
@@ -192,7 +203,7 @@ impl Mlp {
                 let (n_in, n_out) = (w[0], w[1]);
                 Dense {
                     weight: init_weight(
-                        spec.init,
+                        dense.init,
                         format!("dense{i}.weight"),
                         vec![n_out, n_in],
                         n_in,
@@ -221,7 +232,7 @@ impl Mlp {
 
     /// Number of classes.
     pub fn classes(&self) -> usize {
-        self.spec.classes
+        self.spec.dense.classes
     }
 
     /// `dense{i}.weight`, `dense{i}.bias`, ... in layer order.
@@ -288,7 +299,7 @@ impl Mlp {
         for layer in &self.layers[..last] {
             let a_in = hidden.last().map_or(x, Vec::as_slice);
             let mut z = layer.forward(a_in, batch);
-            self.spec.activation.apply(&mut z);
+            self.spec.dense.activation.apply(&mut z);
             hidden.push(z);
         }
         let a_in = hidden.last().map_or(x, Vec::as_slice);
@@ -328,17 +339,8 @@ impl Mlp {
                 1.0,
                 &mut dw,
             );
-            let db = ops::col_sums(&dz, n_out);
-            let dw = Tensor {
-                name: layer.weight.name.clone(),
-                shape: layer.weight.shape.clone(),
-                data: dw,
-            };
-            let db = Tensor {
-                name: layer.bias.name.clone(),
-                shape: layer.bias.shape.clone(),
-                data: db,
-            };
+            let dw = layer.weight.like(dw);
+            let db = layer.bias.like(ops::col_sums(&dz, n_out));
             let dead_fraction = (i + 1 < n).then(|| dead_fraction(&cache.hidden[i], n_out));
             stats.push(LayerStats {
                 name: format!("dense{i}"),
@@ -361,7 +363,7 @@ impl Mlp {
                     &mut da,
                 );
                 if i > 0 {
-                    self.spec.activation.backprop(&cache.hidden[i - 1], &mut da);
+                    self.spec.dense.activation.backprop(&cache.hidden[i - 1], &mut da);
                     dz = da;
                 } else {
                     dx = Some(da);

@@ -69,6 +69,15 @@ impl Tensor {
         }
     }
 
+    /// A tensor of this one's name and shape holding `data`: a gradient of this parameter.
+    pub(crate) fn like(&self, data: Vec<f32>) -> Tensor {
+        Tensor {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            data,
+        }
+    }
+
     /// Euclidean norm, accumulated in f64.
     pub fn l2_norm(&self) -> f32 {
         ops::sum_sq(&self.data).sqrt() as f32

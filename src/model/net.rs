@@ -31,7 +31,7 @@ impl ModelSpec {
             Some(total)
         }
         match self {
-            ModelSpec::Mlp(s) => dense(s.input_len, &s.hidden, s.classes),
+            ModelSpec::Mlp(s) => dense(s.input_len, &s.dense.hidden, s.dense.classes),
             ModelSpec::Cnn(s) => {
                 let [mut h, mut w, mut c] = s.input;
                 let mut total = 0usize;
@@ -44,7 +44,7 @@ impl ModelSpec {
                     (h, w, c) = (h / 2, w / 2, c_out);
                 }
                 let feats = h.checked_mul(w)?.checked_mul(c)?;
-                total.checked_add(dense(feats, &s.hidden, s.classes)?)
+                total.checked_add(dense(feats, &s.dense.hidden, s.dense.classes)?)
             }
         }
     }

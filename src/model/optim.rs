@@ -187,16 +187,19 @@ mod tests {
     use crate::model::Grads;
     use crate::model::mlp::MlpSpec;
     use crate::model::net::{Model, ModelSpec};
+    use crate::model::testutil::dense_spec;
 
-    fn tiny() -> Model {
+    /// Logistic regression of `input_len` inputs and 2 classes.
+    fn logreg(input_len: usize) -> Model {
         let spec = MlpSpec {
-            input_len: 2,
-            hidden: vec![],
-            classes: 2,
-            activation: Default::default(),
-            init: Default::default(),
+            input_len,
+            dense: dense_spec(vec![], 2),
         };
         Model::new(&ModelSpec::Mlp(spec), 0).expect("valid spec")
+    }
+
+    fn tiny() -> Model {
+        logreg(2)
     }
 
     fn ones_like(m: &Model) -> Grads {
@@ -244,14 +247,7 @@ mod tests {
         assert!(matches!(opt.step(&mut m, &g), Err(ModelError::GradMismatch(_))));
         let g1 = ones_like(&m);
         opt.step(&mut m, &g1).expect("matching grads");
-        let spec = MlpSpec {
-            input_len: 3,
-            hidden: vec![],
-            classes: 2,
-            activation: Default::default(),
-            init: Default::default(),
-        };
-        let mut other = Model::new(&ModelSpec::Mlp(spec), 0).expect("valid spec");
+        let mut other = logreg(3);
         let g2 = ones_like(&other);
         assert!(matches!(opt.step(&mut other, &g2), Err(ModelError::GradMismatch(_))));
         let mut bad = Optimizer::sgd(-1.0, 0.0);

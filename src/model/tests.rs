@@ -32,10 +32,12 @@ mod mlp {
     fn spec(hidden: Vec<usize>, activation: Activation, init: Init) -> MlpSpec {
         MlpSpec {
             input_len: 12,
-            hidden,
-            classes: 3,
-            activation,
-            init,
+            dense: DenseSpec {
+                hidden,
+                classes: 3,
+                activation,
+                init,
+            },
         }
     }
 
@@ -84,10 +86,7 @@ mod mlp {
     fn overfits_eight_examples() {
         let spec = MlpSpec {
             input_len: 48,
-            hidden: vec![32],
-            classes: 2,
-            activation: Activation::Relu,
-            init: Init::He,
+            dense: dense_spec(vec![32], 2),
         };
         let mut m = Model::new(&ModelSpec::Mlp(spec), 7).expect("valid spec");
         let (x, y) = random_data(8, 48, 2, 99);
@@ -102,14 +101,7 @@ mod mlp {
     #[test]
     fn zeros_init_stays_symmetric() {
         for act in [Activation::Sigmoid, Activation::Relu, Activation::Tanh] {
-            let spec = MlpSpec {
-                input_len: 12,
-                hidden: vec![6, 5],
-                classes: 3,
-                activation: act,
-                init: Init::Zeros,
-            };
-            let mut m = Model::new(&ModelSpec::Mlp(spec), 1).expect("valid spec");
+            let mut m = Model::new(&ModelSpec::Mlp(spec(vec![6, 5], act, Init::Zeros)), 1).expect("valid spec");
             let (x, y) = random_data(16, 12, 3, 5);
             let mut opt = Optimizer::adam(1e-2);
             for _ in 0..50 {
@@ -154,10 +146,7 @@ mod mlp {
     fn huge_sgd_lr_collapses_or_diverges() {
         let spec = MlpSpec {
             input_len: 48,
-            hidden: vec![32, 32],
-            classes: 2,
-            activation: Activation::Relu,
-            init: Init::He,
+            dense: dense_spec(vec![32, 32], 2),
         };
         let mut m = Model::new(&ModelSpec::Mlp(spec), 3).expect("valid spec");
         let (x, y) = random_data(64, 48, 2, 8);
@@ -199,7 +188,7 @@ mod mlp {
         ));
         assert!(Mlp::new(&spec(vec![0], Activation::Relu, Init::He), 0).is_err());
         let mut s = spec(vec![], Activation::Relu, Init::He);
-        s.classes = 1;
+        s.dense.classes = 1;
         assert!(Mlp::new(&s, 0).is_err());
     }
 
@@ -224,7 +213,6 @@ mod mlp {
 mod cnn {
     use super::steps_to_fit;
     use crate::model::cnn::*;
-    use crate::model::mlp::{Activation, Init};
     use crate::model::net::{Model, ModelSpec};
     use crate::model::optim::Optimizer;
     use crate::model::testutil::*;
@@ -234,10 +222,7 @@ mod cnn {
         let spec = CnnSpec {
             input,
             blocks,
-            hidden,
-            classes,
-            activation: Activation::Relu,
-            init: Init::He,
+            dense: dense_spec(hidden, classes),
         };
         Model::new(&ModelSpec::Cnn(spec), seed).expect("valid spec")
     }
@@ -277,10 +262,7 @@ mod cnn {
         let spec = CnnSpec {
             input: [4, 4, 1],
             blocks: vec![2, 2, 2],
-            hidden: vec![],
-            classes: 2,
-            activation: Activation::Relu,
-            init: Init::He,
+            dense: dense_spec(vec![], 2),
         };
         assert!(matches!(Cnn::new(&spec, 0), Err(ModelError::InvalidSpec(_))));
         let m = cnn([4, 4, 1], vec![2], vec![], 2, 0);

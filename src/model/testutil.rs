@@ -1,7 +1,18 @@
 //! Shared test helpers: synthetic data and finite-difference gradient checks.
 
+use crate::model::mlp::{Activation, DenseSpec, Init};
 use crate::model::net::Model;
 use crate::model::ops;
+
+/// A dense stack of `hidden` widths and `classes` outputs with ReLU and He init.
+pub fn dense_spec(hidden: Vec<usize>, classes: usize) -> DenseSpec {
+    DenseSpec {
+        hidden,
+        classes,
+        activation: Activation::Relu,
+        init: Init::He,
+    }
+}
 
 /// `n` examples of `d` standard-normal features, balanced labels `i % classes`.
 pub fn random_data(n: usize, d: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {

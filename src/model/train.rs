@@ -96,27 +96,21 @@ pub fn train_epoch(
 mod tests {
     use super::*;
     use crate::model::cnn::CnnSpec;
-    use crate::model::mlp::{Activation, Init, MlpSpec};
+    use crate::model::mlp::MlpSpec;
     use crate::model::net::ModelSpec;
-    use crate::model::testutil::random_data;
+    use crate::model::testutil::{dense_spec, random_data};
     use std::time::Instant;
 
     fn specs() -> Vec<ModelSpec> {
         vec![
             ModelSpec::Mlp(MlpSpec {
                 input_len: 48,
-                hidden: vec![16],
-                classes: 3,
-                activation: Activation::Relu,
-                init: Init::He,
+                dense: dense_spec(vec![16], 3),
             }),
             ModelSpec::Cnn(CnnSpec {
                 input: [4, 4, 3],
                 blocks: vec![4],
-                hidden: vec![8],
-                classes: 3,
-                activation: Activation::Relu,
-                init: Init::He,
+                dense: dense_spec(vec![8], 3),
             }),
         ]
     }
@@ -199,10 +193,7 @@ mod tests {
                 "mlp 3072-128-2",
                 ModelSpec::Mlp(MlpSpec {
                     input_len: 3072,
-                    hidden: vec![128],
-                    classes: 2,
-                    activation: Activation::Relu,
-                    init: Init::He,
+                    dense: dense_spec(vec![128], 2),
                 }),
                 200,
             ),
@@ -211,10 +202,7 @@ mod tests {
                 ModelSpec::Cnn(CnnSpec {
                     input: [32, 32, 3],
                     blocks: vec![16, 32],
-                    hidden: vec![],
-                    classes: 2,
-                    activation: Activation::Relu,
-                    init: Init::He,
+                    dense: dense_spec(vec![], 2),
                 }),
                 20,
             ),

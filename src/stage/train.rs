@@ -20,7 +20,7 @@ use crate::check::metrics;
 use crate::data::dataset::Mapped;
 use crate::model;
 use crate::model::cnn::CnnSpec;
-use crate::model::mlp::{Activation, Init, MlpSpec};
+use crate::model::mlp::{Activation, DenseSpec, Init, MlpSpec};
 use crate::model::net::{Model, ModelSpec};
 use crate::model::optim::Optimizer;
 use crate::source::diag::Diagnostic;
@@ -281,28 +281,25 @@ pub struct Epoch {
 impl Train {
     /// The architecture for inputs of `shape` and `classes` classes.
     pub fn spec(&self, shape: [usize; 3], classes: usize) -> ModelSpec {
+        let dense = |hidden: &[usize]| DenseSpec {
+            hidden: hidden.to_vec(),
+            classes,
+            activation: self.activation,
+            init: self.init,
+        };
         match self.arch {
             Arch::Logistic => ModelSpec::Mlp(MlpSpec {
                 input_len: shape.iter().product(),
-                hidden: Vec::new(),
-                classes,
-                activation: self.activation,
-                init: self.init,
+                dense: dense(&[]),
             }),
             Arch::Mlp => ModelSpec::Mlp(MlpSpec {
                 input_len: shape.iter().product(),
-                hidden: self.hidden.clone(),
-                classes,
-                activation: self.activation,
-                init: self.init,
+                dense: dense(&self.hidden),
             }),
             Arch::Cnn => ModelSpec::Cnn(CnnSpec {
                 input: shape,
                 blocks: self.blocks.clone(),
-                hidden: self.hidden.clone(),
-                classes,
-                activation: self.activation,
-                init: self.init,
+                dense: dense(&self.hidden),
             }),
         }
     }
