@@ -14,7 +14,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::store::Cache;
-use crate::data::dataset::{self, Dtype, Meta, Rows};
+use crate::data::dataset::columns::{self, Rows};
+use crate::data::dataset::reader;
+use crate::data::dataset::{Dtype, Meta};
 use crate::data::lineage::LineageEntry;
 use crate::kernel::pixel::ChannelStats;
 
@@ -216,7 +218,7 @@ struct Acc {
 
 /// Analyzes the dataset artifact at `path`.
 pub fn analyze(path: &Path, t: &Thresholds) -> Result<Analysis> {
-    let (meta, reader) = dataset::open(path)?;
+    let (meta, reader) = reader::open(path)?;
     let Meta {
         classes,
         has_partition,
@@ -237,7 +239,7 @@ pub fn analyze(path: &Path, t: &Thresholds) -> Result<Analysis> {
         let batch = batch?;
         let rows = Rows::from_batch(&batch)?;
         let values = match pixels {
-            Some((_, d)) => Some(dataset::pixels_as_f32(&batch, d)?),
+            Some((_, d)) => Some(columns::pixels_as_f32(&batch, d)?),
             None => None,
         };
         for i in 0..rows.len() {
@@ -298,11 +300,11 @@ pub fn analyze(path: &Path, t: &Thresholds) -> Result<Analysis> {
         .collect();
     let mut hist: BTreeMap<String, Vec<Vec<u64>>> = BTreeMap::new();
     if let Some((_, dtype)) = pixels {
-        let (_, reader) = dataset::open(path)?;
+        let (_, reader) = reader::open(path)?;
         for batch in reader {
             let batch = batch?;
             let rows = Rows::from_batch(&batch)?;
-            let values = dataset::pixels_as_f32(&batch, dtype)?;
+            let values = columns::pixels_as_f32(&batch, dtype)?;
             for i in 0..rows.len() {
                 let row = &values[i * row_len..][..row_len];
                 if row.iter().any(|v| !v.is_finite()) {
@@ -768,12 +770,12 @@ fn refit_check(cache: &Cache, e: &LineageEntry, input: Option<&LineageEntry>) ->
     let input = input?;
     let path = cache.data_path(&input.fingerprint);
     let (mut train, mut all) = (ChannelStats::new(recorded.len()), ChannelStats::new(recorded.len()));
-    let meta = dataset::for_each_batch(&path, |batch| {
+    let meta = reader::for_each_batch(&path, |batch| {
         let rows = Rows::from_batch(batch)?;
         let Some((shape, dtype)) = Meta::from_schema(&batch.schema())?.pixels else {
             return Ok(());
         };
-        let values = dataset::pixels_as_f32(batch, dtype)?;
+        let values = columns::pixels_as_f32(batch, dtype)?;
         let len: usize = shape.iter().product();
         for (i, row) in values.chunks_exact(len).enumerate() {
             all.add(row);
@@ -908,7 +910,8 @@ mod tests {
     }
 
     use crate::cache::store::{Format, Record};
-    use crate::data::dataset::{ArtifactWriter, PixelValues};
+    use crate::data::dataset::columns::PixelValues;
+    use crate::data::dataset::writer::ArtifactWriter;
 
     fn entry(stage: &str, kind: &str, fp: &str, fitted: serde_json::Value) -> LineageEntry {
         LineageEntry {

@@ -23,7 +23,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 
 use crate::cache::store::Cache;
-use crate::data::dataset::{self, Rows};
+use crate::data::dataset::columns::{self, Rows};
+use crate::data::dataset::reader;
 use crate::data::lineage::LineageEntry;
 use crate::kernel::pixel;
 
@@ -634,7 +635,7 @@ pub struct Ours<'a> {
 
 /// Compares an external features file with the pipeline's features.
 pub fn compare(path: &Path, ours: &Ours<'_>) -> Result<Comparison> {
-    let (meta, _) = dataset::open(ours.data)?;
+    let (meta, _) = reader::open(ours.data)?;
     let Some((shape, dtype)) = meta.pixels else {
         bail!("stage `{}` holds no pixels to compare with", ours.stage);
     };
@@ -696,9 +697,9 @@ pub fn compare(path: &Path, ours: &Ours<'_>) -> Result<Comparison> {
     let mut matched: Vec<usize> = Vec::new();
     let mut paths: Vec<String> = Vec::new();
     let mut seen = 0usize;
-    dataset::for_each_batch(&resize_path, |batch| {
+    reader::for_each_batch(&resize_path, |batch| {
         let rows = Rows::from_batch(batch)?;
-        let px = dataset::pixels_u8(batch)?;
+        let px = columns::pixels_u8(batch)?;
         let len = shape.iter().product::<usize>();
         for i in 0..rows.len() {
             let take = match ext.key {

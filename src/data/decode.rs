@@ -164,15 +164,8 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
     decoder.set_limits(budget).map_err(to_error)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
 
-    let mut image = DynamicImage::from_decoder(decoder).map_err(to_error)?;
-    image.apply_orientation(orientation);
-    let rgb = image.into_rgb8();
-    let (width, height) = rgb.dimensions();
-    Ok(Rgb8Image {
-        width,
-        height,
-        pixels: rgb.into_raw(),
-    })
+    let image = DynamicImage::from_decoder(decoder).map_err(to_error)?;
+    Ok(upright_rgb8(image, orientation))
 }
 
 /// The version tag of the JPEG decoding used by [`decode_rgb8_for`], for fingerprints:
@@ -242,15 +235,22 @@ fn upright(width: u32, height: u32, pixels: Vec<u8>, orientation: Orientation) -
     if orientation == Orientation::NoTransforms {
         return Some(Rgb8Image { width, height, pixels });
     }
-    let mut image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, pixels)?);
+    let image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, pixels)?);
+    Some(upright_rgb8(image, orientation))
+}
+
+/// A decoded image of any colour type, turned upright by the EXIF `orientation` and
+/// converted to RGB8 (gray replicated, alpha dropped, 16-bit samples scaled): the tail the
+/// `image` path and the direct JPEG paths ([`upright`]) share.
+fn upright_rgb8(mut image: DynamicImage, orientation: Orientation) -> Rgb8Image {
     image.apply_orientation(orientation);
     let rgb = image.into_rgb8();
     let (width, height) = rgb.dimensions();
-    Some(Rgb8Image {
+    Rgb8Image {
         width,
         height,
         pixels: rgb.into_raw(),
-    })
+    }
 }
 
 /// A 3-component JPEG straight through `zune-jpeg`, the decoder the `image` crate wraps:

@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use crate::check::metrics;
-use crate::data::dataset::{Dtype, Mapped};
+use crate::data::dataset::Dtype;
+use crate::data::dataset::mapped::Mapped;
 use crate::model::net::{Model, ModelSpec};
 use crate::model::optim::Optimizer;
 use crate::model::{self, Stats};

@@ -124,7 +124,7 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
     }
     let path = cache.data_path(&record.fingerprint);
     let mut t = Thresholds::default();
-    let meta = crate::data::dataset::open(&path)?.0;
+    let meta = crate::data::dataset::reader::open(&path)?.0;
     if let Some((_, d)) = meta.pixels {
         t.dtype = d;
     }

@@ -135,7 +135,7 @@ fn check(path: &Path, r: &Record) -> Result<()> {
         );
     }
     if r.format == Format::Arrow {
-        crate::data::dataset::for_each_batch(path, |_| Ok(())).context("not a readable dataset")?;
+        crate::data::dataset::reader::for_each_batch(path, |_| Ok(())).context("not a readable dataset")?;
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::cache::store::{Cache, Lookup};
-use crate::data::dataset::{self, ArtifactWriter, Rows, Written};
+use crate::data::dataset::columns::{self, PixelValues, Rows};
+use crate::data::dataset::writer::{ArtifactWriter, Written};
+use crate::data::dataset::{self, reader};
 use crate::pipeline::executor::resolve_closure;
 use crate::pipeline::plan::Plan;
 
@@ -33,7 +35,7 @@ pub fn export(plan: &Plan, stage: Option<&str>, out: &Path) -> Result<(String, W
             plan.file.display()
         );
     }
-    let (meta, batches) = dataset::open(&cache.data_path(&r.fingerprint))?;
+    let (meta, batches) = reader::open(&cache.data_path(&r.fingerprint))?;
     let mut standalone = meta.clone();
     standalone.pixels_from = None;
     standalone.segments = Vec::new();
@@ -44,12 +46,8 @@ pub fn export(plan: &Plan, stage: Option<&str>, out: &Path) -> Result<(String, W
             let batch = batch?;
             let rows = Rows::from_batch(&batch)?;
             let pixels = match meta.pixels {
-                Some((_, dataset::Dtype::Uint8)) => {
-                    Some(dataset::PixelValues::U8(dataset::pixels_u8(&batch)?.to_vec()))
-                }
-                Some((_, dataset::Dtype::Float32)) => {
-                    Some(dataset::PixelValues::F32(dataset::pixels_f32(&batch)?.to_vec()))
-                }
+                Some((_, dataset::Dtype::Uint8)) => Some(PixelValues::U8(columns::pixels_u8(&batch)?.to_vec())),
+                Some((_, dataset::Dtype::Float32)) => Some(PixelValues::F32(columns::pixels_f32(&batch)?.to_vec())),
                 None => None,
             };
             writer.write(&rows, pixels)?;

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{Kind, Output, RunCtx};
 use crate::check::metrics::{self, Metrics};
-use crate::data::dataset::Mapped;
+use crate::data::dataset::mapped::Mapped;
 use crate::data::lineage::LineageEntry;
 use crate::source::diag::Diagnostic;
 use crate::source::fields::{Fields, get_choice};

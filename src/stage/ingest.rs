@@ -26,7 +26,8 @@ use rayon::prelude::*;
 
 use super::{Kind, Output, RunCtx};
 use crate::cache::stat_cache::{Cursor, StatCache};
-use crate::data::dataset::{Meta, Rows};
+use crate::data::dataset::Meta;
+use crate::data::dataset::columns::Rows;
 use crate::data::decode::DecodeLimits;
 use crate::data::file::FileStat;
 use crate::data::hash::sha256_hex;

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::data::dataset::{ArtifactWriter, Dtype, Meta, Written};
+use crate::data::dataset::writer::{ArtifactWriter, Written};
+use crate::data::dataset::{Dtype, Meta};
 use crate::data::lineage::LineageEntry;
 use crate::source::diag::Diagnostic;
 use crate::source::fields::Fields;
@@ -167,9 +168,10 @@ impl RunCtx<'_> {
 /// Per-channel statistics of the input's `train` rows: the only rows statistics may be
 /// fitted on, so that nothing about `val` or `test` leaks into the preprocessing.
 pub(crate) fn fit_train_stats(ctx: &RunCtx<'_>) -> Result<crate::kernel::pixel::ChannelStats> {
-    use crate::data::dataset::{self, Rows};
+    use crate::data::dataset::columns::{self, Rows};
+    use crate::data::dataset::reader;
     let input = ctx.input_path()?;
-    let (meta, reader) = dataset::open(input)?;
+    let (meta, reader) = reader::open(input)?;
     let Some((shape, dtype)) = meta.pixels else {
         anyhow::bail!(
             "stage `{}` needs pixels; its input has none (add a `resize` stage before it)",
@@ -187,7 +189,7 @@ pub(crate) fn fit_train_stats(ctx: &RunCtx<'_>) -> Result<crate::kernel::pixel::
     for batch in reader {
         let batch = batch?;
         let rows = Rows::from_batch(&batch)?;
-        let values = dataset::pixels_as_f32(&batch, dtype)?;
+        let values = columns::pixels_as_f32(&batch, dtype)?;
         let parts = rows.partition.as_deref().unwrap_or_default();
         for (row, part) in values.chunks_exact(row_len).zip(parts) {
             if part == "train" {
@@ -212,9 +214,10 @@ pub(crate) fn view_pixels_f32(
     fitted: serde_json::Value,
     f: impl Fn(&mut [f32]) + Sync,
 ) -> Result<Output> {
-    use crate::data::dataset::{self, Rows};
+    use crate::data::dataset::columns::{self, Rows};
+    use crate::data::dataset::reader;
     let input = ctx.input_path()?;
-    let (meta, mut pixels) = dataset::open(input)?;
+    let (meta, mut pixels) = reader::open(input)?;
     let Some((shape, dtype)) = meta.pixels else {
         anyhow::bail!(
             "stage `{}` needs pixels; its input has none (add a `resize` stage before it)",
@@ -225,12 +228,12 @@ pub(crate) fn view_pixels_f32(
         && batch.num_rows() > 0
     {
         let row_len = shape[0] * shape[1] * shape[2];
-        let mut row = dataset::pixels_as_f32(&batch.slice(0, 1), dtype)?.into_owned();
+        let mut row = columns::pixels_as_f32(&batch.slice(0, 1), dtype)?.into_owned();
         f(&mut row[..row_len]);
     }
     // Only the row columns are copied: the input as stored, never its pixels materialized.
     let mut writer = ctx.view_writer(&meta, Dtype::Float32, meta.has_partition, &fitted)?;
-    for batch in dataset::open_file(input)?.1 {
+    for batch in reader::open_file(input)?.1 {
         let batch = batch?;
         let rows = Rows::from_batch(&batch)?;
         writer.write(&rows, None)?;

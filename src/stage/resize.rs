@@ -15,7 +15,10 @@ use rayon::prelude::*;
 use super::{Kind, Output, RunCtx};
 use std::collections::HashMap;
 
-use crate::data::dataset::{self, Dtype, Mapped, PixelValues, Rows};
+use crate::data::dataset::columns::{PixelValues, Rows};
+use crate::data::dataset::mapped::Mapped;
+use crate::data::dataset::writer::ArtifactWriter;
+use crate::data::dataset::{self, Dtype, reader};
 use crate::data::decode::{DecodeLimits, decode_rgb8, decode_rgb8_for};
 use crate::data::hash::sha256_hex;
 use crate::kernel::resize::{Filter, Mode, resize_rgb8};
@@ -185,7 +188,7 @@ impl Resize {
                 ctx.entry.stage
             );
         };
-        let (meta, reader) = dataset::open(input)?;
+        let (meta, reader) = reader::open(input)?;
         if meta.pixels.is_some() {
             bail!(
                 "stage `{}` reads the source images, but its input already holds pixels; put `resize` directly after `ingest` or `split`",
@@ -211,9 +214,9 @@ impl Resize {
         let mut outcomes = Outcomes::default();
         // The writer runs on its own thread, one batch behind: writing (copying into the page
         // cache, hashing) overlaps decoding the next batch instead of idling the cores.
-        let writer = std::thread::scope(|scope| -> Result<dataset::ArtifactWriter> {
+        let writer = std::thread::scope(|scope| -> Result<ArtifactWriter> {
             let (to_writer, batches) = std::sync::mpsc::sync_channel::<(Rows, Vec<u8>)>(1);
-            let sink = scope.spawn(move || -> Result<dataset::ArtifactWriter> {
+            let sink = scope.spawn(move || -> Result<ArtifactWriter> {
                 for (rows, pixels) in batches {
                     writer.write(&rows, Some(PixelValues::U8(pixels)))?;
                 }
@@ -299,7 +302,7 @@ impl Resize {
         shape: [usize; 3],
     ) -> Result<Option<Output>> {
         let Some(cache) = ctx.cache else { return Ok(None) };
-        let (meta, reader) = dataset::open_file(input)?;
+        let (meta, reader) = reader::open_file(input)?;
         let mut all = Rows::default();
         for batch in reader {
             all.append(Rows::from_batch(&batch?)?);
@@ -326,7 +329,7 @@ impl Resize {
         let started = std::time::Instant::now();
         if !new_rows.is_empty() {
             let temp = cache.temp_path(&seg_fp);
-            let mut writer = dataset::ArtifactWriter::create(&temp, out_meta.clone())?;
+            let mut writer = ArtifactWriter::create(&temp, out_meta.clone())?;
             let mut next = 0u32;
             for chunk in new_rows.chunks(writer.meta.rows_per_batch()) {
                 let results: Vec<RowResult> = chunk
@@ -385,7 +388,7 @@ impl Resize {
         out_meta.segments = segments.clone();
         // Batches of as many rows as a stored batch, so a reader gathers a bounded amount.
         let out_meta_rows = out_meta.rows_per_batch();
-        let mut writer = dataset::ArtifactWriter::create(&ctx.out_path, out_meta)?;
+        let mut writer = ArtifactWriter::create(&ctx.out_path, out_meta)?;
         let keep: Vec<usize> = (0..all.len())
             .filter(|&i| found[i].is_some() || seg_row[i].is_some())
             .collect();
@@ -544,7 +547,8 @@ impl Reusable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::dataset::{ArtifactWriter, Meta};
+    use crate::data::dataset::Meta;
+    use crate::data::dataset::writer::ArtifactWriter;
     use crate::data::lineage::LineageEntry;
 
     /// An ingest-like artifact listing `files` (path, id) in `dir`.

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use super::{Kind, Output, RunCtx};
-use crate::data::dataset::{self, Rows};
+use crate::data::dataset::columns::Rows;
+use crate::data::dataset::reader;
 use crate::source::diag::Diagnostic;
 use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
 
@@ -144,7 +145,7 @@ impl Split {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let input = ctx.input_path()?;
         // The row columns as stored (a view's pixels are never materialized here).
-        let (meta, reader) = dataset::open_file(input)?;
+        let (meta, reader) = reader::open_file(input)?;
         // Pixels pass through untouched: with pixels, the artifact is a view of the stored ones.
         let mut writer = match meta.pixels {
             Some((_, dtype)) => ctx.view_writer(&meta, dtype, true, &serde_json::Value::Null)?,

@@ -17,7 +17,7 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::{Kind, Output, RunCtx};
 use crate::check::metrics;
-use crate::data::dataset::Mapped;
+use crate::data::dataset::mapped::Mapped;
 use crate::model;
 use crate::model::cnn::CnnSpec;
 use crate::model::mlp::{Activation, DenseSpec, Init, MlpSpec};
