@@ -20,6 +20,13 @@ mod report;
 mod source;
 mod stage;
 
+/// The closed lists the product defines, for tests that go through every one of them: the
+/// stage kinds in pipeline order, and the checks of `pipeline diagnose` in run order.
+pub mod catalog {
+    pub use crate::diagnose::diagnosis::CHECKS;
+    pub use crate::stage::params::KINDS;
+}
+
 /// Entry points for the fuzz targets (`fuzz/fuzz_targets/`). Each takes arbitrary bytes and
 /// must return normally: an error is the right answer to bad input, a panic, hang or abort is
 /// a bug.

@@ -10,16 +10,8 @@ use crate::support::{Project, TRAIN_DATA};
 const MODEL: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [8]\n    epochs: 3\n    lr: 0.01\n    \
                      batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";
 
-const STAGES: [&str; 8] = [
-    "ingest",
-    "split",
-    "resize",
-    "mean_subtract",
-    "normalize",
-    "validate",
-    "train",
-    "evaluate",
-];
+/// The pipeline has a stage of every kind, named after its kind: a new kind must join it.
+const STAGES: &[&str] = pipeline::catalog::KINDS;
 
 /// Stage name -> fingerprint of every stage whose pointer (the last thing a stage writes) exists.
 fn finished(p: &Project) -> BTreeMap<String, String> {
