@@ -289,3 +289,146 @@ pub enum Lookup {
     /// A record exists but cannot be trusted (reason given); the stage must be recomputed.
     Damaged(String),
 }
+
+/// Artifacts made by hand for tests here and in the modules that read the cache.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Commits a report artifact holding `data` under `fingerprint`, as `stage` of pipeline
+    /// `p` with `version`, `params` and `inputs`; returns its record.
+    pub(crate) fn put(
+        cache: &Cache,
+        fingerprint: &str,
+        data: &[u8],
+        version: u32,
+        params: serde_json::Value,
+        inputs: &[(&str, &str)],
+    ) -> Record {
+        let record = Record {
+            fingerprint: fingerprint.to_string(),
+            format: Format::Report,
+            kind: "resize".into(),
+            version,
+            pipeline: "p".into(),
+            stage: "resize".into(),
+            params,
+            inputs: inputs.iter().map(|(n, f)| (n.to_string(), f.to_string())).collect(),
+            content: None,
+            rows: 3,
+            bytes: data.len() as u64,
+            blake3: blake3::hash(data).to_hex().to_string(),
+            fitted: serde_json::Value::Null,
+            summary: serde_json::Value::Null,
+            seconds: 0.0,
+            created_unix: 0,
+        };
+        let temp = cache.temp_path(fingerprint);
+        fs::write(&temp, data).unwrap();
+        cache.commit(&temp, &record).unwrap();
+        record
+    }
+
+    /// An empty cache in a temporary folder (kept while the folder is).
+    pub(crate) fn temp_cache() -> (tempfile::TempDir, Cache) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        (dir, cache)
+    }
+
+    /// Why `fingerprint` is damaged; panics when it is present or absent.
+    fn damage(cache: &Cache, fingerprint: &str) -> String {
+        match cache.lookup(fingerprint) {
+            Lookup::Damaged(why) => why,
+            other => panic!("expected a damaged artifact, found {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_committed_artifact_is_found_with_its_record() {
+        let (_dir, cache) = temp_cache();
+        assert!(matches!(cache.lookup("aa"), Lookup::Absent));
+        let record = put(
+            &cache,
+            "aa",
+            b"{\"errors\": 0}",
+            1,
+            serde_json::json!({"size": [8, 8]}),
+            &[],
+        );
+        match cache.lookup("aa") {
+            Lookup::Present(found) => assert_eq!(*found, record),
+            other => panic!("expected the artifact, found {other:?}"),
+        }
+        assert_eq!(cache.record("aa"), Some(record));
+        assert!(cache.data_file("aa", Format::Report).is_file());
+        assert_eq!(fs::read_dir(cache.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_record_that_is_not_json_is_damaged() {
+        let (_dir, cache) = temp_cache();
+        put(&cache, "aa", b"data", 1, serde_json::Value::Null, &[]);
+        fs::write(cache.record_path("aa"), "{ not json").unwrap();
+        assert_eq!(damage(&cache, "aa"), "its record is not valid JSON");
+        assert_eq!(cache.record("aa"), None);
+    }
+
+    #[test]
+    fn a_data_file_of_another_size_is_damaged() {
+        let (_dir, cache) = temp_cache();
+        put(&cache, "aa", b"data", 1, serde_json::Value::Null, &[]);
+        fs::write(cache.data_file("aa", Format::Report), b"longer data").unwrap();
+        assert_eq!(damage(&cache, "aa"), "its data file has 11 bytes, the record says 4");
+    }
+
+    #[test]
+    fn a_data_file_with_other_bytes_is_damaged() {
+        let (_dir, cache) = temp_cache();
+        put(&cache, "aa", b"data", 1, serde_json::Value::Null, &[]);
+        fs::write(cache.data_file("aa", Format::Report), b"DATA").unwrap();
+        assert_eq!(
+            damage(&cache, "aa"),
+            "its data file does not match its recorded BLAKE3 checksum"
+        );
+    }
+
+    #[test]
+    fn a_missing_data_file_is_damaged() {
+        let (_dir, cache) = temp_cache();
+        put(&cache, "aa", b"data", 1, serde_json::Value::Null, &[]);
+        fs::remove_file(cache.data_file("aa", Format::Report)).unwrap();
+        assert_eq!(damage(&cache, "aa"), "its data file is missing");
+    }
+
+    #[test]
+    fn an_artifact_whose_pixel_segment_is_gone_is_damaged() {
+        let (_dir, cache) = temp_cache();
+        let mut record = put(&cache, "aa", b"data", 1, serde_json::Value::Null, &[]);
+        record.summary = serde_json::json!({ "segments": ["aa", "bb"] });
+        cache.write_json_atomic(&cache.record_path("aa"), &record).unwrap();
+        assert_eq!(
+            damage(&cache, "aa"),
+            "a file holding its pixels (bb) is missing or damaged"
+        );
+        put(&cache, "bb", b"pixels", 1, serde_json::Value::Null, &[]);
+        assert!(matches!(cache.lookup("aa"), Lookup::Present(_)));
+    }
+
+    #[test]
+    fn pointers_are_kept_per_pipeline_and_stage() {
+        let (_dir, cache) = temp_cache();
+        assert_eq!(cache.last_fingerprint("p", "resize"), None);
+        cache.set_last_fingerprint("p", "resize", "aa").unwrap();
+        cache.set_last_fingerprint("q", "resize", "bb").unwrap();
+        cache.set_last_fingerprint("p", "split", "cc").unwrap();
+        assert_eq!(cache.last_fingerprint("p", "resize").as_deref(), Some("aa"));
+        assert_eq!(cache.last_fingerprint("q", "resize").as_deref(), Some("bb"));
+        assert_eq!(cache.last_fingerprint("p", "split").as_deref(), Some("cc"));
+        cache.set_last_fingerprint("p", "resize", "dd").unwrap();
+        assert_eq!(cache.last_fingerprint("p", "resize").as_deref(), Some("dd"));
+        assert_eq!(cache.last_fingerprint("q", "resize").as_deref(), Some("bb"));
+        let pointer = fs::read_to_string(cache.pointer_path("p", "resize")).unwrap();
+        assert_eq!(pointer, "{\n  \"fingerprint\": \"dd\"\n}\n");
+    }
+}

@@ -198,3 +198,148 @@ fn files_changed(cache: &Cache, old: &Record, scan: &Scan) -> DirtyReason {
 pub fn join(reasons: &[DirtyReason]) -> String {
     reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::Format;
+    use crate::cache::store::tests::{put, temp_cache};
+    use serde_json::json;
+
+    fn param(name: &str, old: &str, new: &str) -> DirtyReason {
+        DirtyReason::ParamChanged {
+            name: name.into(),
+            old: old.into(),
+            new: new.into(),
+        }
+    }
+
+    fn files(added: usize, removed: usize, changed: usize, relabeled: usize) -> DirtyReason {
+        DirtyReason::FilesChanged {
+            added,
+            removed,
+            changed,
+            relabeled,
+        }
+    }
+
+    #[test]
+    fn every_reason_reads_as_the_user_sees_it() {
+        let cases = [
+            (DirtyReason::NeverRun, "never run"),
+            (DirtyReason::Forced, "forced"),
+            (
+                DirtyReason::ArtifactMissing("its data file is missing".into()),
+                "cached artifact unusable: its data file is missing",
+            ),
+            (
+                DirtyReason::KindVersionChanged { old: 1, new: 2 },
+                "stage kind version changed 1 -> 2",
+            ),
+            (
+                param("size", "[64, 64]", "[96, 96]"),
+                "param size changed [64, 64] -> [96, 96]",
+            ),
+            (
+                DirtyReason::InputChanged { input: "split".into() },
+                "input split changed",
+            ),
+            (files(1, 0, 0, 0), "1 file added"),
+            (
+                files(2, 3, 1, 4),
+                "2 files added, 1 file changed, 3 files removed, 4 files relabeled",
+            ),
+            (files(0, 0, 0, 0), "file list changed"),
+            (DirtyReason::Unknown, "changed (the previous record is gone)"),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text, "{reason:?}");
+        }
+        assert_eq!(join(&[DirtyReason::Forced, DirtyReason::NeverRun]), "forced; never run");
+    }
+
+    /// A candidate for `resize` of pipeline `p` with these items.
+    fn explain_now(
+        cache: &Cache,
+        fingerprint: &str,
+        version: u32,
+        params: &serde_json::Value,
+        inputs: &[(String, String)],
+    ) -> Result<Record, Vec<DirtyReason>> {
+        let now = Candidate {
+            fingerprint,
+            version,
+            params,
+            inputs,
+            scan: None,
+        };
+        explain(cache, "p", "resize", &now)
+    }
+
+    fn inputs(fp: &str) -> Vec<(String, String)> {
+        vec![("split".to_string(), fp.to_string())]
+    }
+
+    #[test]
+    fn a_changed_version_params_and_input_are_each_named() {
+        let (_dir, cache) = temp_cache();
+        put(
+            &cache,
+            "old",
+            b"data",
+            1,
+            json!({"size": [8, 8], "filter": "bilinear"}),
+            &[("split", "s1")],
+        );
+        cache.set_last_fingerprint("p", "resize", "old").unwrap();
+        let params = json!({"size": [16, 16], "filter": "bilinear", "fill": 0});
+        let reasons = explain_now(&cache, "new", 2, &params, &inputs("s2")).unwrap_err();
+        assert_eq!(
+            reasons,
+            [
+                DirtyReason::KindVersionChanged { old: 1, new: 2 },
+                param("fill", "(unset)", "0"),
+                param("size", "[8, 8]", "[16, 16]"),
+                DirtyReason::InputChanged { input: "split".into() },
+            ]
+        );
+        assert_eq!(
+            join(&reasons),
+            "stage kind version changed 1 -> 2; param fill changed (unset) -> 0; \
+             param size changed [8, 8] -> [16, 16]; input split changed"
+        );
+    }
+
+    #[test]
+    fn a_present_artifact_is_fresh() {
+        let (_dir, cache) = temp_cache();
+        let params = json!({"size": [8, 8]});
+        let record = put(&cache, "old", b"data", 1, params.clone(), &[("split", "s1")]);
+        assert_eq!(explain_now(&cache, "old", 1, &params, &inputs("s1")), Ok(record));
+    }
+
+    #[test]
+    fn a_stage_without_a_usable_past_says_why() {
+        let (_dir, cache) = temp_cache();
+        let params = json!({"size": [8, 8]});
+        let explained = |fp: &str| explain_now(&cache, fp, 1, &params, &inputs("s1")).unwrap_err();
+        assert_eq!(explained("old"), [DirtyReason::NeverRun]);
+
+        put(&cache, "old", b"data", 1, params.clone(), &[("split", "s1")]);
+        cache.set_last_fingerprint("p", "resize", "old").unwrap();
+        std::fs::write(cache.data_file("old", Format::Report), b"DATA").unwrap();
+        assert_eq!(
+            explained("old"),
+            [DirtyReason::ArtifactMissing(
+                "its data file does not match its recorded BLAKE3 checksum".into()
+            )]
+        );
+
+        std::fs::remove_file(cache.root().join("artifacts/old.json")).unwrap();
+        assert_eq!(
+            explained("old"),
+            [DirtyReason::ArtifactMissing("it was removed from the cache".into())]
+        );
+        assert_eq!(explained("new"), [DirtyReason::Unknown]);
+    }
+}

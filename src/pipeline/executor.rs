@@ -485,3 +485,188 @@ pub fn status(plan: &Plan) -> Result<Vec<StageStatus>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::pipeline::plan::load_source;
+
+    /// Four stages on `images/`: the files, a partition, 4x4 pixels, a mean fitted on them.
+    const PIPELINE: &str = "\
+name: tiny
+cache: cache
+seed: 1
+stages:
+  ingest:
+    kind: ingest
+    path: images
+  split:
+    kind: split
+    train: 0.5
+    val: 0.25
+    test: 0.25
+  resize:
+    kind: resize
+    size: [4, 4]
+  mean:
+    kind: mean_subtract
+    mean: fit
+";
+
+    /// A temporary project: six small PNGs per class in `images/` (named `cat.0.png`...).
+    fn project() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        for (c, class) in ["cat", "dog"].into_iter().enumerate() {
+            for n in 0..6u32 {
+                let seed = c as u32 * 7 + n;
+                let img = image::RgbImage::from_fn(6, 5, |x, y| {
+                    image::Rgb([(x * 40 + seed) as u8, (y * 50 + seed * 3) as u8, (seed * 20) as u8])
+                });
+                img.save(dir.path().join(format!("images/{class}.{n}.png"))).unwrap();
+            }
+        }
+        dir
+    }
+
+    /// The plan of [`PIPELINE`] in `dir` with `sets`, its cache in `dir/cache` whatever the
+    /// environment says.
+    fn plan(dir: &Path, sets: &[&str]) -> Plan {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let mut plan = load_source(&dir.join("pipeline.yaml"), PIPELINE, &sets).unwrap();
+        plan.cache_dir = dir.join("cache");
+        plan
+    }
+
+    /// Runs `plan`; per stage line, the stage, `ran` or `cached`, and the reasons it ran.
+    fn run_lines(plan: &Plan, opts: &RunOptions) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        run(plan, opts, &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let (stage, verb) = (words.next().unwrap(), words.next().unwrap());
+                let reasons = match verb {
+                    "ran" => line.rsplit_once("  (").unwrap().1.trim_end_matches(')'),
+                    _ => "",
+                };
+                (stage.to_string(), verb.to_string(), reasons.to_string())
+            })
+            .collect()
+    }
+
+    fn lines(expected: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        expected
+            .iter()
+            .map(|(s, v, r)| (s.to_string(), v.to_string(), r.to_string()))
+            .collect()
+    }
+
+    /// Each stage's status: `None` when fresh, else its reasons.
+    fn statuses(plan: &Plan) -> Vec<(String, Option<Vec<DirtyReason>>)> {
+        status(plan).unwrap().into_iter().map(|s| (s.name, s.stale)).collect()
+    }
+
+    fn fresh(names: &[&str]) -> Vec<(String, Option<Vec<DirtyReason>>)> {
+        names.iter().map(|n| (n.to_string(), None)).collect()
+    }
+
+    #[test]
+    fn a_run_leaves_every_stage_fresh() {
+        let dir = project();
+        let plan = plan(dir.path(), &[]);
+        let never = |s| (s, "ran", "never run");
+        assert_eq!(
+            run_lines(&plan, &RunOptions::default()),
+            lines(&[never("ingest"), never("split"), never("resize"), never("mean")])
+        );
+        assert_eq!(statuses(&plan), fresh(&["ingest", "split", "resize", "mean"]));
+        let cached = |s| (s, "cached", "");
+        assert_eq!(
+            run_lines(&plan, &RunOptions::default()),
+            lines(&[cached("ingest"), cached("split"), cached("resize"), cached("mean")])
+        );
+    }
+
+    #[test]
+    fn a_changed_param_makes_its_stage_and_those_below_stale() {
+        let dir = project();
+        run_lines(&plan(dir.path(), &[]), &RunOptions::default());
+        let changed = plan(dir.path(), &["resize.size=[6, 6]"]);
+        let mut expected = fresh(&["ingest", "split"]);
+        expected.push((
+            "resize".into(),
+            Some(vec![DirtyReason::ParamChanged {
+                name: "size".into(),
+                old: "[4, 4]".into(),
+                new: "[6, 6]".into(),
+            }]),
+        ));
+        expected.push((
+            "mean".into(),
+            Some(vec![DirtyReason::InputChanged { input: "resize".into() }]),
+        ));
+        assert_eq!(statuses(&changed), expected);
+        assert_eq!(
+            run_lines(&changed, &RunOptions::default()),
+            lines(&[
+                ("ingest", "cached", ""),
+                ("split", "cached", ""),
+                ("resize", "ran", "param size changed [4, 4] -> [6, 6]"),
+                ("mean", "ran", "input resize changed"),
+            ])
+        );
+    }
+
+    #[test]
+    fn force_recomputes_all_or_the_stage_named() {
+        let dir = project();
+        let plan = plan(dir.path(), &[]);
+        run_lines(&plan, &RunOptions::default());
+        let all = RunOptions {
+            force: Some(None),
+            ..RunOptions::default()
+        };
+        let forced = |s| (s, "ran", "forced");
+        assert_eq!(
+            run_lines(&plan, &all),
+            lines(&[forced("ingest"), forced("split"), forced("resize"), forced("mean")])
+        );
+        let one = RunOptions {
+            force: Some(Some("resize".into())),
+            ..RunOptions::default()
+        };
+        assert_eq!(
+            run_lines(&plan, &one),
+            lines(&[
+                ("ingest", "cached", ""),
+                ("split", "cached", ""),
+                forced("resize"),
+                ("mean", "cached", ""),
+            ])
+        );
+    }
+
+    #[test]
+    fn targets_run_only_what_they_need() {
+        let dir = project();
+        let plan = plan(dir.path(), &[]);
+        let opts = RunOptions {
+            targets: vec!["split".into()],
+            ..RunOptions::default()
+        };
+        assert_eq!(
+            run_lines(&plan, &opts),
+            lines(&[("ingest", "ran", "never run"), ("split", "ran", "never run")])
+        );
+        let mut expected = fresh(&["ingest", "split"]);
+        for stage in ["resize", "mean"] {
+            expected.push((stage.into(), Some(vec![DirtyReason::NeverRun])));
+        }
+        assert_eq!(statuses(&plan), expected);
+    }
+}

@@ -2,15 +2,16 @@
 //!
 //! [`load`] reads a pipeline file, applies `--set` overrides, types it ([`crate::pipeline::spec`]) and
 //! checks what only the whole pipeline can tell: every input names a stage, there are no
-//! cycles (the cycle is named), pixels exist where a stage needs them, and a stage that fits
-//! statistics has a `split` upstream. All problems are reported at once. The executor trusts
+//! cycles (the cycle is named), pixels exist where a stage needs them, a stage that fits
+//! statistics has a `split` upstream, and the cache and the data stay inside the project.
+//! Each is one pass; all problems are reported at once, in file order. The executor trusts
 //! a [`Plan`] and re-checks nothing of this.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::pipeline::spec::{self, PipelineSpec, StageSpec};
-use crate::source::diag::{Diagnostic, render_all};
+use crate::source::diag::{Diagnostic, Span, render_all};
 use crate::source::suggest::did_you_mean;
 use crate::stage::params::Params;
 
@@ -129,73 +130,65 @@ impl std::error::Error for LoadError {}
 
 /// Reads, types and checks a pipeline file.
 pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
-    let shown = file.display().to_string();
-    let fail = |diags: Vec<Diagnostic>, source: &str| LoadError {
-        rendered: render_all(&diags, &shown, source),
-    };
-    let source = match std::fs::read(file) {
-        Ok(bytes) if bytes.len() > crate::source::yaml::MAX_SOURCE_BYTES => {
-            return Err(fail(
-                vec![Diagnostic::new(
-                    None,
-                    format!(
-                        "the file is {} bytes; pipeline files are limited to {} bytes",
-                        bytes.len(),
-                        crate::source::yaml::MAX_SOURCE_BYTES
-                    ),
-                )],
-                "",
-            ));
-        }
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(_) => {
-                return Err(fail(
-                    vec![Diagnostic::new(None, "the file is not valid UTF-8 text")],
-                    "",
-                ));
-            }
-        },
-        Err(e) => {
-            return Err(fail(
-                vec![
-                    Diagnostic::new(None, format!("cannot read the pipeline file: {e}"))
-                        .with_help("check the path; it is relative to the current directory"),
-                ],
-                "",
-            ));
-        }
-    };
+    let source = read_source(file).map_err(|d| failure(file, vec![d], ""))?;
     load_source(file, &source, sets)
+}
+
+/// The text of the pipeline file, or why it cannot be had (too large, not UTF-8, unreadable).
+fn read_source(file: &Path) -> Result<String, Diagnostic> {
+    let max = crate::source::yaml::MAX_SOURCE_BYTES;
+    match std::fs::read(file) {
+        Ok(bytes) if bytes.len() > max => Err(Diagnostic::new(
+            None,
+            format!(
+                "the file is {} bytes; pipeline files are limited to {max} bytes",
+                bytes.len()
+            ),
+        )),
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| Diagnostic::new(None, "the file is not valid UTF-8 text")),
+        Err(e) => Err(Diagnostic::new(None, format!("cannot read the pipeline file: {e}"))
+            .with_help("check the path; it is relative to the current directory")),
+    }
+}
+
+/// The problems `diags` of the pipeline file `file` (whose text is `source`), rendered.
+fn failure(file: &Path, diags: Vec<Diagnostic>, source: &str) -> LoadError {
+    LoadError {
+        rendered: render_all(&diags, &file.display().to_string(), source),
+    }
 }
 
 /// Types and checks the text `source` of the pipeline file `file` (which need not exist:
 /// relative paths in it are resolved from its folder).
 pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, LoadError> {
-    let shown = file.display().to_string();
-    let fail = |diags: Vec<Diagnostic>, source: &str| LoadError {
-        rendered: render_all(&diags, &shown, source),
-    };
-    let mut root = crate::source::yaml::parse(source).map_err(|d| fail(vec![d], source))?;
-    spec::apply_overrides(&mut root, sets).map_err(|d| fail(d, source))?;
-    let (spec, spec_diags) = spec::parse(&root).map_err(|d| fail(d, source))?;
+    let fail = |diags: Vec<Diagnostic>| failure(file, diags, source);
+    let mut root = crate::source::yaml::parse(source).map_err(|d| fail(vec![d]))?;
+    spec::apply_overrides(&mut root, sets).map_err(fail)?;
+    let (spec, mut spec_diags) = spec::parse(&root).map_err(fail)?;
     let base_dir = file
         .parent()
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let mut spec_diags = spec_diags;
+    let cache_dir = resolve_cache_dir(&spec, &base_dir, &mut spec_diags);
+    confine_data_paths(&spec, &base_dir, &mut spec_diags);
+    check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
+        d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
+        fail(d)
+    })
+}
+
+/// The cache folder: `PIPELINE_CACHE`, else the file's `cache:` (which must stay inside the
+/// project), else `cache/` at the project root.
+fn resolve_cache_dir(spec: &PipelineSpec, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> PathBuf {
     // PIPELINE_CACHE (the user's own choice, e.g. a shared cache) overrides the file. A
     // pipeline file may only direct writes inside its own project.
-    let cache_dir = match (std::env::var_os("PIPELINE_CACHE"), &spec.cache) {
+    match (std::env::var_os("PIPELINE_CACHE"), &spec.cache) {
         (Some(env), _) if !env.is_empty() => PathBuf::from(env),
         (_, Some(c)) => {
-            let dir = base_dir.join(c);
-            let root = project_root(&base_dir);
-            let abs = |p: &Path| lexical(&std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
-            let (resolved, root) = (lexical(&abs(&base_dir).join(c)), abs(&root));
+            let (resolved, root) = (lexical(&absolute(base_dir).join(c)), absolute(&project_root(base_dir)));
             if !resolved.starts_with(&root) {
-                spec_diags.push(
+                diags.push(
                     Diagnostic::new(
                         spec.cache_span,
                         format!(
@@ -210,55 +203,59 @@ pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, L
                     ),
                 );
             }
-            dir
+            base_dir.join(c)
         }
-        (_, None) => project_root(&base_dir).join("cache"),
-    };
+        (_, None) => project_root(base_dir).join("cache"),
+    }
+}
+
+/// Reports every `ingest` image folder or label file outside the project and the folders
+/// listed in `PIPELINE_DATA_ROOTS`.
+fn confine_data_paths(spec: &PipelineSpec, base_dir: &Path, diags: &mut Vec<Diagnostic>) {
     // Images and label files are read from inside the project too, or from folders the user
     // lists in PIPELINE_DATA_ROOTS (colon-separated), never from wherever a file points.
-    let abs = |p: &Path| lexical(&std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
-    let root = abs(&project_root(&base_dir));
+    let root = absolute(&project_root(base_dir));
     let allowed: Vec<PathBuf> = std::iter::once(root.clone())
         .chain(
             std::env::var_os("PIPELINE_DATA_ROOTS")
                 .map(|v| {
                     std::env::split_paths(&v)
                         .filter(|p| !p.as_os_str().is_empty())
-                        .map(|p| abs(&p))
+                        .map(|p| absolute(&p))
                         .collect::<Vec<_>>()
                 })
                 .unwrap_or_default(),
         )
         .collect();
     for st in &spec.stages {
-        if let Params::Ingest(ing) = &st.params {
-            for (field, value) in [("path", Some(&ing.path)), ("csv", ing.csv.as_ref())] {
-                let Some(value) = value else { continue };
-                let resolved = lexical(&abs(&base_dir).join(value));
-                if !allowed.iter().any(|a| resolved.starts_with(a)) {
-                    spec_diags.push(
-                        Diagnostic::new(
-                            st.span,
-                            format!(
-                                "stage `{}`: `{field}: {value}` resolves to {}, outside the project {}",
-                                st.name,
-                                resolved.display(),
-                                root.display()
-                            ),
-                        )
-                        .with_help(
-                            "keep the data inside the project, or list its folder in the environment variable \
-                             PIPELINE_DATA_ROOTS to allow reading it",
+        let Params::Ingest(ing) = &st.params else { continue };
+        for (field, value) in [("path", Some(&ing.path)), ("csv", ing.csv.as_ref())] {
+            let Some(value) = value else { continue };
+            let resolved = lexical(&absolute(base_dir).join(value));
+            if !allowed.iter().any(|a| resolved.starts_with(a)) {
+                diags.push(
+                    Diagnostic::new(
+                        st.span,
+                        format!(
+                            "stage `{}`: `{field}: {value}` resolves to {}, outside the project {}",
+                            st.name,
+                            resolved.display(),
+                            root.display()
                         ),
-                    );
-                }
+                    )
+                    .with_help(
+                        "keep the data inside the project, or list its folder in the environment variable \
+                         PIPELINE_DATA_ROOTS to allow reading it",
+                    ),
+                );
             }
         }
     }
-    check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
-        d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
-        fail(d, source)
-    })
+}
+
+/// `p` made absolute through the file system where it exists, with `.` and `..` resolved.
+fn absolute(p: &Path) -> PathBuf {
+    lexical(&std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
 }
 
 /// `p` with `.` and `..` resolved without touching the file system.
@@ -290,7 +287,7 @@ fn project_root(dir: &Path) -> PathBuf {
     }
 }
 
-/// Links inputs, orders the stages and checks the pipeline as a whole.
+/// Links inputs, orders the stages and checks the pipeline as a whole, pass by pass.
 fn check(
     spec: PipelineSpec,
     mut diags: Vec<Diagnostic>,
@@ -298,219 +295,16 @@ fn check(
     base_dir: PathBuf,
     cache_dir: PathBuf,
 ) -> Result<Plan, Vec<Diagnostic>> {
-    // Stages that cannot be checked further: their own problems were already reported.
-    let mut broken = vec![false; spec.stages.len()];
-    let names: BTreeMap<&str, usize> = spec
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let mut inputs = vec![Vec::new(); spec.stages.len()];
-    for (i, s) in spec.stages.iter().enumerate() {
-        let (least, most) = s.params.input_count();
-        if s.inputs.len() < least || s.inputs.len() > most {
-            let msg = if most == 0 {
-                format!("stage `{}` (kind `{}`) takes no input", s.name, s.params.kind())
-            } else if least == most {
-                format!(
-                    "stage `{}` (kind `{}`) takes exactly {least} input, found {}",
-                    s.name,
-                    s.params.kind(),
-                    s.inputs.len()
-                )
-            } else {
-                format!(
-                    "stage `{}` (kind `{}`) takes {least} to {most} inputs, found {}",
-                    s.name,
-                    s.params.kind(),
-                    s.inputs.len()
-                )
-            };
-            let span = s.inputs.first().map_or(s.span, |(_, sp)| *sp);
-            diags.push(Diagnostic::new(span, msg));
-            broken[i] = true;
-            continue;
-        }
-        for (name, span) in &s.inputs {
-            match names.get(name.as_str()) {
-                Some(&j) if j == i => {
-                    diags.push(Diagnostic::new(
-                        *span,
-                        format!("stage `{}` names itself as its input", s.name),
-                    ));
-                    broken[i] = true;
-                }
-                Some(&j) => inputs[i].push(j),
-                None if spec.declared.contains(name) => broken[i] = true,
-                None => {
-                    broken[i] = true;
-                    let mut d = Diagnostic::new(
-                        *span,
-                        format!(
-                            "stage `{}` takes input from `{name}`, but there is no such stage",
-                            s.name
-                        ),
-                    );
-                    d = match did_you_mean(name, names.keys().copied()) {
-                        Some(m) => d.with_help(format!("did you mean `{m}`?")),
-                        None => d.with_help(format!(
-                            "stages: {}",
-                            names.keys().copied().collect::<Vec<_>>().join(", ")
-                        )),
-                    };
-                    diags.push(d);
-                }
-            }
-        }
-    }
+    let (inputs, linked) = link_inputs(&spec, &mut diags);
     let order = match topo_order(&inputs) {
         Ok(o) => o,
         Err(cycle) => {
-            let path: Vec<&str> = cycle.iter().map(|&i| spec.stages[i].name.as_str()).collect();
-            let first = &spec.stages[cycle[0]];
-            diags.push(
-                Diagnostic::new(first.span, format!("the stages form a cycle: {}", path.join(" -> ")))
-                    .with_help("a stage cannot depend on its own output; change one `input` to break the cycle"),
-            );
+            diags.push(cycle_problem(&spec, &cycle));
             return Err(diags);
         }
     };
-    // Flow checks in run order: where pixels and partitions exist.
-    let mut has_pixels = vec![false; spec.stages.len()];
-    let mut has_partition = vec![false; spec.stages.len()];
-    // Stages whose output is a model, and stages with a `validate` upstream.
-    let mut is_model = vec![false; spec.stages.len()];
-    let mut validated = vec![false; spec.stages.len()];
-    for &i in &order {
-        let s = &spec.stages[i];
-        if broken[i] || inputs[i].iter().any(|&j| broken[j]) {
-            broken[i] = true;
-            continue;
-        }
-        let (in_pixels, in_partition) = inputs[i]
-            .first()
-            .map_or((false, false), |&j| (has_pixels[j], has_partition[j]));
-        let in_model = inputs[i].first().is_some_and(|&j| is_model[j]);
-        let in_validated = inputs[i].first().is_some_and(|&j| validated[j]);
-        if in_model && !matches!(s.params, Params::Evaluate(_)) {
-            diags.push(
-                Diagnostic::new(
-                    s.span,
-                    format!("stage `{}` takes a dataset, but its input is a model", s.name),
-                )
-                .with_help("only `evaluate` takes a `train` stage as input"),
-            );
-            broken[i] = true;
-            continue;
-        }
-        validated[i] = in_validated || matches!(s.params, Params::Validate(_));
-        let (pixels, partition) = match &s.params {
-            Params::Train(t) => {
-                if !in_pixels || !in_partition {
-                    diags.push(
-                        Diagnostic::new(
-                            s.span,
-                            format!(
-                                "stage `{}` trains on pixels of a split dataset; its input has none",
-                                s.name
-                            ),
-                        )
-                        .with_help("take the input from `validate` (after resize, normalization and split)"),
-                    );
-                }
-                if !in_validated && !t.unvalidated {
-                    diags.push(
-                        Diagnostic::new(s.span, format!("stage `{}` trains on data that no `validate` stage checked", s.name))
-                            .with_help(
-                                "add a `validate` stage before it (it refuses integer pixels, NaNs, leakage and inconsistent \
-                                 preprocessing), or set `unvalidated: true` to train anyway (warned on every run)",
-                            ),
-                    );
-                }
-                is_model[i] = true;
-                (false, false)
-            }
-            Params::Evaluate(_) => {
-                if !in_model {
-                    diags.push(
-                        Diagnostic::new(
-                            s.span,
-                            format!("the first input of stage `{}` must be a `train` stage", s.name),
-                        )
-                        .with_help("write `input: [train]` or `input: [train, <dataset stage>]`"),
-                    );
-                }
-                if let Some(&j) = inputs[i].get(1)
-                    && (!has_pixels[j] || !has_partition[j] || is_model[j])
-                {
-                    diags.push(Diagnostic::new(
-                        s.span,
-                        format!(
-                            "the second input of stage `{}` must be a split dataset with pixels",
-                            s.name
-                        ),
-                    ));
-                }
-                (false, false)
-            }
-            Params::Ingest(_) => (false, false),
-            Params::Split(_) => {
-                if in_partition {
-                    diags.push(
-                        Diagnostic::new(
-                            s.span,
-                            format!("stage `{}` splits data that is already split upstream", s.name),
-                        )
-                        .with_help("keep one `split` stage per chain"),
-                    );
-                }
-                (in_pixels, true)
-            }
-            Params::Resize(_) => {
-                if in_pixels {
-                    diags.push(
-                        Diagnostic::new(
-                            s.span,
-                            format!(
-                                "stage `{}` resizes the source images, but its input already holds pixels",
-                                s.name
-                            ),
-                        )
-                        .with_help("take its input from the `ingest` stage (or a `split` right after it)"),
-                    );
-                }
-                (true, in_partition)
-            }
-            Params::MeanSubtract(_) | Params::Normalize(_) | Params::Validate(_) => {
-                if !in_pixels {
-                    diags.push(
-                        Diagnostic::new(
-                            s.span,
-                            format!(
-                                "stage `{}` (kind `{}`) needs pixels, but no `resize` stage is upstream of it",
-                                s.name,
-                                s.params.kind()
-                            ),
-                        )
-                        .with_help("add a `resize` stage before it; it decodes the images"),
-                    );
-                }
-                (true, in_partition)
-            }
-        };
-        if s.params.fits_statistics() && !in_partition {
-            diags.push(
-                Diagnostic::new(s.span, format!("stage `{}` fits statistics on the data, but no `split` stage is upstream of it", s.name))
-                    .with_help(
-                        "statistics fitted on all rows would include the val and test images, leaking them into the preprocessing of the \
-                         training data; add a `split` stage before it so statistics are computed on `train` rows only, or use constants",
-                    ),
-            );
-        }
-        has_pixels[i] = pixels;
-        has_partition[i] = partition;
-    }
+    let flows = check_flow(&spec, &inputs, &order, linked, &mut diags);
+    check_fitted_statistics(&spec, &inputs, &order, &flows, &mut diags);
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -522,6 +316,261 @@ fn check(
         order,
         inputs,
     })
+}
+
+/// Resolves every stage's input names to stage indices; a stage with a wrong input count or
+/// an input that is itself, missing or broken is marked not linked (`false`).
+fn link_inputs(spec: &PipelineSpec, diags: &mut Vec<Diagnostic>) -> (Vec<Vec<usize>>, Vec<bool>) {
+    let names: BTreeMap<&str, usize> = spec
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut inputs = vec![Vec::new(); spec.stages.len()];
+    let mut linked = vec![true; spec.stages.len()];
+    for (i, s) in spec.stages.iter().enumerate() {
+        if let Some(d) = input_count_problem(s) {
+            diags.push(d);
+            linked[i] = false;
+            continue;
+        }
+        for (name, span) in &s.inputs {
+            match names.get(name.as_str()) {
+                Some(&j) if j == i => {
+                    diags.push(Diagnostic::new(
+                        *span,
+                        format!("stage `{}` names itself as its input", s.name),
+                    ));
+                    linked[i] = false;
+                }
+                Some(&j) => inputs[i].push(j),
+                // A stage with problems of its own: those were reported already.
+                None if spec.declared.contains(name) => linked[i] = false,
+                None => {
+                    linked[i] = false;
+                    diags.push(missing_input_problem(s, name, *span, &names));
+                }
+            }
+        }
+    }
+    (inputs, linked)
+}
+
+/// The problem with the number of inputs `s` names, if its kind takes another number.
+fn input_count_problem(s: &StageSpec) -> Option<Diagnostic> {
+    let (least, most) = s.params.input_count();
+    let found = s.inputs.len();
+    if (least..=most).contains(&found) {
+        return None;
+    }
+    let (name, kind) = (&s.name, s.params.kind());
+    let msg = if most == 0 {
+        format!("stage `{name}` (kind `{kind}`) takes no input")
+    } else if least == most {
+        format!("stage `{name}` (kind `{kind}`) takes exactly {least} input, found {found}")
+    } else {
+        format!("stage `{name}` (kind `{kind}`) takes {least} to {most} inputs, found {found}")
+    };
+    let span = s.inputs.first().map_or(s.span, |(_, sp)| *sp);
+    Some(Diagnostic::new(span, msg))
+}
+
+/// `s` takes input from `name`, which no stage is called: suggests the closest name.
+fn missing_input_problem(s: &StageSpec, name: &str, span: Span, names: &BTreeMap<&str, usize>) -> Diagnostic {
+    let d = Diagnostic::new(
+        span,
+        format!(
+            "stage `{}` takes input from `{name}`, but there is no such stage",
+            s.name
+        ),
+    );
+    match did_you_mean(name, names.keys().copied()) {
+        Some(m) => d.with_help(format!("did you mean `{m}`?")),
+        None => d.with_help(format!(
+            "stages: {}",
+            names.keys().copied().collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// The stages of `cycle` named in order, at its first stage.
+fn cycle_problem(spec: &PipelineSpec, cycle: &[usize]) -> Diagnostic {
+    let path: Vec<&str> = cycle.iter().map(|&i| spec.stages[i].name.as_str()).collect();
+    Diagnostic::new(
+        spec.stages[cycle[0]].span,
+        format!("the stages form a cycle: {}", path.join(" -> ")),
+    )
+    .with_help("a stage cannot depend on its own output; change one `input` to break the cycle")
+}
+
+/// What flows out of a stage, as far as the checks are concerned.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    /// The rows carry decoded pixels.
+    pixels: bool,
+    /// The rows carry a `train`/`val`/`test` partition.
+    partition: bool,
+    /// The output is a model, not a dataset.
+    model: bool,
+    /// A `validate` stage is at or upstream of it.
+    validated: bool,
+}
+
+/// Walks the stages in run order checking each gets what its kind needs (a dataset or a
+/// model, pixels, a partition, a `validate` upstream); `None` for a stage not checked
+/// because it or an input has problems of its own.
+fn check_flow(
+    spec: &PipelineSpec,
+    inputs: &[Vec<usize>],
+    order: &[usize],
+    linked: Vec<bool>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Option<Flow>> {
+    let mut flows: Vec<Option<Flow>> = vec![None; spec.stages.len()];
+    for &i in order {
+        let Some(ins) = inputs[i].iter().map(|&j| flows[j]).collect::<Option<Vec<Flow>>>() else {
+            continue;
+        };
+        if !linked[i] {
+            continue;
+        }
+        let s = &spec.stages[i];
+        let input = ins.first().copied().unwrap_or_default();
+        if input.model && !matches!(s.params, Params::Evaluate(_)) {
+            diags.push(
+                Diagnostic::new(
+                    s.span,
+                    format!("stage `{}` takes a dataset, but its input is a model", s.name),
+                )
+                .with_help("only `evaluate` takes a `train` stage as input"),
+            );
+            continue;
+        }
+        flows[i] = Some(kind_flow(s, input, ins.get(1).copied(), diags));
+    }
+    flows
+}
+
+/// What stage `s` makes of its first input (and `evaluate` of its second), reporting what
+/// its kind is missing.
+fn kind_flow(s: &StageSpec, input: Flow, second: Option<Flow>, diags: &mut Vec<Diagnostic>) -> Flow {
+    let mut problem = |msg: String, help: &str| diags.push(Diagnostic::new(s.span, msg).with_help(help));
+    let validated = input.validated || matches!(s.params, Params::Validate(_));
+    let dataset = |pixels, partition| Flow {
+        pixels,
+        partition,
+        model: false,
+        validated,
+    };
+    match &s.params {
+        Params::Train(t) => {
+            if !input.pixels || !input.partition {
+                problem(
+                    format!(
+                        "stage `{}` trains on pixels of a split dataset; its input has none",
+                        s.name
+                    ),
+                    "take the input from `validate` (after resize, normalization and split)",
+                );
+            }
+            if !input.validated && !t.unvalidated {
+                problem(
+                    format!("stage `{}` trains on data that no `validate` stage checked", s.name),
+                    "add a `validate` stage before it (it refuses integer pixels, NaNs, leakage and inconsistent \
+                     preprocessing), or set `unvalidated: true` to train anyway (warned on every run)",
+                );
+            }
+            Flow {
+                model: true,
+                ..dataset(false, false)
+            }
+        }
+        Params::Evaluate(_) => {
+            if !input.model {
+                problem(
+                    format!("the first input of stage `{}` must be a `train` stage", s.name),
+                    "write `input: [train]` or `input: [train, <dataset stage>]`",
+                );
+            }
+            if let Some(data) = second
+                && (!data.pixels || !data.partition || data.model)
+            {
+                diags.push(Diagnostic::new(
+                    s.span,
+                    format!(
+                        "the second input of stage `{}` must be a split dataset with pixels",
+                        s.name
+                    ),
+                ));
+            }
+            dataset(false, false)
+        }
+        Params::Ingest(_) => dataset(false, false),
+        Params::Split(_) => {
+            if input.partition {
+                problem(
+                    format!("stage `{}` splits data that is already split upstream", s.name),
+                    "keep one `split` stage per chain",
+                );
+            }
+            dataset(input.pixels, true)
+        }
+        Params::Resize(_) => {
+            if input.pixels {
+                problem(
+                    format!(
+                        "stage `{}` resizes the source images, but its input already holds pixels",
+                        s.name
+                    ),
+                    "take its input from the `ingest` stage (or a `split` right after it)",
+                );
+            }
+            dataset(true, input.partition)
+        }
+        Params::MeanSubtract(_) | Params::Normalize(_) | Params::Validate(_) => {
+            if !input.pixels {
+                problem(
+                    format!(
+                        "stage `{}` (kind `{}`) needs pixels, but no `resize` stage is upstream of it",
+                        s.name,
+                        s.params.kind()
+                    ),
+                    "add a `resize` stage before it; it decodes the images",
+                );
+            }
+            dataset(true, input.partition)
+        }
+    }
+}
+
+/// Reports every checked stage that fits statistics without a `split` upstream (the
+/// statistics would leak val and test rows into training).
+fn check_fitted_statistics(
+    spec: &PipelineSpec,
+    inputs: &[Vec<usize>],
+    order: &[usize],
+    flows: &[Option<Flow>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for &i in order {
+        let s = &spec.stages[i];
+        if flows[i].is_none() || !s.params.fits_statistics() {
+            continue;
+        }
+        let split_upstream = inputs[i]
+            .first()
+            .is_some_and(|&j| flows[j].is_some_and(|f| f.partition));
+        if !split_upstream {
+            diags.push(
+                Diagnostic::new(s.span, format!("stage `{}` fits statistics on the data, but no `split` stage is upstream of it", s.name))
+                    .with_help(
+                        "statistics fitted on all rows would include the val and test images, leaking them into the preprocessing of the \
+                         training data; add a `split` stage before it so statistics are computed on `train` rows only, or use constants",
+                    ),
+            );
+        }
+    }
 }
 
 /// Orders stages so inputs come first (file order among equals); on a cycle, returns it.
@@ -571,6 +620,80 @@ fn topo_order(inputs: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pipeline `t` whose first stage ingests `images/`, followed by `stages`.
+    fn with_ingest(stages: &str) -> String {
+        format!("name: t\nstages:\n  ingest:\n    kind: ingest\n    path: images\n{stages}")
+    }
+
+    /// The `error:` lines `load_source` renders for `text`, in the order shown.
+    fn errors(text: &str) -> Vec<String> {
+        let err = load_source(Path::new("/nonexistent/pipeline.yaml"), text, &[]).unwrap_err();
+        err.rendered
+            .lines()
+            .filter_map(|l| l.strip_prefix("error: "))
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn every_pass_reports_in_file_order() {
+        let text = &with_ingest(
+            "  mean:
+    kind: mean_subtract
+    mean: fit
+  resize:
+    kind: resize
+    input: ingset
+    size: [4, 4]
+  eval:
+    kind: evaluate
+    input: [mean, ingest, resize]
+",
+        );
+        assert_eq!(
+            errors(text),
+            [
+                "stage `mean` (kind `mean_subtract`) needs pixels, but no `resize` stage is upstream of it",
+                "stage `mean` fits statistics on the data, but no `split` stage is upstream of it",
+                "stage `resize` takes input from `ingset`, but there is no such stage",
+                "stage `eval` (kind `evaluate`) takes 1 to 2 inputs, found 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_named_stage_by_stage() {
+        let text = &with_ingest(
+            "  split:
+    kind: split
+    input: resize
+    train: 1
+  resize:
+    kind: resize
+    input: split
+    size: [4, 4]
+",
+        );
+        assert_eq!(errors(text), ["the stages form a cycle: resize -> split -> resize"]);
+    }
+
+    #[test]
+    fn a_well_formed_pipeline_is_ordered_and_linked() {
+        let text = &with_ingest(
+            "  split:
+    kind: split
+    train: 1
+  resize:
+    kind: resize
+    size: [4, 4]
+",
+        );
+        let plan = load_source(Path::new("/nonexistent/pipeline.yaml"), text, &[]).unwrap();
+        assert_eq!(plan.order, [0, 1, 2]);
+        assert_eq!(plan.inputs, [vec![], vec![0], vec![1]]);
+        assert_eq!(plan.base_dir, Path::new("/nonexistent"));
+    }
 
     #[test]
     fn orders_inputs_first_and_names_cycles() {

@@ -186,14 +186,11 @@ fn parse_stage(
 pub fn apply_overrides(root: &mut Node, sets: &[String]) -> Result<(), Vec<Diagnostic>> {
     let mut diags = Vec::new();
     for set in sets {
-        let Some((target, raw)) = set.split_once('=') else {
-            diags.push(Diagnostic::new(
-                None,
-                format!("--set `{set}` must look like `stage.param=value`"),
-            ));
-            continue;
-        };
-        let Some((stage_name, param)) = target.split_once('.') else {
+        let parts = set.split_once('=').and_then(|(target, raw)| {
+            let (stage_name, param) = target.split_once('.')?;
+            Some((target, raw, stage_name, param))
+        });
+        let Some((target, raw, stage_name, param)) = parts else {
             diags.push(Diagnostic::new(
                 None,
                 format!("--set `{set}` must look like `stage.param=value`"),
@@ -260,4 +257,138 @@ pub fn apply_overrides(root: &mut Node, sets: &[String]) -> Result<(), Vec<Diagn
         }
     }
     if diags.is_empty() { Ok(()) } else { Err(diags) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small valid file: `resize` takes its input from the stage before it.
+    const MINIMAL: &str = "\
+name: tiny
+seed: 7
+stages:
+  ingest:
+    kind: ingest
+    path: images
+  resize:
+    kind: resize
+    size: [8, 8]
+";
+
+    /// The spec of `text` with `sets` applied, as `plan::load_source` gets it.
+    fn spec_of(text: &str, sets: &[&str]) -> Result<(PipelineSpec, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let mut root = crate::source::yaml::parse(text).expect("valid YAML");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        apply_overrides(&mut root, &sets)?;
+        parse(&root)
+    }
+
+    /// The problems of `text` with `sets` applied, from either step.
+    fn problems(text: &str, sets: &[&str]) -> Vec<Diagnostic> {
+        match spec_of(text, sets) {
+            Ok((_, diags)) | Err(diags) => diags,
+        }
+    }
+
+    fn at(line: usize, col: usize, len: usize) -> Option<Span> {
+        Some(Span { line, col, len })
+    }
+
+    fn stage<'a>(spec: &'a PipelineSpec, name: &str) -> &'a StageSpec {
+        spec.stages.iter().find(|s| s.name == name).expect("stage")
+    }
+
+    #[test]
+    fn a_minimal_file_parses() {
+        let (spec, diags) = spec_of(MINIMAL, &[]).unwrap();
+        assert_eq!(diags, Vec::new());
+        assert_eq!(
+            (spec.name.as_str(), spec.seed, spec.cache.as_deref()),
+            ("tiny", 7, None)
+        );
+        assert_eq!(spec.declared, ["ingest", "resize"]);
+        let kinds: Vec<&str> = spec.stages.iter().map(|s| s.params.kind()).collect();
+        assert_eq!(kinds, ["ingest", "resize"]);
+        assert!(stage(&spec, "ingest").inputs.is_empty());
+        let resize = stage(&spec, "resize");
+        assert_eq!(resize.inputs, [("ingest".to_string(), resize.span)]);
+        assert_eq!(resize.params.to_json()["size"], serde_json::json!([8, 8]));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_position() {
+        let text = "\
+name: tiny
+seed: -1
+stages:
+  ingest:
+    kind: ingest
+  resize:
+    kind: resise
+";
+        let diags = problems(text, &[]);
+        let found: Vec<(Option<Span>, &str)> = diags.iter().map(|d| (d.span, d.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    at(2, 7, 2),
+                    "`seed` must be a whole number in [0, 9223372036854775807], found `-1`"
+                ),
+                (at(4, 3, 6), "stage `ingest` is missing `path`"),
+                (at(7, 11, 6), "unknown stage kind `resise`"),
+            ]
+        );
+        assert_eq!(diags[2].help.as_deref(), Some("did you mean `resize`?"));
+    }
+
+    #[test]
+    fn an_unknown_param_suggests_the_known_one_instead_of_a_missing_one() {
+        let diags = problems(&MINIMAL.replace("size: [8, 8]", "sise: [8, 8]"), &[]);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].message, "unknown param `sise` in stage `resize`");
+        assert_eq!(diags[0].span, at(9, 5, 4));
+        assert_eq!(diags[0].help.as_deref(), Some("did you mean `size`?"));
+    }
+
+    #[test]
+    fn a_set_replaces_a_param_and_is_checked_like_the_file() {
+        let (spec, diags) = spec_of(MINIMAL, &["resize.size=[16, 16]", "resize.filter=nearest"]).unwrap();
+        assert_eq!(diags, Vec::new());
+        let params = stage(&spec, "resize").params.to_json();
+        assert_eq!(params["size"], serde_json::json!([16, 16]));
+        assert_eq!(params["filter"], "nearest");
+    }
+
+    #[test]
+    fn a_set_without_stage_param_and_value_is_refused() {
+        let diags = spec_of(MINIMAL, &["resize=3", "resize.size"]).unwrap_err();
+        let found: Vec<(Option<Span>, &str)> = diags.iter().map(|d| (d.span, d.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (None, "--set `resize=3` must look like `stage.param=value`"),
+                (None, "--set `resize.size` must look like `stage.param=value`"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_set_on_an_unknown_stage_suggests_the_closest() {
+        let diags = spec_of(MINIMAL, &["resise.size=[2, 2]"]).unwrap_err();
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].message, "--set resise.size: there is no stage `resise`");
+        assert_eq!(diags[0].help.as_deref(), Some("did you mean `resize`?"));
+    }
+
+    #[test]
+    fn a_bad_set_value_points_at_the_line_it_replaces() {
+        let diags = problems(MINIMAL, &["resize.size=oops"]);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(diags[0].message.starts_with("`size` must be"), "{}", diags[0].message);
+        let line = diags[0].span.map(|s| s.line);
+        assert_eq!(line, Some(9), "`size: [8, 8]` is line 9");
+        assert_eq!(MINIMAL.lines().nth(8), Some("    size: [8, 8]"));
+    }
 }

@@ -104,40 +104,51 @@ pub fn get_str(node: &Node, field: &str, diags: &mut Vec<Diagnostic>) -> Option<
     }
 }
 
+/// A finite number within `range` (inclusive).
 pub fn get_f64(node: &Node, field: &str, range: (f64, f64), diags: &mut Vec<Diagnostic>) -> Option<f64> {
-    match node.as_f64() {
-        Some(v) if v.is_finite() && v >= range.0 && v <= range.1 => Some(v),
-        Some(v) => {
-            diags.push(Diagnostic::new(
-                node.span,
-                format!(
-                    "`{field}` must be a finite number in [{}, {}], found {v}",
-                    range.0, range.1
-                ),
-            ));
-            None
-        }
-        None => {
-            diags.push(Diagnostic::new(
-                node.span,
-                format!("`{field}` must be a number, found {}", node.describe()),
-            ));
-            None
-        }
-    }
+    let Some(v) = node.as_f64() else {
+        diags.push(Diagnostic::new(
+            node.span,
+            format!("`{field}` must be a number, found {}", node.describe()),
+        ));
+        return None;
+    };
+    within(
+        node,
+        field,
+        Some(v).filter(|v| v.is_finite()),
+        range,
+        "finite number",
+        v,
+        diags,
+    )
 }
 
+/// A whole number within `range` (inclusive).
 pub fn get_u64(node: &Node, field: &str, range: (u64, u64), diags: &mut Vec<Diagnostic>) -> Option<u64> {
-    match node.as_i64() {
-        Some(v) if v >= 0 && (v as u64) >= range.0 && (v as u64) <= range.1 => Some(v as u64),
+    let value = node.as_i64().and_then(|v| u64::try_from(v).ok());
+    within(node, field, value, range, "whole number", node.describe(), diags)
+}
+
+/// `value` when it is there and inside `range` (inclusive); otherwise reports that `field`
+/// must be a `noun` in the range, and what was `found`.
+fn within<T: PartialOrd + std::fmt::Display>(
+    node: &Node,
+    field: &str,
+    value: Option<T>,
+    range: (T, T),
+    noun: &str,
+    found: impl std::fmt::Display,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match value {
+        Some(v) if v >= range.0 && v <= range.1 => Some(v),
         _ => {
             diags.push(Diagnostic::new(
                 node.span,
                 format!(
-                    "`{field}` must be a whole number in [{}, {}], found {}",
-                    range.0,
-                    range.1,
-                    node.describe()
+                    "`{field}` must be a {noun} in [{}, {}], found {found}",
+                    range.0, range.1
                 ),
             ));
             None
@@ -196,4 +207,37 @@ pub fn get_choice<T: Copy>(node: &Node, field: &str, choices: &[(&str, T)], diag
     }
     diags.push(d);
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value `get` reads from the YAML scalar `text`, and the messages it reports.
+    fn read<T>(text: &str, get: impl Fn(&Node, &mut Vec<Diagnostic>) -> Option<T>) -> (Option<T>, Vec<String>) {
+        let node = crate::source::yaml::parse(text).unwrap();
+        let mut diags = Vec::new();
+        let value = get(&node, &mut diags);
+        (value, diags.into_iter().map(|d| d.message).collect())
+    }
+
+    #[test]
+    fn numbers_outside_their_range_say_the_range() {
+        let f64_in = |text| read(text, |n, d| get_f64(n, "scale", (0.0, 1.0), d));
+        assert_eq!(f64_in("0.5"), (Some(0.5), vec![]));
+        assert_eq!(f64_in("1"), (Some(1.0), vec![]));
+        let out = "`scale` must be a finite number in [0, 1], found 1.5".to_string();
+        assert_eq!(f64_in("1.5"), (None, vec![out]));
+        let nan = "`scale` must be a finite number in [0, 1], found NaN".to_string();
+        assert_eq!(f64_in(".nan"), (None, vec![nan]));
+        let text = "`scale` must be a number, found `big`".to_string();
+        assert_eq!(f64_in("big"), (None, vec![text]));
+
+        let u64_in = |text| read(text, |n, d| get_u64(n, "epochs", (1, 10), d));
+        assert_eq!(u64_in("10"), (Some(10), vec![]));
+        for bad in ["0", "11", "-3", "2.5", "many"] {
+            let msg = format!("`epochs` must be a whole number in [1, 10], found `{bad}`");
+            assert_eq!(u64_in(bad), (None, vec![msg]));
+        }
+    }
 }
