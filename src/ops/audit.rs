@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::cache::store::{Cache, Lookup};
-use crate::check::analysis::{self, Finding, Severity, Thresholds, short};
+use crate::check::analysis::scan::analyze;
+use crate::check::analysis::{Finding, Severity, Thresholds, short};
 use crate::check::render::{render_analysis, render_findings, render_report};
 use crate::pipeline::executor::{Resolved, resolve_closure};
 use crate::pipeline::plan::Plan;
@@ -128,7 +129,7 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
     if let Some((_, d)) = meta.pixels {
         t.dtype = d;
     }
-    let analysis = analysis::analyze(&path, &t)?;
+    let analysis = analyze(&path, &t)?;
     let findings: Vec<Finding> = analysis
         .findings(&t, Some(cache))
         .into_iter()
@@ -212,7 +213,7 @@ pub fn compare(
     let mut docs = Vec::new();
     let mut consistent = true;
     for p in paths {
-        let c = crate::check::compare::compare(p, &ours)?;
+        let c = crate::check::compare::run::compare(p, &ours)?;
         consistent &= c.consistent;
         text.push_str(&c.text);
         text.push('\n');

@@ -9,7 +9,8 @@
 use anyhow::Result;
 
 use super::{Kind, Output, RunCtx};
-use crate::check::analysis::{self, Severity, Thresholds};
+use crate::check::analysis::scan::analyze;
+use crate::check::analysis::{Severity, Thresholds};
 use crate::data::dataset::Dtype;
 use crate::source::diag::Diagnostic;
 use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
@@ -79,7 +80,7 @@ impl Kind for Validate {
 impl Validate {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let input = ctx.input_path()?;
-        let analysis = analysis::analyze(input, &self.thresholds)?;
+        let analysis = analyze(input, &self.thresholds)?;
         ctx.progress.inc(analysis.rows);
         let findings = analysis.findings(&self.thresholds, ctx.cache);
         let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
