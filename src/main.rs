@@ -1,13 +1,15 @@
 //! `pipeline`: declarative, content-hashed, cached image-classifier pipelines.
 //!
-//! `main` only parses the command line, runs it, and maps a failure to an exit code.
+//! `main` only answers a shell's completion request, parses the command line, runs it, and
+//! maps a failure to an exit code.
 
 use clap::Parser;
 use pipeline::cli::args::Cli;
-use pipeline::cli::commands;
+use pipeline::cli::{commands, complete};
 use pipeline::error::Failure;
 
 fn main() {
+    complete::complete_if_asked();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     if let Err(err) = commands::run(cli) {

@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCompleter;
+
+use crate::cli::values::{check_names, set_names, stage_names};
 
 use crate::pipeline::dag;
 
@@ -52,36 +55,49 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the stage graph.
     Dag(DagArgs),
+    /// Print the script that registers shell completions (subcommands, flags, and the
+    /// stage and param names of the pipeline file on the line): e.g. add
+    /// `source <(pipeline completions bash)` to ~/.bashrc.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a folder.
+    Man(ManArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
     pub file: PathBuf,
     /// Run only this stage and what it needs (repeatable).
-    #[arg(long = "stage", value_name = "NAME")]
+    #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stages: Vec<String>,
     /// Recompute NAME even if cached, or every stage when no NAME is given.
-    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", add = ArgValueCompleter::new(stage_names))]
     pub force: Option<String>,
     /// Override a param for this run: `stage.param=value` (value in YAML syntax).
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
     /// Worker threads for decoding and pixel work (default: all cores).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
+    /// Print one JSON object per event (stage cached, started, ran, report, failed,
+    /// finished) instead of text; the schema is in README.md.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     pub file: PathBuf,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    /// Print one JSON object per stage (`{"event": "status", ...}`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     pub file: PathBuf,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
 }
 
@@ -96,9 +112,9 @@ pub struct AuditArgs {
     #[arg(long = "compare", value_name = "PATH")]
     pub compare: Vec<PathBuf>,
     /// The stage whose features `--compare` checks against (default: the last dataset).
-    #[arg(long = "against", value_name = "STAGE", requires = "compare")]
+    #[arg(long = "against", value_name = "STAGE", requires = "compare", add = ArgValueCompleter::new(stage_names))]
     pub against: Option<String>,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
 }
 
@@ -108,7 +124,7 @@ pub struct PredictArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// The `train` stage whose model to use (needed when there are several).
-    #[arg(long = "stage", value_name = "NAME")]
+    #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
     #[arg(long)]
     pub json: bool,
@@ -119,14 +135,14 @@ pub struct DiagnoseArgs {
     pub file: PathBuf,
     /// Run only this check (repeatable): data, init_loss, baseline, overfit, lr_range,
     /// learning_curve, activations, spread.
-    #[arg(long = "check", value_name = "NAME")]
+    #[arg(long = "check", value_name = "NAME", add = ArgValueCompleter::new(check_names))]
     pub checks: Vec<String>,
     /// The `train` stage to diagnose (needed when there are several).
-    #[arg(long = "stage", value_name = "NAME")]
+    #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
     #[arg(long)]
     pub json: bool,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
 }
 
@@ -140,7 +156,7 @@ pub struct ReportArgs {
     /// Leave out the diagnosis (it trains for a few seconds to minutes).
     #[arg(long)]
     pub no_diagnose: bool,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
 }
 
@@ -155,12 +171,12 @@ pub struct CacheArgs {
 pub struct ExportArgs {
     pub file: PathBuf,
     /// The stage to export (default: the dataset the last stage holds or reports on).
-    #[arg(long = "stage", value_name = "NAME")]
+    #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
     /// The Arrow IPC file to write.
     #[arg(long, short = 'o', value_name = "PATH")]
     pub out: PathBuf,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
 }
 
@@ -169,6 +185,43 @@ pub struct DagArgs {
     pub file: PathBuf,
     #[arg(long, value_enum, default_value_t = DagFormat::Text)]
     pub format: DagFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write `pipeline.1` and one `pipeline-COMMAND.1` per command into this folder
+    /// instead of printing `pipeline(1)`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The shells completions are written for.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Elvish,
+    Fish,
+    Powershell,
+    Zsh,
+}
+
+impl Shell {
+    /// The name clap_complete knows the shell by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shell::Bash => "bash",
+            Shell::Elvish => "elvish",
+            Shell::Fish => "fish",
+            Shell::Powershell => "powershell",
+            Shell::Zsh => "zsh",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

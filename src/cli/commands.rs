@@ -11,12 +11,14 @@ use crate::cli::args::{
     AuditArgs, CacheAction, CacheArgs, CheckArgs, Cli, Command, DagArgs, DiagnoseArgs, ExportArgs, PredictArgs,
     ReportArgs, RunArgs, StatusArgs,
 };
+use crate::cli::complete;
 use crate::diagnose::diagnosis::CHECKS;
 use crate::error::Failure;
 use crate::ops::{audit, cache_cmd, export, predict};
+use crate::pipeline::dag;
+use crate::pipeline::events::{Event, Json, Sink, Text};
 use crate::pipeline::executor::{self, RunOptions};
 use crate::pipeline::plan::{self, Plan};
-use crate::pipeline::{dag, dirty};
 use crate::source::suggest::did_you_mean;
 
 /// Runs the parsed command line.
@@ -34,6 +36,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export(args, &mut out),
         Command::Cache(args) => cache(args, &mut out),
         Command::Dag(args) => dag(args, &mut out),
+        Command::Completions(args) => complete::write_registration(args.shell, &mut out),
+        Command::Man(args) => complete::write_man(args.dir.as_deref(), &mut out),
     }
 }
 
@@ -60,18 +64,27 @@ fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {
         targets: args.stages,
         force,
     };
-    executor::run(&plan, &opts, out)
+    if args.json {
+        executor::run_with(&plan, &opts, &mut Json::new(out))
+    } else {
+        executor::run(&plan, &opts, out)
+    }
 }
 
 fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     let plan = load(&args.file, &args.sets)?;
     let statuses = executor::status(&plan)?;
-    let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    for s in statuses {
-        match s.stale {
-            None => writeln!(out, "{:width$}  fresh", s.name)?,
-            Some(reasons) => writeln!(out, "{:width$}  stale  {}", s.name, dirty::join(&reasons))?,
-        }
+    let mut sink: Box<dyn Sink + '_> = if args.json {
+        Box::new(Json::new(out))
+    } else {
+        Box::new(Text::new(out, executor::name_width(&plan), &plan.file))
+    };
+    for s in &statuses {
+        sink.emit(Event::Status {
+            stage: &s.name,
+            kind: s.kind,
+            stale: s.stale.as_deref(),
+        })?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::cache::stat_cache::StatCache;
 use crate::cache::store::{Cache, Format, Record};
 use crate::data::lineage::LineageEntry;
 use crate::pipeline::dirty::{self, Candidate, DirtyReason};
+use crate::pipeline::events::{Event, Sink, Text};
 use crate::pipeline::plan::Plan;
 use crate::stage::ingest::Scan;
 use crate::stage::params::Params;
@@ -83,9 +84,49 @@ pub fn resolve(plan: &Plan, i: usize, done: &[Option<Resolved>], stat_cache: &mu
 
 /// Runs the plan. Writes one line per stage to `out`.
 pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
+    run_with(plan, opts, &mut Text::new(out, name_width(plan), &plan.file))
+}
+
+/// The width stage names are aligned to in text output.
+pub fn name_width(plan: &Plan) -> usize {
+    plan.spec.stages.iter().map(|s| s.name.len()).max().unwrap_or(0)
+}
+
+/// Runs the plan, reporting what happens to `events`: each stage cached or started and ran,
+/// the reports of gates, and how the run ended (`failed`, with the stage it was in, or
+/// `finished`).
+pub fn run_with(plan: &Plan, opts: &RunOptions, events: &mut dyn Sink) -> Result<()> {
+    let started = Instant::now();
+    let mut current: Option<usize> = None;
+    let mut counts = (0usize, 0usize);
+    match run_stages(plan, opts, events, &mut current, &mut counts) {
+        Ok(()) => events.emit(Event::Finished {
+            ran: counts.0,
+            cached: counts.1,
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+        Err(e) => {
+            events.emit(Event::Failed {
+                stage: current.map(|i| plan.stage(i).name.as_str()),
+                error: format!("{e:#}"),
+            })?;
+            Err(e)
+        }
+    }
+}
+
+/// The body of [`run_with`]: `current` is the stage being worked on, `counts` the stages
+/// (ran, cached) so far.
+fn run_stages(
+    plan: &Plan,
+    opts: &RunOptions,
+    events: &mut dyn Sink,
+    current: &mut Option<usize>,
+    counts: &mut (usize, usize),
+) -> Result<()> {
     let cache = Cache::open(&plan.cache_dir)?;
     tracing::debug!(cache = %plan.cache_dir.display(), base = %plan.base_dir.display(), "opened cache");
-    let _lock = lock(&cache, out)?;
+    let _lock = lock(&cache, events)?;
     let litter = cache.remove_stale_temps();
     if litter > 0 {
         tracing::debug!(files = litter, "removed temporary files of runs that died");
@@ -98,17 +139,17 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
     let selected = plan.closure(&targets);
     let mut stat_cache = cache.stat_cache();
     let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
-    let width = plan.spec.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    let mut ran_any = false;
     for &i in &selected {
+        *current = Some(i);
         let s = plan.stage(i);
+        let kind = s.params.kind();
         // Timed from here: for `ingest`, scanning and hashing the files is its work.
         let started = Instant::now();
         let resolved = resolve(plan, i, &done, &mut stat_cache)?;
         cache.save_stat_cache(&stat_cache)?;
         tracing::debug!(
             stage = %s.name,
-            kind = s.params.kind(),
+            kind,
             fingerprint = %resolved.fingerprint,
             params = %resolved.params,
             resolve_s = started.elapsed().as_secs_f64(),
@@ -117,11 +158,13 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
         if let Params::Train(t) = &s.params
             && t.unvalidated
         {
-            writeln!(
-                out,
-                "warning: stage `{}` trains on data no `validate` stage checked (`unvalidated: true`)",
-                s.name
-            )?;
+            events.emit(Event::Warning {
+                stage: &s.name,
+                message: format!(
+                    "stage `{}` trains on data no `validate` stage checked (`unvalidated: true`)",
+                    s.name
+                ),
+            })?;
         }
         let forced = match &opts.force {
             Some(None) => true,
@@ -138,53 +181,46 @@ pub fn run(plan: &Plan, opts: &RunOptions, out: &mut dyn Write) -> Result<()> {
                 &resolved.candidate(s.params.version()),
             )
         };
-        match freshness {
+        let (record, fresh) = match freshness {
             Ok(record) => {
                 tracing::debug!(stage = %s.name, fingerprint = %resolved.fingerprint, "cached");
-                writeln!(
-                    out,
-                    "{:width$}  cached  {} rows{}{}",
-                    s.name,
-                    record.rows,
-                    skipped_text(&record),
-                    findings_text(&record)
-                )?;
-                if s.params.is_report() {
-                    cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
-                    gate(plan, &cache, &record, &s.params, &s.name, false, out)?;
-                }
+                counts.1 += 1;
+                events.emit(Event::Cached {
+                    stage: &s.name,
+                    kind,
+                    record: &record,
+                })?;
+                (record, false)
             }
             Err(reasons) => {
+                events.emit(Event::Started {
+                    stage: &s.name,
+                    kind,
+                    fingerprint: &resolved.fingerprint,
+                    reasons: &reasons,
+                })?;
                 let record = execute(plan, &cache, &resolved, &done, &stat_cache)
                     .with_context(|| format!("stage `{}` failed", s.name))?;
-                ran_any = true;
-                let extra = summary_text(&record) + &skipped_text(&record) + &findings_text(&record);
-                writeln!(
-                    out,
-                    "{:width$}  ran     {} rows in {:.2}s{extra}  ({})",
-                    s.name,
-                    record.rows,
-                    started.elapsed().as_secs_f64(),
-                    dirty::join(&reasons)
-                )?;
-                for f in record.summary["skipped"].as_array().into_iter().flatten() {
-                    writeln!(
-                        out,
-                        "   skipped {}: {}",
-                        f["path"].as_str().unwrap_or("?"),
-                        f["reason"].as_str().unwrap_or("?")
-                    )?;
-                }
-                if s.params.is_report() {
-                    cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
-                    gate(plan, &cache, &record, &s.params, &s.name, true, out)?;
-                }
+                counts.0 += 1;
+                events.emit(Event::Ran {
+                    stage: &s.name,
+                    kind,
+                    record: &record,
+                    seconds: started.elapsed().as_secs_f64(),
+                    reasons: &reasons,
+                })?;
+                (record, true)
             }
+        };
+        if s.params.is_report() {
+            cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
+            gate(&cache, &record, &s.params, &s.name, fresh, events)?;
         }
         cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
         done[i] = Some(resolved);
     }
-    tracing::debug!(ran_any, "run finished");
+    *current = None;
+    tracing::debug!(ran = counts.0, "run finished");
     Ok(())
 }
 
@@ -197,101 +233,43 @@ pub fn format_of(p: &Params) -> Format {
     }
 }
 
-/// `(2 errors, 1 warning)` for a report artifact.
-fn findings_text(record: &Record) -> String {
-    let n = |k: &str| record.summary.get(k).and_then(|v| v.as_u64());
-    match (n("errors"), n("warnings")) {
-        (Some(e), Some(w)) => format!(
-            "  ({e} error{}, {w} warning{})",
-            if e == 1 { "" } else { "s" },
-            if w == 1 { "" } else { "s" }
-        ),
-        _ => String::new(),
-    }
-}
-
-/// Prints a validation report (all of it when it was just computed, its errors when it
-/// came from the cache) and stops the run when it holds errors.
+/// Reports a validation or evaluation report (all of it when it was just computed; from the
+/// cache, a validation report with errors or an evaluation that collapsed) and stops the run
+/// when a validation report holds errors.
 fn gate(
-    plan: &Plan,
     cache: &Cache,
     record: &Record,
     params: &Params,
     stage: &str,
     fresh: bool,
-    out: &mut dyn Write,
+    events: &mut dyn Sink,
 ) -> Result<()> {
     let path = cache.data_file(&record.fingerprint, record.format);
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("cannot read report {}", path.display()))?,
     )?;
-    if let Params::Evaluate(_) = params {
-        let collapsed = report["collapsed"].as_array().is_some_and(|c| !c.is_empty());
-        if fresh || collapsed {
-            write!(
-                out,
-                "{}",
-                crate::stage::evaluate::render(&report, &plan.file.display().to_string())
-            )?;
-        }
-        return Ok(());
-    }
     let errors = report.get("errors").and_then(|v| v.as_u64()).unwrap_or(0);
-    if fresh || errors > 0 {
-        write!(out, "{}", crate::check::render::render_report(&report, !fresh))?;
+    let evaluate = matches!(params, Params::Evaluate(_));
+    let shown = if evaluate {
+        fresh || report["collapsed"].as_array().is_some_and(|c| !c.is_empty())
+    } else {
+        fresh || errors > 0
+    };
+    if shown {
+        events.emit(Event::Report {
+            stage,
+            kind: params.kind(),
+            report: &report,
+            fresh,
+        })?;
     }
-    if errors > 0 {
+    if !evaluate && errors > 0 {
         anyhow::bail!(
             "stage `{stage}` found {errors} error(s) in the data; fix them (see above) before training. \
              `pipeline audit FILE` shows the full picture"
         );
     }
     Ok(())
-}
-
-/// `(3 skipped under `on_error: skip`)` for a stage that left files out.
-fn skipped_text(record: &Record) -> String {
-    match record.summary.get("skipped").and_then(|v| v.as_array()) {
-        Some(s) if !s.is_empty() => format!(" ({} skipped under `on_error: skip`)", s.len()),
-        _ => String::new(),
-    }
-}
-
-fn summary_text(record: &Record) -> String {
-    if let Some(best) = record.summary.get("best_epoch").and_then(|v| v.as_u64()) {
-        let acc = record
-            .summary
-            .get("best_val_accuracy")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(f64::NAN);
-        let run = record.summary.get("epochs_run").and_then(|v| v.as_u64()).unwrap_or(0);
-        let diverged = record.summary.get("diverged").and_then(|v| v.as_bool()) == Some(true);
-        return format!(
-            " (best epoch {best} of {run}: val accuracy {acc:.4}{})",
-            if diverged { "; the loss diverged" } else { "" }
-        );
-    }
-    if let Some(parts) = record.summary.get("partitions").and_then(|p| p.as_object()) {
-        let counts: Vec<String> = ["train", "val", "test"]
-            .iter()
-            .map(|p| {
-                let n: u64 = parts
-                    .get(*p)
-                    .and_then(|c| c.as_object())
-                    .map(|c| c.values().filter_map(|v| v.as_u64()).sum())
-                    .unwrap_or(0);
-                format!("{p} {n}")
-            })
-            .collect();
-        return format!(" ({})", counts.join(", "));
-    }
-    if let Some(reused) = record.summary.get("reused").and_then(|v| v.as_u64()) {
-        return format!(
-            " ({} decoded, {reused} reused from the last run)",
-            record.rows.saturating_sub(reused)
-        );
-    }
-    String::new()
 }
 
 /// Runs one stage into a temporary file and commits it to the cache.
@@ -432,7 +410,7 @@ fn progress_bar(name: &str, len: u64) -> indicatif::ProgressBar {
 
 /// Takes the cache's run lock, saying so while another run holds it. The OS releases the
 /// lock when the holder exits, however it exits, so a dead run never blocks.
-fn lock(cache: &Cache, out: &mut dyn Write) -> Result<std::fs::File> {
+fn lock(cache: &Cache, events: &mut dyn Sink) -> Result<std::fs::File> {
     let path = cache.root().join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -443,7 +421,7 @@ fn lock(cache: &Cache, out: &mut dyn Write) -> Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            writeln!(out, "waiting for another pipeline run that holds {}", path.display())?;
+            events.emit(Event::Waiting { lock: &path })?;
             file.lock()?;
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e).context("cannot lock the cache"),
@@ -454,6 +432,7 @@ fn lock(cache: &Cache, out: &mut dyn Write) -> Result<std::fs::File> {
 /// One stage's status line: fresh, or stale with every reason.
 pub struct StageStatus {
     pub name: String,
+    pub kind: &'static str,
     pub stale: Option<Vec<DirtyReason>>,
 }
 
@@ -480,6 +459,7 @@ pub fn status(plan: &Plan) -> Result<Vec<StageStatus>> {
         let stale = dirty::explain(&cache, &plan.spec.name, &s.name, &r.candidate(s.params.version())).err();
         out.push(StageStatus {
             name: s.name.clone(),
+            kind: s.params.kind(),
             stale,
         });
     }

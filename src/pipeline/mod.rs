@@ -5,6 +5,7 @@
 
 pub mod dag;
 pub mod dirty;
+pub mod events;
 pub mod executor;
 pub mod fingerprint;
 pub mod plan;
