@@ -26,6 +26,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Look at a folder of images and write a commented pipeline file that runs as written
+    /// (label layout, classes, image sizes, the example's training recipe).
+    Init(InitArgs),
     /// Run every stale stage, reuse the rest.
     Run(RunArgs),
     /// Show each stage as fresh or stale, and why.
@@ -61,6 +64,16 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a folder.
     Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The folder of images.
+    pub dir: PathBuf,
+    /// The pipeline file to write (default: `pipelines/<folder name>.yaml`); never
+    /// overwritten.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

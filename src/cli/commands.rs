@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::cli::args::{
-    AuditArgs, CacheAction, CacheArgs, CheckArgs, Cli, Command, DagArgs, DiagnoseArgs, ExportArgs, PredictArgs,
-    ReportArgs, RunArgs, StatusArgs,
+    AuditArgs, CacheAction, CacheArgs, CheckArgs, Cli, Command, DagArgs, DiagnoseArgs, ExportArgs, InitArgs,
+    PredictArgs, ReportArgs, RunArgs, StatusArgs,
 };
 use crate::cli::complete;
 use crate::diagnose::diagnosis::CHECKS;
 use crate::error::Failure;
-use crate::ops::{audit, cache_cmd, export, predict};
+use crate::ops::{audit, cache_cmd, export, init, predict};
 use crate::pipeline::dag;
 use crate::pipeline::events::{Event, Json, Sink, Text};
 use crate::pipeline::executor::{self, RunOptions};
@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
+        Command::Init(args) => init(args, &mut out),
         Command::Run(args) => run_pipeline(args, &mut out),
         Command::Status(args) => status(args, &mut out),
         Command::Check(args) => check(args, &mut out),
@@ -39,6 +40,30 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Completions(args) => complete::write_registration(args.shell, &mut out),
         Command::Man(args) => complete::write_man(args.dir.as_deref(), &mut out),
     }
+}
+
+fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
+    if !args.dir.is_dir() {
+        return Err(Failure::Usage(format!("{} is not a folder of images", args.dir.display())).into());
+    }
+    let file = args.out.unwrap_or_else(|| {
+        let name = args
+            .dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_owned()));
+        let name = name.map_or("images".into(), |n| n.to_string_lossy().into_owned());
+        PathBuf::from("pipelines").join(format!("{name}.yaml"))
+    });
+    if file.exists() {
+        return Err(Failure::Usage(format!(
+            "{} exists; init never writes over a file: name another with -o, or remove it",
+            file.display()
+        ))
+        .into());
+    }
+    init::init(&args.dir, &file, out)?;
+    Ok(())
 }
 
 fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {

@@ -326,6 +326,16 @@ fn decode_error(err: ImageError, format: &'static str) -> DecodeError {
     }
 }
 
+/// Width and height as an image file's header states them (before EXIF rotation), without
+/// decoding its pixels: what `pipeline init` reports of a folder. The error is one line.
+pub fn header_dimensions(path: &std::path::Path) -> Result<(u32, u32), String> {
+    ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| one_line(&e))?
+        .into_dimensions()
+        .map_err(|e| one_line(&e))
+}
+
 /// A decoder message on one line (some end with or contain newlines).
 fn one_line(message: &impl fmt::Display) -> String {
     message.to_string().split_whitespace().collect::<Vec<_>>().join(" ")

@@ -15,6 +15,7 @@ mod crash;
 mod diagnose;
 mod events;
 mod hostile;
+mod init;
 mod interop;
 mod report;
 mod train;
