@@ -41,6 +41,9 @@ pub enum Command {
     /// Classify images with the trained model, through the same preprocessing and frozen
     /// fitted params as its training data.
     Predict(PredictArgs),
+    /// Serve the trained model over HTTP: POST an image to /predict for its class and
+    /// probabilities, through the same preprocessing as `predict`.
+    Serve(ServeArgs),
     /// Find out why the classifier predicts one class: run the checklist (data, loss at
     /// init, input-independent baseline, overfitting tiny sets, learning-rate range test,
     /// learning curve, activations and gradients, prediction spread) on the cached data with
@@ -141,6 +144,25 @@ pub struct PredictArgs {
     pub stage: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    pub file: PathBuf,
+    /// The `train` stage whose model to serve (needed when there are several).
+    #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
+    pub stage: Option<String>,
+    /// The address to listen on (port 0: any free port, printed when listening).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Worker threads answering requests (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_body: usize,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
+    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]

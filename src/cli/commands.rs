@@ -9,12 +9,12 @@ use anyhow::Result;
 
 use crate::cli::args::{
     AuditArgs, CacheAction, CacheArgs, CheckArgs, Cli, Command, DagArgs, DiagnoseArgs, ExportArgs, InitArgs,
-    PredictArgs, ReportArgs, RunArgs, StatusArgs,
+    PredictArgs, ReportArgs, RunArgs, ServeArgs, StatusArgs,
 };
 use crate::cli::complete;
 use crate::diagnose::diagnosis::CHECKS;
 use crate::error::Failure;
-use crate::ops::{audit, cache_cmd, export, init, predict};
+use crate::ops::{audit, cache_cmd, export, init, predict, serve};
 use crate::pipeline::dag;
 use crate::pipeline::events::{Event, Json, Sink, Text};
 use crate::pipeline::executor::{self, RunOptions};
@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check(args, &mut out),
         Command::Audit(args) => audit(args, &mut out),
         Command::Predict(args) => predict(args, &mut out),
+        Command::Serve(args) => serve(args, &mut out),
         Command::Diagnose(args) => diagnose(args, &mut out),
         Command::Report(args) => report(args, &mut out),
         Command::Export(args) => export(args, &mut out),
@@ -64,6 +65,23 @@ fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
     }
     init::init(&args.dir, &file, out)?;
     Ok(())
+}
+
+fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<()> {
+    if args.workers == Some(0) {
+        return Err(Failure::Usage("--workers must be at least 1".into()).into());
+    }
+    let plan = load(&args.file, &args.sets)?;
+    let predictor = predict::Predictor::load(&plan, args.stage.as_deref())?;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let opts = serve::ServeOptions {
+        addr: args.addr,
+        workers,
+        max_body: args.max_body,
+    };
+    serve::serve(&predictor, &opts, out)
 }
 
 fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {

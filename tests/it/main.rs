@@ -18,5 +18,6 @@ mod hostile;
 mod init;
 mod interop;
 mod report;
+mod serve;
 mod train;
 mod validate;
