@@ -144,6 +144,8 @@ pub struct PredictArgs {
     pub stage: Option<String>,
     #[arg(long)]
     pub json: bool,
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
+    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]

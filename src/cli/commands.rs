@@ -160,7 +160,7 @@ fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn predict(args: PredictArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &[])?;
+    let plan = load(&args.file, &args.sets)?;
     let text = predict::predict(&plan, args.stage.as_deref(), &args.images, args.json)?;
     write!(out, "{text}")?;
     Ok(())

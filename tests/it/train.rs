@@ -32,6 +32,9 @@ fn predict_gives_the_probabilities_evaluate_gave() {
     }
     let text = p.run(&["predict", "pipeline.yaml", &image]).ok();
     assert!(text.stdout.starts_with(&format!("{image}  ")), "{}", text.stdout);
+    let other = p.run(&["predict", "pipeline.yaml", &image, "--set", "resize.size=[6, 6]"]);
+    assert_eq!(other.code, 1, "--set enters the fingerprint: no model is built for it");
+    assert_contains!(other.stderr, "is not built for the current pipeline");
 }
 
 #[test]
