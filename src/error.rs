@@ -49,3 +49,12 @@ impl From<anyhow::Error> for Failure {
         }
     }
 }
+
+/// Whether the command failed only because its reader went away (`pipeline … | head`): the
+/// output was not wanted any more, which is no error to report.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -6,13 +6,17 @@
 use clap::Parser;
 use pipeline::cli::args::Cli;
 use pipeline::cli::{commands, complete};
-use pipeline::error::Failure;
+use pipeline::error::{self, Failure};
 
 fn main() {
     complete::complete_if_asked();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     if let Err(err) = commands::run(cli) {
+        if error::is_broken_pipe(&err) {
+            // Quietly, with the status of a program killed by SIGPIPE (as `cat` would end).
+            std::process::exit(141);
+        }
         let failure = Failure::from(err);
         eprintln!("{failure}");
         std::process::exit(failure.exit_code());

@@ -308,3 +308,23 @@ fn grayscale_and_rgba_images_become_rgb_by_the_documented_rule() {
         assert_eq!(rgb, [x, y, 200]);
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_not_with_an_error() {
+    use std::process::{Command, Stdio};
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 6).pipeline(BASIC);
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["audit", "pipeline.yaml", "--json"])
+        .current_dir(p.root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_not_contains!(stderr, "Broken pipe");
+    assert!(matches!(out.status.code(), Some(0 | 141)), "{:?}: {stderr}", out.status);
+}
