@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! artifacts/<fingerprint>.arrow   the data (Arrow IPC file)
-//! artifacts/<fingerprint>.json    its record: what was hashed, rows, bytes, BLAKE3, timings
+//! artifacts/<fingerprint>.json    its record: what was hashed, rows, bytes, BLAKE3, chunk
+//!                                 sums, timings
+//! artifacts/<fingerprint>.damaged  why a reader found its bytes damaged (until recomputed)
 //! pipelines/<name>/<stage>.json   the fingerprint a pipeline's stage last produced, so a
 //!                                 miss can be explained by comparing records
 //! stat-cache.tsv                  (path, size, mtime, inode) -> SHA-256, to skip re-hashing
@@ -17,6 +19,11 @@
 //! [`VERIFY_ON_LOOKUP_BYTES`], the recorded BLAKE3 checksum). A killed run can
 //! therefore leave litter in `tmp/`, never a half file that a later run trusts. All access
 //! goes through [`Cache`], the one place a shared (e.g. object-store) cache would plug in.
+//!
+//! Whatever its size, no byte of an artifact is used unchecked: readers check a dataset's
+//! chunks against the record's chunk sums as they read them ([`Integrity`], implemented
+//! here), and whole files (reports, models) are read through [`Cache::read_checked`]. What
+//! fails the check is marked damaged, and the next lookup says so, so the stage reruns.
 
 use std::fs;
 use std::io::Write;
@@ -26,6 +33,7 @@ use anyhow::{Context, Result};
 
 use crate::cache::stat_cache::StatCache;
 use crate::data::hash::blake3_of_file;
+use crate::data::integrity::{Checked, ChunkSums, Damaged, Integrity};
 use serde::{Deserialize, Serialize};
 
 /// Artifacts up to this size are checked against their BLAKE3 checksum whenever they are
@@ -66,19 +74,32 @@ pub struct Record {
     pub rows: u64,
     pub bytes: u64,
     pub blake3: String,
+    /// What readers check the data file's chunks against; records written before chunk
+    /// sums existed have none until the file is first read (checked whole, then upgraded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkSums>,
     #[serde(default)]
     pub fitted: serde_json::Value,
     /// Stage-specific numbers worth showing (e.g. rows per partition).
     #[serde(default)]
     pub summary: serde_json::Value,
     pub seconds: f64,
+    /// Of `seconds`, the time spent checking the input's bytes against their chunk sums.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub check_seconds: f64,
     pub created_unix: u64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The cache directory.
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
+    /// What this process found intact, shared by the clones (every stage of a run).
+    checked: std::sync::Arc<Checked>,
 }
 
 impl Cache {
@@ -96,7 +117,13 @@ impl Cache {
         }
         Ok(Cache {
             root: root.to_path_buf(),
+            checked: Default::default(),
         })
+    }
+
+    /// What readers check this cache's artifacts with (the cache itself, shared).
+    pub fn integrity(&self) -> std::sync::Arc<dyn Integrity> {
+        std::sync::Arc::new(self.clone())
     }
 
     pub fn root(&self) -> &Path {
@@ -119,6 +146,27 @@ impl Cache {
 
     fn record_path(&self, fingerprint: &str) -> PathBuf {
         self.root.join("artifacts").join(format!("{fingerprint}.json"))
+    }
+
+    /// Where a reader's finding that an artifact is damaged is kept until it is recomputed.
+    fn damage_path(&self, fingerprint: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{fingerprint}.damaged"))
+    }
+
+    /// Reads a whole-file artifact (a report, a model), checked against its record's BLAKE3;
+    /// damaged bytes are an error and mark the artifact for recomputing.
+    pub fn read_checked(&self, fingerprint: &str, format: Format) -> Result<Vec<u8>> {
+        let path = self.data_file(fingerprint, format);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let record = self
+            .record(fingerprint)
+            .with_context(|| format!("{}: its record is missing or not valid JSON", path.display()))?;
+        if blake3::hash(&bytes).to_hex().as_str() != record.blake3 {
+            let why = "its bytes do not match their recorded BLAKE3 checksum".to_string();
+            self.damaged(&path, &why);
+            return Err(Damaged { file: path, why }.into());
+        }
+        Ok(bytes)
     }
 
     /// A fresh temporary path in `tmp/` for writing a file that will be renamed into place.
@@ -161,6 +209,9 @@ impl Cache {
         let Ok(text) = fs::read_to_string(self.record_path(fingerprint)) else {
             return Lookup::Absent;
         };
+        if let Ok(why) = fs::read_to_string(self.damage_path(fingerprint)) {
+            return Lookup::Damaged(format!("it was found damaged when read: {}", why.trim()));
+        }
         let record: Record = match serde_json::from_str(&text) {
             Ok(r) => r,
             Err(_) => return Lookup::Damaged("its record is not valid JSON".into()),
@@ -195,7 +246,13 @@ impl Cache {
         crate::data::fault::point(|| format!("{}: artifact written, not moved into place", record.stage));
         fs::rename(temp_data, &data).with_context(|| format!("cannot move artifact into {}", data.display()))?;
         crate::data::fault::point(|| format!("{}: artifact in place, record not written", record.stage));
-        self.write_json_atomic(&self.record_path(&record.fingerprint), record)
+        self.write_json_atomic(&self.record_path(&record.fingerprint), record)?;
+        match fs::remove_file(self.damage_path(&record.fingerprint)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot clear the damage mark of {}", record.fingerprint))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The fingerprint that `pipeline`'s `stage` produced last time, if any.
@@ -281,6 +338,59 @@ impl Cache {
     }
 }
 
+/// The fingerprint an artifact's data file is named by.
+fn fingerprint_of(file: &Path) -> Result<&str> {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .filter(|fp| !fp.is_empty())
+        .with_context(|| format!("{} is not an artifact of the cache", file.display()))
+}
+
+impl Integrity for Cache {
+    fn sums(&self, file: &Path) -> Result<ChunkSums> {
+        let fingerprint = fingerprint_of(file)?;
+        let mut record = self
+            .record(fingerprint)
+            .with_context(|| format!("{}: its record is missing or not valid JSON", file.display()))?;
+        if let Some(chunks) = record.chunks {
+            return Ok(chunks);
+        }
+        // Written before chunk sums: checked whole, once, and its record upgraded (its
+        // fingerprint does not change). A read-only cache checks it again next time.
+        let map = crate::data::integrity::map(file)?;
+        let (chunks, blake3) = ChunkSums::of(&map);
+        if blake3 != record.blake3 {
+            let why = "its data file does not match its recorded BLAKE3 checksum".to_string();
+            self.damaged(file, &why);
+            return Err(Damaged {
+                file: file.to_path_buf(),
+                why,
+            }
+            .into());
+        }
+        record.chunks = Some(chunks.clone());
+        if let Err(e) = self.write_json_atomic(&self.record_path(fingerprint), &record) {
+            tracing::debug!(error = %e, fingerprint, "record not upgraded with chunk sums");
+        }
+        Ok(chunks)
+    }
+
+    fn checked(&self) -> &Checked {
+        &self.checked
+    }
+
+    fn damaged(&self, file: &Path, why: &str) {
+        let Ok(fingerprint) = fingerprint_of(file) else {
+            return;
+        };
+        tracing::warn!(artifact = %file.display(), why, "damaged artifact");
+        if let Err(e) = self.write_atomic(&self.damage_path(fingerprint), format!("{why}\n").as_bytes()) {
+            tracing::debug!(error = %e, fingerprint, "damage not marked");
+        }
+    }
+}
+
 /// Whether an artifact is in the cache.
 #[derive(Debug)]
 pub enum Lookup {
@@ -318,9 +428,11 @@ pub(crate) mod tests {
             rows: 3,
             bytes: data.len() as u64,
             blake3: blake3::hash(data).to_hex().to_string(),
+            chunks: Some(ChunkSums::of(data).0),
             fitted: serde_json::Value::Null,
             summary: serde_json::Value::Null,
             seconds: 0.0,
+            check_seconds: 0.0,
             created_unix: 0,
         };
         let temp = cache.temp_path(fingerprint);
@@ -413,6 +525,51 @@ pub(crate) mod tests {
         );
         put(&cache, "bb", b"pixels", 1, serde_json::Value::Null, &[]);
         assert!(matches!(cache.lookup("aa"), Lookup::Present(_)));
+    }
+
+    #[test]
+    fn a_record_without_chunk_sums_is_checked_whole_once_and_upgraded() {
+        let (_dir, cache) = temp_cache();
+        let data = vec![7u8; 3 << 20];
+        let mut record = put(&cache, "aa", &data, 1, serde_json::Value::Null, &[]);
+        let file = cache.data_file("aa", Format::Report);
+        let sums = cache.sums(&file).unwrap();
+        assert_eq!(Some(&sums), record.chunks.as_ref());
+        // As written before chunk sums existed: the sums are made and kept, the rest stays.
+        record.chunks = None;
+        cache.write_json_atomic(&cache.record_path("aa"), &record).unwrap();
+        assert_eq!(cache.sums(&file).unwrap(), sums);
+        let upgraded = cache.record("aa").unwrap();
+        assert_eq!(upgraded.chunks.as_ref(), Some(&sums));
+        assert_eq!(
+            Record {
+                chunks: None,
+                ..upgraded
+            },
+            record
+        );
+    }
+
+    #[test]
+    fn damage_found_by_a_reader_makes_the_artifact_damaged_until_recomputed() {
+        let (_dir, cache) = temp_cache();
+        let mut record = put(&cache, "aa", b"data", 1, serde_json::Value::Null, &[]);
+        record.chunks = None;
+        cache.write_json_atomic(&cache.record_path("aa"), &record).unwrap();
+        let file = cache.data_file("aa", Format::Report);
+        fs::write(&file, b"DATA").unwrap();
+        let err = format!("{:#}", cache.sums(&file).unwrap_err());
+        assert!(err.contains("does not match its recorded BLAKE3 checksum"), "{err}");
+        assert_eq!(
+            damage(&cache, "aa"),
+            "it was found damaged when read: its data file does not match its recorded BLAKE3 checksum"
+        );
+        let err = format!("{:#}", cache.read_checked("aa", Format::Report).unwrap_err());
+        assert!(err.contains("marked so: run again to recompute it"), "{err}");
+        put(&cache, "aa", b"data", 1, serde_json::Value::Null, &[]);
+        assert!(matches!(cache.lookup("aa"), Lookup::Present(_)));
+        assert_eq!(cache.read_checked("aa", Format::Report).unwrap(), b"data");
+        assert!(!cache.damage_path("aa").exists());
     }
 
     #[test]

@@ -91,11 +91,11 @@ pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mu
             None => anyhow::anyhow!("the training data of `{}` is not cached", plan.stage(train_i).name),
         });
     }
-    let data = probe::Data::open(&data_path).context("reading the training data")?;
+    let data = probe::Data::open(&data_path, &cache.integrity()).context("reading the training data")?;
     let report = |i: usize| -> Option<serde_json::Value> {
         let f = fp(i);
         matches!(cache.lookup(&f), Lookup::Present(_))
-            .then(|| std::fs::read(cache.data_file(&f, Format::Report)).ok())
+            .then(|| cache.read_checked(&f, Format::Report).ok())
             .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok())
     };

@@ -4,6 +4,7 @@
 //! stage's own model, optimizer and hyperparameters; nothing is preprocessed again.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use rand_chacha::ChaCha8Rng;
@@ -12,6 +13,7 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use crate::check::metrics;
 use crate::data::dataset::Dtype;
 use crate::data::dataset::mapped::Mapped;
+use crate::data::integrity::Integrity;
 use crate::model::net::{Model, ModelSpec};
 use crate::model::optim::Optimizer;
 use crate::model::{self, Stats};
@@ -29,8 +31,8 @@ pub struct Data {
 }
 
 impl Data {
-    pub fn open(path: &Path) -> Result<Data> {
-        let mapped = Mapped::open(path)?;
+    pub fn open(path: &Path, integrity: &Arc<dyn Integrity>) -> Result<Data> {
+        let mapped = Mapped::open(path, integrity)?;
         let Some((shape, dtype)) = mapped.meta.pixels else {
             bail!("the training data has no pixels");
         };

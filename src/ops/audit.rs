@@ -63,8 +63,9 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
         StageAudit { json, text, consistent }
     };
     let read_report = |record: &crate::cache::store::Record| -> Result<Value> {
-        let path = cache.data_file(&record.fingerprint, record.format);
-        Ok(serde_json::from_slice(&std::fs::read(&path)?)?)
+        Ok(serde_json::from_slice(
+            &cache.read_checked(&record.fingerprint, record.format)?,
+        )?)
     };
     let record = match cache.lookup(&r.fingerprint) {
         Lookup::Present(rec) => *rec,
@@ -125,11 +126,11 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
     }
     let path = cache.data_path(&record.fingerprint);
     let mut t = Thresholds::default();
-    let meta = crate::data::dataset::reader::open(&path)?.0;
+    let meta = crate::data::dataset::reader::open(&path, &cache.integrity())?.0;
     if let Some((_, d)) = meta.pixels {
         t.dtype = d;
     }
-    let analysis = analyze(&path, &t)?;
+    let analysis = analyze(&path, &cache.integrity(), &t)?;
     let findings: Vec<Finding> = analysis
         .findings(&t, Some(cache))
         .into_iter()

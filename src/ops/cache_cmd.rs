@@ -6,12 +6,12 @@
 //! wrong; the next `pipeline run` that needs it recomputes it.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::cache::store::{Cache, Format, Record};
+use crate::data::integrity::ChunkSums;
 
 /// Every committed record in the cache, sorted by stage then fingerprint.
 fn records(cache: &Cache) -> Result<Vec<Record>> {
@@ -83,7 +83,7 @@ pub fn verify(cache_dir: &Path) -> Result<(String, bool)> {
     let (mut good, mut bad) = (0, 0);
     for r in records(&cache)? {
         let path = cache.data_file(&r.fingerprint, r.format);
-        match check(&path, &r) {
+        match check(&cache, &path, &r) {
             Ok(()) => good += 1,
             Err(why) => {
                 bad += 1;
@@ -111,22 +111,16 @@ pub fn verify(cache_dir: &Path) -> Result<(String, bool)> {
     Ok((s, bad == 0))
 }
 
-fn check(path: &Path, r: &Record) -> Result<()> {
-    let mut file = std::fs::File::open(path).context("the data file is missing")?;
-    let len = file.metadata()?.len();
+/// Checks an artifact whole: its size, its BLAKE3 and chunk sums against the record, and
+/// for a dataset that it reads as one (the file as stored: a view's pixels are its stored
+/// artifact's, checked on their own).
+fn check(cache: &Cache, path: &Path, r: &Record) -> Result<()> {
+    let len = std::fs::metadata(path).context("the data file is missing")?.len();
     if len != r.bytes {
         anyhow::bail!("the data file has {len} bytes, the record says {}", r.bytes);
     }
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let sum = hasher.finalize().to_hex().to_string();
+    let map = crate::data::integrity::map(path)?;
+    let (chunks, sum) = ChunkSums::of(&map);
     if sum != r.blake3 {
         anyhow::bail!(
             "checksum mismatch: BLAKE3 {} but the record says {}",
@@ -134,8 +128,14 @@ fn check(path: &Path, r: &Record) -> Result<()> {
             &r.blake3[..16.min(r.blake3.len())]
         );
     }
+    if r.chunks.as_ref().is_some_and(|c| *c != chunks) {
+        anyhow::bail!("the record's chunk sums are not those of its data file (the record is damaged)");
+    }
     if r.format == Format::Arrow {
-        crate::data::dataset::reader::for_each_batch(path, |_| Ok(())).context("not a readable dataset")?;
+        let (_, batches) = crate::data::dataset::reader::open_file(path, &cache.integrity())?;
+        for batch in batches {
+            batch.context("not a readable dataset")?;
+        }
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ pub fn export(plan: &Plan, stage: Option<&str>, out: &Path) -> Result<(String, W
             plan.file.display()
         );
     }
-    let (meta, batches) = reader::open(&cache.data_path(&r.fingerprint))?;
+    let (meta, batches) = reader::open(&cache.data_path(&r.fingerprint), &cache.integrity())?;
     let mut standalone = meta.clone();
     standalone.pixels_from = None;
     standalone.segments = Vec::new();

@@ -58,7 +58,7 @@ impl Predictor {
                 plan.file.display()
             ),
         };
-        let (model, _) = crate::model::io::from_bytes(&std::fs::read(cache.data_file(fp, Format::Model))?)
+        let (model, _) = crate::model::io::from_bytes(&cache.read_checked(fp, Format::Model)?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let lineage: Vec<LineageEntry> = serde_json::from_value(record.summary["data_lineage"].clone())
             .context("the model lacks its data lineage")?;

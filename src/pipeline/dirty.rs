@@ -163,7 +163,7 @@ fn param_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<DirtyR
 /// Compares the previous ingest artifact's rows with a new scan.
 fn files_changed(cache: &Cache, old: &Record, scan: &Scan) -> DirtyReason {
     let mut before: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let read = reader::for_each_batch(&cache.data_path(&old.fingerprint), |batch| {
+    let read = reader::for_each_batch(&cache.data_path(&old.fingerprint), &cache.integrity(), |batch| {
         let rows = Rows::from_batch(batch)?;
         for i in 0..rows.len() {
             before.insert(rows.path[i].clone(), (rows.id[i].clone(), rows.class[i].clone()));

@@ -244,10 +244,7 @@ fn gate(
     fresh: bool,
     events: &mut dyn Sink,
 ) -> Result<()> {
-    let path = cache.data_file(&record.fingerprint, record.format);
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("cannot read report {}", path.display()))?,
-    )?;
+    let report: serde_json::Value = serde_json::from_slice(&cache.read_checked(&record.fingerprint, record.format)?)?;
     let errors = report.get("errors").and_then(|v| v.as_u64()).unwrap_or(0);
     let evaluate = matches!(params, Params::Evaluate(_));
     let shown = if evaluate {
@@ -283,6 +280,7 @@ fn execute(
     let s = plan.stage(r.index);
     crate::data::fault::point(|| format!("{}: starting", s.name));
     let started = Instant::now();
+    let checking = crate::data::integrity::seconds_checking();
     let input = plan
         .data_input(r.index)
         .and_then(|j| done[j].as_ref())
@@ -341,7 +339,7 @@ fn execute(
         out_path: temp.clone(),
         progress: &progress,
         cache: Some(cache),
-        model: model_fp.as_ref().map(|fp| cache.data_file(fp, Format::Model)),
+        integrity: cache.integrity(),
         model_record: model_fp.as_ref().and_then(|fp| cache.record(fp)),
     };
     let result: Result<Output> = match &s.params {
@@ -375,9 +373,11 @@ fn execute(
         rows: output.written.rows,
         bytes: output.written.bytes,
         blake3: output.written.blake3,
+        chunks: Some(output.written.chunks),
         fitted: output.fitted,
         summary: output.summary,
         seconds: started.elapsed().as_secs_f64(),
+        check_seconds: crate::data::integrity::seconds_checking() - checking,
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -40,7 +40,7 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
     };
     let report_of = |i: usize| -> Option<Value> {
         let r = record(i)?;
-        let bytes = std::fs::read(cache.data_file(&r.fingerprint, Format::Report)).ok()?;
+        let bytes = cache.read_checked(&r.fingerprint, Format::Report).ok()?;
         serde_json::from_slice(&bytes).ok()
     };
     let first = |pred: fn(&Params) -> bool| plan.order.iter().copied().find(|&i| pred(&plan.stage(i).params));

@@ -83,14 +83,14 @@ pub fn lineage_mismatch(trained_on: &[LineageEntry], data: &[LineageEntry]) -> O
 
 impl Evaluate {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
-        let model_path = ctx.model.as_deref().context("evaluate ran without a model")?;
         let record = ctx
             .model_record
             .as_ref()
             .context("evaluate ran without the model's record")?;
-        let (model, _) =
-            crate::model::io::from_bytes(&std::fs::read(model_path)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let data = Mapped::open(ctx.input_path()?)?;
+        let cache = ctx.cache.context("evaluate ran without the cache")?;
+        let bytes = cache.read_checked(&record.fingerprint, crate::cache::store::Format::Model)?;
+        let (model, _) = crate::model::io::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let data = Mapped::open(ctx.input_path()?, &ctx.integrity)?;
         let trained_on: Vec<LineageEntry> =
             serde_json::from_value(record.summary.get("data_lineage").cloned().unwrap_or_default())
                 .context("the model's record lacks its data lineage")?;

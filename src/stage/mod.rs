@@ -60,8 +60,9 @@ pub struct RunCtx<'a> {
     pub progress: &'a indicatif::ProgressBar,
     /// The cache, for stages that check lineage against it.
     pub cache: Option<&'a crate::cache::store::Cache>,
-    /// For `evaluate`: the model's weights file and record.
-    pub model: Option<PathBuf>,
+    /// What the input's bytes are checked against as they are read (the cache's records).
+    pub integrity: std::sync::Arc<dyn crate::data::integrity::Integrity>,
+    /// For `evaluate`: the model's record.
     pub model_record: Option<crate::cache::store::Record>,
     /// The artifact this stage produced last time in this pipeline, when its kind, version
     /// and params equal this run's: a per-image stage reuses the rows of images it holds.
@@ -151,11 +152,7 @@ impl RunCtx<'_> {
         crate::data::fault::point(|| format!("{}: file half written", self.entry.stage));
         file.write_all(&bytes[half..])?;
         file.sync_all()?;
-        Ok(Written {
-            rows,
-            bytes: bytes.len() as u64,
-            blake3: blake3::hash(bytes).to_hex().to_string(),
-        })
+        Ok(Written::of(bytes, rows))
     }
 
     pub fn input_path(&self) -> Result<&Path> {
@@ -171,7 +168,7 @@ pub(crate) fn fit_train_stats(ctx: &RunCtx<'_>) -> Result<crate::kernel::pixel::
     use crate::data::dataset::columns::{self, Rows};
     use crate::data::dataset::reader;
     let input = ctx.input_path()?;
-    let (meta, reader) = reader::open(input)?;
+    let (meta, reader) = reader::open(input, &ctx.integrity)?;
     let Some((shape, dtype)) = meta.pixels else {
         anyhow::bail!(
             "stage `{}` needs pixels; its input has none (add a `resize` stage before it)",
@@ -214,28 +211,24 @@ pub(crate) fn view_pixels_f32(
     fitted: serde_json::Value,
     f: impl Fn(&mut [f32]) + Sync,
 ) -> Result<Output> {
-    use crate::data::dataset::columns::{self, Rows};
-    use crate::data::dataset::reader;
-    let input = ctx.input_path()?;
-    let (meta, mut pixels) = reader::open(input)?;
-    let Some((shape, dtype)) = meta.pixels else {
+    use crate::data::dataset::mapped::Mapped;
+    let data = Mapped::open(ctx.input_path()?, &ctx.integrity)?;
+    let meta = &data.meta;
+    let Some((shape, _)) = meta.pixels else {
         anyhow::bail!(
             "stage `{}` needs pixels; its input has none (add a `resize` stage before it)",
             ctx.entry.stage
         );
     };
-    if let Some(batch) = pixels.next().transpose()?
-        && batch.num_rows() > 0
-    {
-        let row_len = shape[0] * shape[1] * shape[2];
-        let mut row = columns::pixels_as_f32(&batch.slice(0, 1), dtype)?.into_owned();
-        f(&mut row[..row_len]);
+    if !data.index.is_empty() {
+        let mut row = Vec::with_capacity(shape.iter().product());
+        data.pixels_into(0, &mut row)?;
+        f(&mut row);
     }
     // Only the row columns are copied: the input as stored, never its pixels materialized.
-    let mut writer = ctx.view_writer(&meta, Dtype::Float32, meta.has_partition, &fitted)?;
-    for batch in reader::open_file(input)?.1 {
-        let batch = batch?;
-        let rows = Rows::from_batch(&batch)?;
+    let mut writer = ctx.view_writer(meta, Dtype::Float32, meta.has_partition, &fitted)?;
+    for rows in data.row_batches() {
+        let rows = rows?;
         writer.write(&rows, None)?;
         ctx.progress.inc(rows.len() as u64);
     }

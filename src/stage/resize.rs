@@ -188,7 +188,7 @@ impl Resize {
                 ctx.entry.stage
             );
         };
-        let (meta, reader) = reader::open(input)?;
+        let (meta, reader) = reader::open(input, &ctx.integrity)?;
         if meta.pixels.is_some() {
             bail!(
                 "stage `{}` reads the source images, but its input already holds pixels; put `resize` directly after `ingest` or `split`",
@@ -197,7 +197,10 @@ impl Resize {
         }
         let [h, w] = self.size;
         let shape = [h as usize, w as usize, 3];
-        let reuse = ctx.previous.as_deref().and_then(|p| Reusable::open(p, &meta, shape));
+        let reuse = ctx
+            .previous
+            .as_deref()
+            .and_then(|p| Reusable::open(p, &ctx.integrity, &meta, shape));
         if let Some(r) = &reuse
             && let Some(out) = self.run_segmented(ctx, root, input, r, shape)?
         {
@@ -302,11 +305,8 @@ impl Resize {
         shape: [usize; 3],
     ) -> Result<Option<Output>> {
         let Some(cache) = ctx.cache else { return Ok(None) };
-        let (meta, reader) = reader::open_file(input)?;
-        let mut all = Rows::default();
-        for batch in reader {
-            all.append(Rows::from_batch(&batch?)?);
-        }
+        let data = Mapped::open(input, &ctx.integrity)?;
+        let (meta, all) = (&data.meta, data.rows()?);
         let found: Vec<Option<(u16, u32)>> = all.id.iter().map(|id| reuse.locate(id)).collect();
         let reused = found.iter().filter(|f| f.is_some()).count();
         let mut segments = reuse.segments();
@@ -319,7 +319,7 @@ impl Resize {
         let seg_index = segments.len() as u16;
         let row_len = shape.iter().product::<usize>();
         let out_meta = ctx.output_meta(
-            &meta,
+            meta,
             Some((shape, Dtype::Uint8)),
             meta.has_partition,
             &serde_json::Value::Null,
@@ -370,9 +370,11 @@ impl Resize {
                         rows: written.rows,
                         bytes: written.bytes,
                         blake3: written.blake3,
+                        chunks: Some(written.chunks),
                         fitted: serde_json::Value::Null,
                         summary: serde_json::json!({ "segment_of": ctx.entry.fingerprint }),
                         seconds: started.elapsed().as_secs_f64(),
+                        check_seconds: 0.0,
                         created_unix: std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_secs()),
@@ -492,8 +494,13 @@ struct Reusable {
 }
 
 impl Reusable {
-    fn open(path: &std::path::Path, input: &dataset::Meta, shape: [usize; 3]) -> Option<Reusable> {
-        let data = match Mapped::open(path) {
+    fn open(
+        path: &std::path::Path,
+        integrity: &std::sync::Arc<dyn crate::data::integrity::Integrity>,
+        input: &dataset::Meta,
+        shape: [usize; 3],
+    ) -> Option<Reusable> {
+        let data = match Mapped::open(path, integrity) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "last artifact not reusable");
@@ -606,7 +613,7 @@ mod tests {
             out_path: dir.path().join("out.arrow"),
             progress: &progress,
             cache: None,
-            model: None,
+            integrity: crate::data::integrity::testing::trusting(),
             model_record: None,
             previous: None,
             stat_cache: None,

@@ -17,8 +17,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use super::{Kind, Output, RunCtx};
-use crate::data::dataset::columns::Rows;
-use crate::data::dataset::reader;
+use crate::data::dataset::mapped::Mapped;
 use crate::source::diag::Diagnostic;
 use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
 
@@ -145,16 +144,16 @@ impl Split {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let input = ctx.input_path()?;
         // The row columns as stored (a view's pixels are never materialized here).
-        let (meta, reader) = reader::open_file(input)?;
+        let data = Mapped::open(input, &ctx.integrity)?;
+        let meta = &data.meta;
         // Pixels pass through untouched: with pixels, the artifact is a view of the stored ones.
         let mut writer = match meta.pixels {
-            Some((_, dtype)) => ctx.view_writer(&meta, dtype, true, &serde_json::Value::Null)?,
-            None => ctx.writer(&meta, None, true, &serde_json::Value::Null)?,
+            Some((_, dtype)) => ctx.view_writer(meta, dtype, true, &serde_json::Value::Null)?,
+            None => ctx.writer(meta, None, true, &serde_json::Value::Null)?,
         };
         let mut counts: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
-        for batch in reader {
-            let batch = batch?;
-            let mut rows = Rows::from_batch(&batch)?;
+        for rows in data.row_batches() {
+            let mut rows = rows?;
             let parts: Vec<String> = match self.method {
                 Method::Hash { fractions, seed } => {
                     let seed = seed.unwrap_or(ctx.seed);

@@ -313,7 +313,7 @@ impl Train {
     }
 
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
-        let data = Mapped::open(ctx.input_path()?)?;
+        let data = Mapped::open(ctx.input_path()?, &ctx.integrity)?;
         let Some((shape, _)) = data.meta.pixels else {
             bail!("stage `{}` needs pixels to train on", ctx.entry.stage);
         };

@@ -80,7 +80,7 @@ impl Kind for Validate {
 impl Validate {
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
         let input = ctx.input_path()?;
-        let analysis = analyze(input, &self.thresholds)?;
+        let analysis = analyze(input, &ctx.integrity, &self.thresholds)?;
         ctx.progress.inc(analysis.rows);
         let findings = analysis.findings(&self.thresholds, ctx.cache);
         let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();

@@ -149,3 +149,63 @@ fn added_images_are_decoded_alone_and_the_result_equals_a_cold_run() {
         fifth.stdout
     );
 }
+
+/// Damage planted at seeded random offsets of an artifact above the size checked whole on
+/// lookup (64 MiB; such an artifact is trusted on lookup by its size): the stage reading it
+/// finds the damage before using the bytes, fails naming the file, and marks it; `status`
+/// says so, and the next run recomputes it to the very same bytes.
+#[test]
+fn damage_in_an_artifact_too_big_to_check_on_lookup_is_found_before_use_and_recomputed() {
+    let p = Project::new();
+    // 400 images at 256x256: 78.6 MB of pixels.
+    p.kaggle_images(&["cat", "dog"], 200)
+        .pipeline(&BASIC.replace("size: [8, 8]", "size: [256, 256]"));
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let resize = p.artifact_path("t", "resize");
+    let good = std::fs::read(&resize).unwrap();
+    assert!(good.len() > 64 << 20, "{} bytes", good.len());
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..3 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let at = (state % good.len() as u64) as usize;
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x5a;
+        std::fs::write(&resize, &bytes).unwrap();
+
+        let status = p.run(&["status", "pipeline.yaml"]).ok();
+        assert!(
+            !status.line("resize").contains("stale"),
+            "trusted by size: {}",
+            status.stdout
+        );
+        // `mean_subtract` (fitted on the pixels) reads the whole artifact again.
+        let failed = p.run(&["run", "pipeline.yaml", "--force", "mean_subtract"]);
+        let what = format!("damage at byte {at}:\n{}\n{}", failed.stdout, failed.stderr);
+        assert_eq!(failed.code, 1, "{what}");
+        assert_contains!(failed.stderr, &*resize.file_name().unwrap().to_string_lossy(), "{what}");
+        assert_contains!(
+            failed.stderr,
+            "the artifact is damaged and marked so: run again to recompute it",
+            "{what}"
+        );
+        let status = p.run(&["status", "pipeline.yaml"]).ok();
+        assert_contains!(
+            status.line("resize"),
+            "it was found damaged when read",
+            "{}",
+            status.stdout
+        );
+
+        let again = p.run(&["run", "pipeline.yaml"]).ok();
+        // Only the damaged artifact is recomputed: `mean_subtract`'s own stays valid.
+        assert!(again.ran("resize") && again.cached("mean_subtract"), "{}", again.stdout);
+        assert!(
+            std::fs::read(&resize).unwrap() == good,
+            "recomputed to other bytes (damage at {at})"
+        );
+        assert!(!std::path::Path::new(&resize.with_extension("damaged")).exists());
+    }
+    p.run(&["cache", "verify", "pipeline.yaml"]).ok();
+}

@@ -79,7 +79,7 @@ fn refit_check(cache: &Cache, e: &LineageEntry, input: Option<&LineageEntry>) ->
     let input = input?;
     let path = cache.data_path(&input.fingerprint);
     let (mut train, mut all) = (ChannelStats::new(recorded.len()), ChannelStats::new(recorded.len()));
-    let meta = reader::for_each_batch(&path, |batch| {
+    let meta = reader::for_each_batch(&path, &cache.integrity(), |batch| {
         let rows = Rows::from_batch(batch)?;
         let Some((shape, dtype)) = Meta::from_schema(&batch.schema())?.pixels else {
             return Ok(());
@@ -174,7 +174,9 @@ mod tests {
         ));
         let path = artifact(&cache, "out", Some("in"), lineage, &ROWS, pixels(out_pixels));
         let t = Thresholds::default();
-        analyze(&path, &t).unwrap().findings(&t, Some(&cache))
+        analyze(&path, &cache.integrity(), &t)
+            .unwrap()
+            .findings(&t, Some(&cache))
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
 use arrow_array::RecordBatch;
@@ -17,11 +18,12 @@ use crate::check::analysis::{
 use crate::data::dataset::columns::{self, Rows};
 use crate::data::dataset::reader;
 use crate::data::dataset::{Dtype, Meta};
+use crate::data::integrity::Integrity;
 use crate::kernel::pixel::ChannelStats;
 
 /// Analyzes the dataset artifact at `path`.
-pub fn analyze(path: &Path, t: &Thresholds) -> Result<Analysis> {
-    let (meta, batches) = reader::open(path)?;
+pub fn analyze(path: &Path, integrity: &Arc<dyn Integrity>, t: &Thresholds) -> Result<Analysis> {
+    let (meta, batches) = reader::open(path, integrity)?;
     let Meta {
         classes,
         has_partition,
@@ -34,7 +36,7 @@ pub fn analyze(path: &Path, t: &Thresholds) -> Result<Analysis> {
     for batch in batches {
         first.add_batch(&batch?)?;
     }
-    let histograms = histograms(path, pixels, &first.acc, t.bins)?;
+    let histograms = histograms(path, integrity, pixels, &first.acc, t.bins)?;
     let (near_duplicates, closest_pair) = similarity::near_duplicate_pairs(&first.prints, t.near_duplicate as f32);
     Ok(Analysis {
         rows: first.total,
@@ -212,6 +214,7 @@ fn partition_of(rows: &Rows, i: usize) -> &str {
 /// the extremes the first pass found over all partitions.
 fn histograms(
     path: &Path,
+    integrity: &Arc<dyn Integrity>,
     pixels: Option<([usize; 3], Dtype)>,
     acc: &BTreeMap<String, Acc>,
     bins: usize,
@@ -226,7 +229,7 @@ fn histograms(
     let mut counts: BTreeMap<String, Vec<Vec<u64>>> = BTreeMap::new();
     if let Some((shape, dtype)) = pixels {
         let row_len: usize = shape.iter().product();
-        let (_, batches) = reader::open(path)?;
+        let (_, batches) = reader::open(path, integrity)?;
         for batch in batches {
             let batch = batch?;
             let rows = Rows::from_batch(&batch)?;
@@ -322,7 +325,7 @@ mod tests {
             px,
         );
         let t = Thresholds::default();
-        let a = analyze(&path, &t).unwrap();
+        let a = analyze(&path, &cache.integrity(), &t).unwrap();
         let f = a.findings(&t, Some(&cache));
         let nan = f.iter().find(|f| f.check == "finite").expect("NaN must be found");
         assert_eq!(nan.severity, Severity::Error);

@@ -68,9 +68,11 @@ pub fn artifact(
         rows: written.rows,
         bytes: written.bytes,
         blake3: written.blake3,
+        chunks: Some(written.chunks),
         fitted: serde_json::Value::Null,
         summary: serde_json::Value::Null,
         seconds: 0.0,
+        check_seconds: 0.0,
         created_unix: 0,
     };
     cache.commit(&temp, &record).unwrap();

@@ -18,7 +18,7 @@ use crate::data::lineage::LineageEntry;
 
 /// Compares an external features file with the pipeline's features.
 pub fn compare(path: &Path, ours: &Ours<'_>) -> Result<Comparison> {
-    let (meta, _) = reader::open(ours.data)?;
+    let (meta, _) = reader::open(ours.data, &ours.cache.integrity())?;
     let Some((shape, dtype)) = meta.pixels else {
         bail!("stage `{}` holds no pixels to compare with", ours.stage);
     };
@@ -162,7 +162,7 @@ impl OurSample {
             paths: Vec::new(),
         };
         let mut seen = 0usize;
-        reader::for_each_batch(&cache.data_path(&resize.fingerprint), |batch| {
+        reader::for_each_batch(&cache.data_path(&resize.fingerprint), &cache.integrity(), |batch| {
             let rows = Rows::from_batch(batch)?;
             let px = columns::pixels_u8(batch)?;
             for (i, pixels) in px.chunks_exact(len).enumerate().take(rows.len()) {

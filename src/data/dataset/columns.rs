@@ -160,16 +160,37 @@ pub fn pixels_f32(batch: &RecordBatch) -> Result<&[f32]> {
     pixel_values::<Float32Type>(batch, Dtype::Float32)
 }
 
+/// The bytes of the pixels of `rows` as stored: what a reader checks before it uses them.
+pub fn pixel_bytes(batch: &RecordBatch, dtype: Dtype, rows: Range<usize>) -> Result<&[u8]> {
+    let list = pixel_list(batch)?;
+    let bytes = match dtype {
+        Dtype::Uint8 => stored_values::<UInt8Type>(list, dtype)?.inner().as_slice(),
+        Dtype::Float32 => stored_values::<Float32Type>(list, dtype)?.inner().as_slice(),
+    };
+    let row_bytes = list.value_length() as usize * dtype.size();
+    let start = (list.offset() + rows.start) * row_bytes;
+    bytes
+        .get(start..start + rows.len() * row_bytes)
+        .context("rows outside the batch's pixels")
+}
+
+fn stored_values<T: ArrowPrimitiveType>(
+    list: &FixedSizeListArray,
+    dtype: Dtype,
+) -> Result<&arrow_buffer::ScalarBuffer<T::Native>> {
+    Ok(list
+        .values()
+        .as_primitive_opt::<T>()
+        .with_context(|| format!("column `pixels` is not {}", dtype.name()))?
+        .values())
+}
+
 /// The values of the `pixels` column, stored as `T` (`dtype`), borrowed from the batch: the
 /// rows the batch's list covers (a sliced batch starts at its offset).
 fn pixel_values<T: ArrowPrimitiveType>(batch: &RecordBatch, dtype: Dtype) -> Result<&[T::Native]> {
     let list = pixel_list(batch)?;
-    let values = list
-        .values()
-        .as_primitive_opt::<T>()
-        .with_context(|| format!("column `pixels` is not {}", dtype.name()))?;
     let row_len = list.value_length() as usize;
-    Ok(&values.values()[list.offset() * row_len..][..list.len() * row_len])
+    Ok(&stored_values::<T>(list, dtype)?[list.offset() * row_len..][..list.len() * row_len])
 }
 
 fn pixel_list(batch: &RecordBatch) -> Result<&FixedSizeListArray> {

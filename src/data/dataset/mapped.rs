@@ -2,24 +2,29 @@
 //! of the mapping, so training and evaluation gather any rows in any order without copying
 //! the dataset into memory (only the pages they touch are read). A view maps the artifact
 //! storing its pixels too, a segmented artifact maps its segments.
+//!
+//! Nothing of the mapping is used unchecked ([`Verifier`]): opening checks the chunks holding
+//! the footer, every batch's metadata and the row columns; a row's pixels are checked when
+//! the row is first read (a chunk once), so a pass over the data checks each byte once.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::RecordBatch;
 
-use crate::data::dataset::columns::{Rows, extend_f32, pixels_u8, segment_refs, string_column};
+use crate::data::dataset::columns::{Rows, extend_f32, pixel_bytes, pixels_u8, segment_refs, string_column};
+use crate::data::dataset::ipc::{Check, IpcFile};
 use crate::data::dataset::views::ViewPixels;
 use crate::data::dataset::{Dtype, Meta, SegmentRef};
+use crate::data::integrity::{Integrity, Verifier};
 
 /// A dataset artifact memory-mapped for random access: record batches are zero-copy views
 /// of the mapped file, so training can gather any rows without copying the dataset into
 /// memory (only the pages it touches are read).
 pub struct Mapped {
     pub meta: Meta,
-    pub batches: Vec<RecordBatch>,
+    batches: Vec<RecordBatch>,
     /// `(batch, row)` of every row, in file order.
     pub index: Vec<(u32, u32)>,
     row_len: usize,
@@ -27,19 +32,19 @@ pub struct Mapped {
     stored: Option<(Box<Mapped>, ViewPixels)>,
     /// For a segmented artifact: its segments, mapped, and each row's (segment, row).
     segments: Option<(Vec<Mapped>, Vec<SegmentRef>)>,
-    mmap: Arc<memmap2::Mmap>,
+    file: IpcFile,
 }
 
 impl Mapped {
     /// Maps the artifact at `path` (and the artifacts its pixels live in), checking that a
     /// view's stored artifact matches it and holds the same rows.
-    pub fn open(path: &Path) -> Result<Mapped> {
-        let file = File::open(path).with_context(|| format!("cannot open artifact {}", path.display()))?;
-        // SAFETY: artifacts are immutable once committed (written to a temporary name and
-        // renamed into place, never modified), so the mapped bytes do not change under us.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
-        let mmap = Arc::new(mmap);
-        let (meta, batches) = read_mapped(&mmap, path)?;
+    pub fn open(path: &Path, integrity: &Arc<dyn Integrity>) -> Result<Mapped> {
+        let file = IpcFile::open(path, integrity)?;
+        let mut batches = Vec::with_capacity(file.num_batches());
+        for i in 0..file.num_batches() {
+            batches.extend(file.batch(i, Check::RowColumns)?);
+        }
+        let meta = file.meta.clone();
         let index: Vec<(u32, u32)> = batches
             .iter()
             .enumerate()
@@ -50,7 +55,7 @@ impl Mapped {
             None => None,
             Some(from) => {
                 let base_path = path.with_file_name(from);
-                let base = Mapped::open(&base_path)?;
+                let base = Mapped::open(&base_path, integrity)?;
                 let view = ViewPixels::new(&meta, &base.meta, &base_path)?;
                 Some((Box::new(base), view))
             }
@@ -62,7 +67,7 @@ impl Mapped {
             for b in &batches {
                 refs.extend(segment_refs(b)?);
             }
-            Some((open_segments(path, &meta)?, refs))
+            Some((open_segments(path, &meta, integrity)?, refs))
         };
         let mapped = Mapped {
             meta,
@@ -71,7 +76,7 @@ impl Mapped {
             row_len,
             stored,
             segments,
-            mmap,
+            file,
         };
         if let Some((base, _)) = &mapped.stored
             && base.ids()? != mapped.ids()?
@@ -94,7 +99,7 @@ impl Mapped {
     pub fn release_pages(&self) {
         // SAFETY: a read-only, private file mapping: dropping its pages loses nothing, the
         // next access reads the same bytes from the file again.
-        let _ = unsafe { self.mmap.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        let _ = unsafe { self.file.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
         if let Some((base, _)) = &self.stored {
             base.release_pages();
         }
@@ -126,9 +131,18 @@ impl Mapped {
         if self.stored.is_some() || self.meta.pixels.map(|(_, d)| d) != Some(Dtype::Uint8) {
             bail!("the artifact does not store uint8 pixels");
         }
-        let (b, r) = self.index[i];
+        let (b, r) = *self.index.get(i).context("row out of range")?;
         let len = self.row_len;
-        Ok(&pixels_u8(&self.batches[b as usize])?[r as usize * len..][..len])
+        let batch = &self.batches[b as usize];
+        self.check_rows(batch, Dtype::Uint8, r as usize)?;
+        Ok(&pixels_u8(batch)?[r as usize * len..][..len])
+    }
+
+    /// Checks the stored pixels of row `r` of `batch` before they are used.
+    fn check_rows(&self, batch: &RecordBatch, dtype: Dtype, r: usize) -> Result<()> {
+        let bytes = pixel_bytes(batch, dtype, r..r + 1)?;
+        let map = &self.file.map;
+        Ok(self.file.verifier.ensure(map, Verifier::range_of(map, bytes))?)
     }
 
     /// Appends the pixels of row `i` (file order), widened to `f32`, to `out`.
@@ -142,12 +156,13 @@ impl Mapped {
         if let Some((seg, r)) = self.in_segment(i)? {
             return seg.pixels_into(r, out);
         }
-        let (b, r) = self.index[i];
+        let (b, r) = *self.index.get(i).context("row out of range")?;
         let Some((_, dtype)) = self.meta.pixels else {
             bail!("the artifact holds no pixels");
         };
-        let r = r as usize;
-        extend_f32(out, &self.batches[b as usize], dtype, r..r + 1)
+        let (batch, r) = (&self.batches[b as usize], r as usize);
+        self.check_rows(batch, dtype, r)?;
+        extend_f32(out, batch, dtype, r..r + 1)
     }
 
     /// The `id` of every row, in file order (without building the other columns).
@@ -166,66 +181,28 @@ impl Mapped {
     /// The non-pixel columns of every row, in file order.
     pub fn rows(&self) -> Result<Rows> {
         let mut all = Rows::default();
-        for batch in &self.batches {
-            all.append(Rows::from_batch(batch)?);
+        for rows in self.row_batches() {
+            all.append(rows?);
         }
         Ok(all)
     }
-}
 
-/// The metadata and record batches of the Arrow IPC file mapped in `mmap`, the batches
-/// pointing into the mapping (which their buffers keep alive).
-fn read_mapped(mmap: &Arc<memmap2::Mmap>, path: &Path) -> Result<(Meta, Vec<RecordBatch>)> {
-    use arrow_buffer::Buffer;
-    use arrow_ipc::convert::try_fb_to_schema;
-    use arrow_ipc::reader::{FileDecoder, read_footer_length};
-    let len = mmap.len();
-    if len < 10 {
-        bail!("{} is too short to be an Arrow IPC file", path.display());
+    /// The non-pixel columns of each record batch, in file order: for stages that pass rows
+    /// on and leave the pixels where they are (checked when the file was opened, unlike the
+    /// pixels, which are not read at all).
+    pub fn row_batches(&self) -> impl Iterator<Item = Result<Rows>> + '_ {
+        self.batches.iter().map(Rows::from_batch)
     }
-    let ptr = std::ptr::NonNull::new(mmap.as_ptr() as *mut u8).context("mapped a null pointer")?;
-    // SAFETY: `ptr` points to `len` readable bytes owned by `mmap`, which the buffer keeps alive.
-    let buffer = unsafe { Buffer::from_custom_allocation(ptr, len, mmap.clone()) };
-    let trailer: [u8; 10] = buffer[len - 10..].try_into().context("short trailer")?;
-    let footer_len = read_footer_length(trailer)?;
-    let footer_start = (len - 10)
-        .checked_sub(footer_len)
-        .with_context(|| format!("{}: the Arrow footer is longer than the file", path.display()))?;
-    let footer = arrow_ipc::root_as_footer(&buffer[footer_start..len - 10])
-        .map_err(|e| anyhow::anyhow!("{}: bad Arrow footer: {e}", path.display()))?;
-    let schema = try_fb_to_schema(footer.schema().context("Arrow footer without schema")?)?;
-    let meta = Meta::from_schema(&schema)?;
-    let decoder = FileDecoder::new(Arc::new(schema), footer.version());
-    let mut batches = Vec::new();
-    for block in footer.recordBatches().into_iter().flatten() {
-        let (offset, block_len) = block_span(block, len)
-            .with_context(|| format!("{}: a record batch lies outside the file", path.display()))?;
-        let data = buffer.slice_with_length(offset, block_len);
-        if let Some(b) = decoder.read_record_batch(block, &data)? {
-            batches.push(b);
-        }
-    }
-    Ok((meta, batches))
-}
-
-/// Where a record batch's bytes are in a file of `len` bytes: `(offset, length)`, or `None`
-/// when the footer puts them outside it (a corrupt file must be an error, not a panic).
-fn block_span(block: &arrow_ipc::Block, len: usize) -> Option<(usize, usize)> {
-    let offset = usize::try_from(block.offset()).ok()?;
-    let block_len = usize::try_from(block.bodyLength())
-        .ok()?
-        .checked_add(usize::try_from(block.metaDataLength()).ok()?)?;
-    (offset.checked_add(block_len)? <= len).then_some((offset, block_len))
 }
 
 /// The segments of a segmented artifact at `path`, mapped, each checked to store pixels of
 /// the artifact's shape and dtype itself.
-pub fn open_segments(path: &Path, meta: &Meta) -> Result<Vec<Mapped>> {
+pub fn open_segments(path: &Path, meta: &Meta, integrity: &Arc<dyn Integrity>) -> Result<Vec<Mapped>> {
     meta.segments
         .iter()
         .map(|name| {
             let seg_path = path.with_file_name(name);
-            let seg = Mapped::open(&seg_path)?;
+            let seg = Mapped::open(&seg_path, integrity)?;
             if seg.meta.pixels != meta.pixels || seg.meta.pixels_from.is_some() || !seg.meta.segments.is_empty() {
                 bail!(
                     "{} does not store pixels as the segmented artifact {} expects",

@@ -21,7 +21,8 @@
 //! This module holds what every part of the format builds on ([`Meta`], [`Dtype`]); the
 //! files below it, bottom up: [`schema`] (`Meta` to and from the Arrow schema), [`columns`]
 //! (the row and pixel columns of a batch), [`writer`], [`views`] (a view's steps and
-//! pixels), [`mapped`] (random access) and [`reader`] (batch by batch).
+//! pixels), [`ipc`] (a file mapped, checked and decoded), [`mapped`] (random access) and
+//! [`reader`] (batch by batch).
 
 use arrow_schema::DataType;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::lineage::LineageEntry;
 
 pub mod columns;
+pub mod ipc;
 pub mod mapped;
 pub mod reader;
 pub mod schema;

@@ -1,30 +1,33 @@
 //! Reading an artifact batch by batch, in file order, for the passes over a whole dataset
 //! (stages, checks, export). Whatever the storage, [`Batches`] hands out batches with their
 //! pixels: a file's own, a view's made from the stored artifact's as they stream past, or a
-//! segmented artifact's gathered from its mapped segments.
+//! segmented artifact's gathered from its mapped segments. Batches are decoded zero-copy
+//! from the mapped file, each block checked whole before it is decoded ([`IpcFile`]), with a
+//! helper thread checking the chunks ahead ([`CheckAhead`]); the pages behind the reader
+//! are given back as it goes, so a pass over a dataset larger than memory stays small.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::{Array, RecordBatch, StringArray};
-use arrow_ipc::reader::FileReader;
 use arrow_schema::SchemaRef;
 
 use crate::data::dataset::Meta;
 use crate::data::dataset::columns::{PixelValues, pixel_column, segment_refs, string_column};
+use crate::data::dataset::ipc::{Check, IpcFile};
 use crate::data::dataset::mapped::{Mapped, open_segments};
 use crate::data::dataset::views::ViewPixels;
+use crate::data::integrity::{CheckAhead, Integrity};
 
 /// Opens an artifact for batch-by-batch reading. A view's batches come with their pixels,
 /// read from the stored artifact and passed through the view's steps.
-pub fn open(path: &Path) -> Result<(Meta, Batches)> {
-    let (meta, reader) = open_file(path)?;
+pub fn open(path: &Path, integrity: &Arc<dyn Integrity>) -> Result<(Meta, Batches)> {
+    let blocks = Blocks::open(path, integrity)?;
+    let meta = blocks.file.meta.clone();
     let source = if let Some(from) = &meta.pixels_from {
         let base_path = path.with_file_name(from);
-        let (base_meta, base) = open(&base_path)?;
+        let (base_meta, base) = open(&base_path, integrity)?;
         let pixels = ViewPixels::new(&meta, &base_meta, &base_path)?;
         Source::View(View {
             base: Box::new(base),
@@ -34,28 +37,92 @@ pub fn open(path: &Path) -> Result<(Meta, Batches)> {
         })
     } else if !meta.segments.is_empty() {
         Source::Segments {
-            segments: open_segments(path, &meta)?,
+            segments: open_segments(path, &meta, integrity)?,
             schema: Arc::new(meta.read_schema()),
         }
     } else {
         Source::File
     };
-    Ok((meta, Batches { reader, source }))
+    Ok((meta, Batches { blocks, source }))
 }
 
-/// Opens an artifact's file as stored: a view's batches have no `pixels` column. For
-/// readers that need only the row columns.
-pub fn open_file(path: &Path) -> Result<(Meta, FileReader<BufReader<File>>)> {
-    let file = File::open(path).with_context(|| format!("cannot open artifact {}", path.display()))?;
-    let reader = FileReader::try_new_buffered(file, None)
-        .with_context(|| format!("{} is not a readable Arrow IPC file", path.display()))?;
-    let meta = Meta::from_schema(&reader.schema())?;
-    Ok((meta, reader))
+/// Opens an artifact's file as stored, alone: a view's batches have no `pixels` column (for
+/// `cache verify`, which checks each file on its own; stages read rows through
+/// [`Mapped::row_batches`], which reads no pixels at all).
+pub fn open_file(path: &Path, integrity: &Arc<dyn Integrity>) -> Result<(Meta, Batches)> {
+    let blocks = Blocks::open(path, integrity)?;
+    let meta = blocks.file.meta.clone();
+    let source = Source::File;
+    Ok((meta, Batches { blocks, source }))
+}
+
+/// A file's record batches in order, each block checked whole, the chunks ahead checked by a
+/// helper, the pages behind given back.
+struct Blocks {
+    file: IpcFile,
+    next: usize,
+    /// The file's bytes before this offset have been given back.
+    released: usize,
+    ahead: CheckAhead,
+}
+
+impl Blocks {
+    fn open(path: &Path, integrity: &Arc<dyn Integrity>) -> Result<Blocks> {
+        let file = IpcFile::open(path, integrity)?;
+        let ahead = CheckAhead::start(file.map.clone(), file.verifier.clone());
+        Ok(Blocks {
+            file,
+            next: 0,
+            released: 0,
+            ahead,
+        })
+    }
+}
+
+impl Iterator for Blocks {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        while self.next < self.file.num_batches() {
+            let i = self.next;
+            self.next += 1;
+            let start = self.file.block_start(i);
+            let chunk = self.file.verifier.chunk_bytes();
+            self.ahead.reader_at(start, chunk);
+            // The chunks wholly before the previous block are done with.
+            let done = (self.file.block_start(i.saturating_sub(1)) as u64 / chunk * chunk) as usize;
+            if done > self.released {
+                // SAFETY: a private read-only mapping: dropped pages are read again from the
+                // file if touched (a batch still held reads the same bytes).
+                let _ = unsafe {
+                    self.file.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        self.released,
+                        done - self.released,
+                    )
+                };
+                self.released = done;
+            }
+            match self.file.batch(i, Check::Whole) {
+                Ok(Some(batch)) => return Some(Ok(batch)),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.next = self.file.num_batches();
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// Calls `f` on every batch of the artifact, in order.
-pub fn for_each_batch(path: &Path, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<Meta> {
-    let (meta, reader) = open(path)?;
+pub fn for_each_batch(
+    path: &Path,
+    integrity: &Arc<dyn Integrity>,
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<Meta> {
+    let (meta, reader) = open(path, integrity)?;
     for batch in reader {
         f(&batch.with_context(|| format!("reading {}", path.display()))?)?;
     }
@@ -64,7 +131,7 @@ pub fn for_each_batch(path: &Path, mut f: impl FnMut(&RecordBatch) -> Result<()>
 
 /// The batches of an artifact, in order; see [`open`].
 pub struct Batches {
-    reader: FileReader<BufReader<File>>,
+    blocks: Blocks,
     source: Source,
 }
 
@@ -82,9 +149,9 @@ impl Iterator for Batches {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Result<RecordBatch>> {
-        let batch = match self.reader.next()? {
+        let batch = match self.blocks.next()? {
             Ok(b) => b,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Some(Err(e)),
         };
         Some(match &mut self.source {
             Source::File => Ok(batch),
@@ -174,6 +241,7 @@ mod tests {
     use crate::data::dataset::columns::{Rows, pixels_as_f32, pixels_u8};
     use crate::data::dataset::writer::ArtifactWriter;
     use crate::data::dataset::{Dtype, TARGET_BATCH_BYTES};
+    use crate::data::integrity::testing::trusting;
     use crate::data::lineage::{LineageEntry, Mean, Method};
     use serde_json::{Value, json};
     use std::path::PathBuf;
@@ -250,7 +318,7 @@ mod tests {
 
     /// Everything a batch-by-batch read hands out: rows, pixels as `f32`, batch sizes.
     fn stream(path: &Path) -> Result<(Meta, Rows, Vec<f32>, Vec<usize>)> {
-        let (meta, batches) = open(path)?;
+        let (meta, batches) = open(path, &trusting())?;
         let (mut rows, mut pixels, mut sizes) = (Rows::default(), Vec::new(), Vec::new());
         for batch in batches {
             let batch = batch?;
@@ -265,7 +333,7 @@ mod tests {
 
     /// Everything the mapped reader hands out: rows and every row's pixels as `f32`.
     fn mapped(path: &Path) -> Result<(Mapped, Rows, Vec<f32>)> {
-        let mapped = Mapped::open(path)?;
+        let mapped = Mapped::open(path, &trusting())?;
         let rows = mapped.rows()?;
         let mut pixels = Vec::new();
         for i in 0..mapped.index.len() {
@@ -297,7 +365,7 @@ mod tests {
         assert_same_rows(&read_rows, &all);
         assert_eq!((pixels, sizes), (widened.clone(), vec![3, 2]));
         let mut stored = Vec::new();
-        for_each_batch(&path, |batch| {
+        for_each_batch(&path, &trusting(), |batch| {
             stored.extend_from_slice(pixels_u8(batch)?);
             Ok(())
         })
@@ -343,7 +411,7 @@ mod tests {
         assert_eq!(read_meta, m);
         assert_same_rows(&read_rows, &rows("a", 4));
         assert!(pixels.is_empty());
-        let mapped = Mapped::open(&path).unwrap();
+        let mapped = Mapped::open(&path, &trusting()).unwrap();
         let err = mapped.pixels_into(0, &mut Vec::new()).unwrap_err().to_string();
         assert_eq!(err, "the artifact holds no pixels");
     }
@@ -366,7 +434,7 @@ mod tests {
             })
             .collect();
         let path = write(dir.path(), "big.arrow", m, chunks);
-        let (_, batches) = open(&path).unwrap();
+        let (_, batches) = open(&path, &trusting()).unwrap();
         let mut sizes = Vec::new();
         for batch in batches {
             let batch = batch.unwrap();
@@ -433,8 +501,9 @@ mod tests {
         assert_eq!(pixels, expected);
         assert!(mapped.stored_u8(0).is_err(), "a view stores no pixels");
         // As stored, the view's file has no pixels column.
-        let (_, file) = open_file(&view).unwrap();
-        assert!(file.schema().field_with_name("pixels").is_err());
+        for batch in open_file(&view, &trusting()).unwrap().1 {
+            assert!(batch.unwrap().schema().field_with_name("pixels").is_err());
+        }
     }
 
     /// Writes a base with `write_base` and a view of it: both readers must refuse the view
@@ -444,7 +513,7 @@ mod tests {
         write_base(dir.path());
         let view = write(dir.path(), "view.arrow", view_meta(), view_batches());
         let streamed = stream(&view).map(|_| ()).unwrap_err();
-        let mapped = Mapped::open(&view).map(|_| ()).unwrap_err();
+        let mapped = Mapped::open(&view, &trusting()).map(|_| ()).unwrap_err();
         for err in [streamed, mapped] {
             let err = format!("{err:#}");
             assert!(err.contains(message), "expected `{message}`, got: {err}");
@@ -550,13 +619,155 @@ mod tests {
         writer.finish().unwrap();
         for err in [
             stream(&path).map(|_| ()).unwrap_err(),
-            Mapped::open(&path).map(|_| ()).unwrap_err(),
+            Mapped::open(&path, &trusting()).map(|_| ()).unwrap_err(),
         ] {
             assert!(
                 err.to_string()
                     .contains("does not store pixels as the segmented artifact"),
                 "{err}"
             );
+        }
+    }
+
+    /// Every kind of artifact over several chunks: a stored `u8` base (4 chunks, 2 batches),
+    /// a stored `f32` one, a view of the base, and a segmented artifact with its two
+    /// segments. Returns the files to damage, each with the artifact whose full read must
+    /// then fail.
+    fn every_kind(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+        let shape = [64, 64, 3];
+        let row: usize = shape.iter().product();
+        let lineage = stored_lineage;
+        let u8s = |n: usize, seed: usize| -> Vec<u8> { (0..n * row).map(|i| ((i * 7 + seed) % 251) as u8).collect() };
+        let many = |prefix: &str, n: usize, seed: usize| (rows(prefix, n), Some(PixelValues::U8(u8s(n, seed))));
+        let base = write(
+            dir,
+            "base.arrow",
+            meta(Some((shape, Dtype::Uint8)), lineage()),
+            vec![many("a", 150, 0), many("b", 150, 1)],
+        );
+        let f32s: Vec<f32> = (0..40 * row).map(|i| (i % 97) as f32 / 13.0).collect();
+        let floats = write(
+            dir,
+            "f32.arrow",
+            meta(Some((shape, Dtype::Float32)), lineage()),
+            vec![(rows("f", 40), Some(PixelValues::F32(f32s)))],
+        );
+        let mut view_rows = rows("a", 150);
+        view_rows.append(rows("b", 150));
+        let view_meta = Meta {
+            pixels_from: Some("base.arrow".into()),
+            ..meta(Some((shape, Dtype::Float32)), view_meta().lineage)
+        };
+        let view = write(
+            dir,
+            "view.arrow",
+            view_meta,
+            vec![
+                (view_rows.select(&(0..100).collect::<Vec<_>>()), None),
+                (view_rows.select(&(100..300).collect::<Vec<_>>()), None),
+            ],
+        );
+        let s0 = write(
+            dir,
+            "s0.arrow",
+            meta(Some((shape, Dtype::Uint8)), lineage()),
+            vec![many("s", 120, 2)],
+        );
+        let s1 = write(
+            dir,
+            "s1.arrow",
+            meta(Some((shape, Dtype::Uint8)), lineage()),
+            vec![many("t", 100, 3)],
+        );
+        let main = dir.join("main.arrow");
+        let mut writer = ArtifactWriter::create(
+            &main,
+            Meta {
+                segments: vec!["s0.arrow".into(), "s1.arrow".into()],
+                ..meta(Some((shape, Dtype::Uint8)), lineage())
+            },
+        )
+        .unwrap();
+        let refs: Vec<(u16, u32)> = (0..220u32)
+            .map(|i| if i % 2 == 0 { (0, i / 2) } else { (1, i / 3) })
+            .collect();
+        writer.write_refs(&rows("m", 220), &refs).unwrap();
+        writer.finish().unwrap();
+        vec![
+            (base.clone(), base.clone()),
+            (floats.clone(), floats),
+            (view.clone(), view.clone()),
+            (base, view),
+            (main.clone(), main.clone()),
+            (s0, main.clone()),
+            (s1, main),
+        ]
+    }
+
+    #[test]
+    fn damage_anywhere_in_any_kind_of_artifact_is_found_before_its_bytes_are_used() {
+        use crate::data::integrity::testing::FromFiles;
+        let dir = tempfile::tempdir().unwrap();
+        let cases = every_kind(dir.path());
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (damaged, read) in &cases {
+            let good = std::fs::read(damaged).unwrap();
+            assert!(good.len() > 1 << 20 || damaged.ends_with("view.arrow") || damaged.ends_with("main.arrow"));
+            for _ in 0..25 {
+                let source = Arc::new(FromFiles::default());
+                for (f, _) in &cases {
+                    source.learn(f);
+                }
+                let integrity: Arc<dyn crate::data::integrity::Integrity> = source.clone();
+                let at = (next() % good.len() as u64) as usize;
+                let mut bytes = good.clone();
+                bytes[at] ^= 1 + (next() % 255) as u8;
+                std::fs::write(damaged, &bytes).unwrap();
+                let what = format!(
+                    "{} damaged at byte {at} of {}, reading {}",
+                    damaged.display(),
+                    good.len(),
+                    read.display()
+                );
+                let streamed = (|| -> Result<()> {
+                    let (_, batches) = open(read, &integrity)?;
+                    for b in batches {
+                        b?;
+                    }
+                    Ok(())
+                })();
+                assert!(streamed.is_err(), "streaming: {what}");
+                let mapped = (|| -> Result<()> {
+                    let m = Mapped::open(read, &integrity)?;
+                    m.rows()?;
+                    let mut out = Vec::new();
+                    for i in 0..m.index.len() {
+                        out.clear();
+                        m.pixels_into(i, &mut out)?;
+                    }
+                    Ok(())
+                })();
+                assert!(mapped.is_err(), "mapped: {what}");
+                let told = source.damaged.lock().unwrap().clone();
+                assert!(
+                    !told.is_empty() && told.iter().all(|t| t.contains(&*damaged.to_string_lossy())),
+                    "{what}: {told:?}"
+                );
+            }
+            std::fs::write(damaged, &good).unwrap();
+        }
+        // Undamaged, everything reads.
+        let integrity = trusting();
+        for (_, read) in &cases {
+            open(read, &integrity).unwrap().1.for_each(|b| {
+                b.unwrap();
+            });
         }
     }
 
@@ -583,12 +794,17 @@ mod tests {
             std::fs::write(&bad, &bytes).unwrap();
             let len = bytes.len();
             assert!(stream(&bad).is_err(), "streaming a {len}-byte prefix");
-            assert!(for_each_batch(&bad, |_| Ok(())).is_err(), "for_each_batch, {len} bytes");
-            assert!(Mapped::open(&bad).is_err(), "mapping {len} bytes");
+            assert!(
+                for_each_batch(&bad, &trusting(), |_| Ok(())).is_err(),
+                "for_each_batch, {len} bytes"
+            );
+            assert!(Mapped::open(&bad, &trusting()).is_err(), "mapping {len} bytes");
         }
         let err = format!(
             "{:#}",
-            Mapped::open(&dir.path().join("missing.arrow")).map(|_| ()).unwrap_err()
+            Mapped::open(&dir.path().join("missing.arrow"), &trusting())
+                .map(|_| ())
+                .unwrap_err()
         );
         assert!(err.starts_with("cannot open artifact"), "{err}");
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use arrow_schema::{DataType, Field, Schema};
 
 use crate::data::dataset::{Dtype, Meta};
@@ -88,20 +88,43 @@ impl Meta {
             Some(shape) => {
                 let shape: [usize; 3] = serde_json::from_str(shape)?;
                 let dtype: Dtype = serde_json::from_value(serde_json::Value::String(get("pipeline.dtype")?.clone()))?;
+                let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+                if shape.contains(&0) || values.is_none_or(|n| n > i32::MAX as usize) {
+                    bail!("artifact metadata gives the impossible image shape {shape:?}");
+                }
+                if let Ok(field) = schema.field_with_name("pixels")
+                    && field.data_type() != pixels_field(shape, dtype).data_type()
+                {
+                    bail!("the `pixels` column does not hold {shape:?} images of {}", dtype.name());
+                }
                 Some((shape, dtype))
             }
             None => None,
         };
+        let pixels_from = md.get("pipeline.pixels_from").cloned();
+        let segments: Vec<String> = match md.get("pipeline.segments") {
+            Some(v) => serde_json::from_str(v)?,
+            None => Vec::new(),
+        };
+        // Files beside this one, never a path elsewhere.
+        for name in pixels_from.iter().chain(&segments) {
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                bail!("artifact metadata names `{name}`, which is not a file beside it");
+            }
+        }
+        if segments.len() > usize::from(u16::MAX) {
+            bail!(
+                "artifact metadata names {} segments, more than a row can point to",
+                segments.len()
+            );
+        }
         Ok(Meta {
             classes,
             has_partition: schema.field_with_name("partition").is_ok(),
             pixels,
             lineage,
-            pixels_from: md.get("pipeline.pixels_from").cloned(),
-            segments: match md.get("pipeline.segments") {
-                Some(v) => serde_json::from_str(v)?,
-                None => Vec::new(),
-            },
+            pixels_from,
+            segments,
         })
     }
 }

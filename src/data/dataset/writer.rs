@@ -1,5 +1,6 @@
 //! Writing one artifact file batch by batch. Every byte is counted and BLAKE3-hashed on its
-//! way to the file, so the cache record's size and checksum come free with the write, and
+//! way to the file, so the cache record's size, checksum and chunk sums (what readers check
+//! the bytes against, [`crate::data::integrity`]) come free with the write, and
 //! the file is synced before [`ArtifactWriter::finish`] returns. Fault points after every
 //! batch let the crash tests kill a write half done.
 
@@ -14,11 +15,12 @@ use arrow_schema::SchemaRef;
 
 use crate::data::dataset::columns::{PixelValues, Rows};
 use crate::data::dataset::{Meta, SegmentRef};
+use crate::data::integrity::{ChunkHasher, ChunkSums};
 
 /// A writer that counts and BLAKE3-hashes every byte on its way to the file.
 struct HashingWriter<W> {
     inner: W,
-    hasher: blake3::Hasher,
+    hasher: ChunkHasher,
     bytes: u64,
 }
 
@@ -49,6 +51,21 @@ pub struct Written {
     pub rows: u64,
     pub bytes: u64,
     pub blake3: String,
+    /// What readers check the file's chunks against.
+    pub chunks: ChunkSums,
+}
+
+impl Written {
+    /// What writing `bytes` as a whole file (a report, a model) amounts to.
+    pub fn of(bytes: &[u8], rows: u64) -> Written {
+        let (chunks, blake3) = ChunkSums::of(bytes);
+        Written {
+            rows,
+            bytes: bytes.len() as u64,
+            blake3,
+            chunks,
+        }
+    }
 }
 
 impl ArtifactWriter {
@@ -57,7 +74,7 @@ impl ArtifactWriter {
         let schema = Arc::new(meta.schema());
         let sink = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
-            hasher: blake3::Hasher::new(),
+            hasher: ChunkHasher::new(),
             bytes: 0,
         };
         let writer = FileWriter::try_new(sink, &schema)?;
@@ -99,10 +116,12 @@ impl ArtifactWriter {
         let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
         crate::data::fault::point(|| "artifact: finished, not synced".into());
         file.sync_all()?;
+        let (chunks, blake3) = sink.hasher.finish();
         Ok(Written {
             rows: self.rows,
             bytes: sink.bytes,
-            blake3: sink.hasher.finalize().to_hex().to_string(),
+            blake3,
+            chunks,
         })
     }
 }
@@ -150,6 +169,7 @@ mod tests {
         assert_eq!(written.rows, 4);
         assert_eq!(written.bytes, bytes.len() as u64);
         assert_eq!(written.blake3, blake3::hash(&bytes).to_hex().to_string());
+        assert_eq!(written.chunks, ChunkSums::of(&bytes).0);
         let reader = arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&path).unwrap(), None).unwrap();
         assert_eq!(reader.num_batches(), 2);
     }
