@@ -126,6 +126,7 @@ impl Cache {
         std::sync::Arc::new(self.clone())
     }
 
+    #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -335,6 +336,132 @@ impl Cache {
         write().inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
+    }
+}
+
+/// What `cache gc` may take out of the cache.
+#[derive(Debug)]
+pub enum Garbage {
+    /// A committed artifact: its record, data file and damage mark go together.
+    Artifact(Box<Record>),
+    /// A file no readable record commits: what a killed run or a damaged record left.
+    Orphan { path: PathBuf, bytes: u64 },
+}
+
+impl Garbage {
+    /// The bytes removing it frees (for an artifact, as its record says).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Garbage::Artifact(r) => r.bytes,
+            Garbage::Orphan { bytes, .. } => *bytes,
+        }
+    }
+}
+
+impl Cache {
+    /// Every readable record in the cache, sorted by pipeline, stage and fingerprint.
+    pub fn records(&self) -> Result<Vec<Record>> {
+        let dir = self.root.join("artifacts");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.ends_with(".json") && !name.ends_with(".report.json") {
+                match fs::read_to_string(&path).map(|t| serde_json::from_str::<Record>(&t)) {
+                    Ok(Ok(r)) if r.fingerprint == name.trim_end_matches(".json") => out.push(r),
+                    _ => tracing::warn!(path = %path.display(), "unreadable record"),
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.pipeline, &a.stage, &a.fingerprint).cmp(&(&b.pipeline, &b.stage, &b.fingerprint)));
+        Ok(out)
+    }
+
+    /// Takes the cache's run lock (every `pipeline run` and `cache gc` holds it), calling
+    /// `waiting` first when another process holds it. The OS releases the lock when the
+    /// holder exits, however it exits, so a dead run never blocks.
+    pub fn lock(&self, waiting: impl FnOnce(&Path) -> Result<()>) -> Result<fs::File> {
+        let path = self.root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                waiting(&path)?;
+                file.lock()?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e).context("cannot lock the cache"),
+        }
+        Ok(file)
+    }
+
+    /// Notes that a run used the artifact (its record's access time, what `cache gc
+    /// --keep-recent` reads), at most once an hour so that a warm run writes next to
+    /// nothing. Failing to note it (a read-only cache) is not an error.
+    pub fn mark_used(&self, fingerprint: &str) {
+        let path = self.record_path(fingerprint);
+        let now = std::time::SystemTime::now();
+        let stale = fs::metadata(&path)
+            .and_then(|m| m.accessed())
+            .map_or(true, |at| now.duration_since(at).is_ok_and(|d| d.as_secs() > 3600));
+        if stale && let Ok(file) = fs::File::open(&path) {
+            let _ = file.set_times(fs::FileTimes::new().set_accessed(now));
+        }
+    }
+
+    /// When the artifact was last made or used (the later of its record's times).
+    pub fn last_used(&self, fingerprint: &str) -> Option<std::time::SystemTime> {
+        let meta = fs::metadata(self.record_path(fingerprint)).ok()?;
+        let (made, used) = (meta.modified().ok(), meta.accessed().ok());
+        made.max(used)
+    }
+
+    /// What the cache holds besides the artifacts `keep` keeps: the others, and every file
+    /// no readable record commits. Only under [`Cache::lock`] is this stable.
+    pub fn garbage(&self, keep: impl Fn(&Record) -> bool) -> Result<Vec<Garbage>> {
+        let records = self.records()?;
+        let committed: std::collections::HashSet<&str> = records.iter().map(|r| r.fingerprint.as_str()).collect();
+        let mut out = Vec::new();
+        let dir = self.root.join("artifacts");
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let fp = fingerprint_of(&path).unwrap_or_default();
+            if !committed.contains(fp) {
+                let bytes = entry.metadata().map_or(0, |m| m.len());
+                out.push(Garbage::Orphan { path, bytes });
+            }
+        }
+        out.extend(records.into_iter().filter(|r| !keep(r)).map(|r| Garbage::Artifact(Box::new(r))));
+        Ok(out)
+    }
+
+    /// Removes what [`Cache::garbage`] found: an artifact's record first (then it is no
+    /// longer in the cache; a kill after that leaves orphans the next `gc` removes).
+    pub fn remove(&self, garbage: &Garbage) -> Result<()> {
+        let gone = |r: std::io::Result<()>, path: &Path| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", path.display()))
+            }
+            _ => Ok(()),
+        };
+        match garbage {
+            Garbage::Orphan { path, .. } => gone(fs::remove_file(path), path),
+            Garbage::Artifact(r) => {
+                for path in [
+                    self.record_path(&r.fingerprint),
+                    self.data_file(&r.fingerprint, r.format),
+                    self.damage_path(&r.fingerprint),
+                ] {
+                    gone(fs::remove_file(&path), &path)?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 

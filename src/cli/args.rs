@@ -53,8 +53,9 @@ pub enum Command {
     /// fingerprint, rows and time; the audit and validate results; the metrics; the
     /// diagnosis and its figures (also written as PNG and SVG beside the page).
     Report(ReportArgs),
-    /// Look into the cache of a pipeline: `ls`, `du`, or `verify` every artifact against
-    /// its recorded checksum (exit 1 when any is damaged).
+    /// Look into the cache of a pipeline: `ls`, `du`, `verify` every artifact against its
+    /// recorded checksums (exit 1 when any is damaged), or `gc`: remove what none of the
+    /// given pipeline files needs.
     Cache(CacheArgs),
     /// Write a dataset stage's rows and pixels (as its readers see them) to one standalone
     /// Arrow IPC file, for pyarrow, polars or numpy.
@@ -201,7 +202,16 @@ pub struct ReportArgs {
 pub struct CacheArgs {
     #[arg(value_enum)]
     pub action: CacheAction,
-    pub file: PathBuf,
+    /// The pipeline file whose cache to look into; for `gc`, every file whose artifacts to
+    /// keep (they must share one cache).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// `gc`: also keep every artifact made or used in the last DAYS days.
+    #[arg(long = "keep-recent", value_name = "DAYS")]
+    pub keep_recent: Option<f64>,
+    /// `gc`: say what would be removed, remove nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +276,7 @@ pub enum CacheAction {
     Ls,
     Du,
     Verify,
+    Gc,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -222,7 +222,32 @@ fn export(args: ExportArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &[])?;
+    if let CacheAction::Gc = args.action {
+        if args.keep_recent.is_some_and(|d| !d.is_finite() || d < 0.0) {
+            anyhow::bail!("--keep-recent takes a number of days >= 0");
+        }
+        let plans = args.files.iter().map(|f| load(f, &[])).collect::<Result<Vec<_>>>()?;
+        let opts = crate::ops::gc::GcOptions {
+            keep_recent_days: args.keep_recent,
+            dry_run: args.dry_run,
+        };
+        let text = crate::ops::gc::gc(&plans, &opts, |lock| {
+            eprintln!("waiting for the pipeline run that holds {}", lock.display());
+            Ok(())
+        })?;
+        write!(out, "{text}")?;
+        return Ok(());
+    }
+    let [file] = &args.files[..] else {
+        anyhow::bail!(
+            "`cache {}` takes one pipeline file",
+            format!("{:?}", args.action).to_lowercase()
+        );
+    };
+    if args.keep_recent.is_some() || args.dry_run {
+        anyhow::bail!("--keep-recent and --dry-run are options of `cache gc`");
+    }
+    let plan = load(file, &[])?;
     match args.action {
         CacheAction::Ls => write!(out, "{}", cache_cmd::ls(&plan.cache_dir)?)?,
         CacheAction::Du => write!(out, "{}", cache_cmd::du(&plan.cache_dir)?)?,
@@ -231,6 +256,7 @@ fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
             write!(out, "{text}")?;
             return consistent_or_fail(intact);
         }
+        CacheAction::Gc => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -13,30 +13,11 @@ use anyhow::{Context, Result};
 use crate::cache::store::{Cache, Format, Record};
 use crate::data::integrity::ChunkSums;
 
-/// Every committed record in the cache, sorted by stage then fingerprint.
-fn records(cache: &Cache) -> Result<Vec<Record>> {
-    let dir = cache.root().join("artifacts");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.ends_with(".json") && !name.ends_with(".report.json") {
-            let text = std::fs::read_to_string(&path)?;
-            match serde_json::from_str::<Record>(&text) {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(path = %path.display(), "unreadable record: {e}"),
-            }
-        }
-    }
-    out.sort_by(|a, b| (&a.pipeline, &a.stage, &a.fingerprint).cmp(&(&b.pipeline, &b.stage, &b.fingerprint)));
-    Ok(out)
-}
-
 /// One line per artifact: pipeline, stage, kind, fingerprint, rows, bytes.
 pub fn ls(cache_dir: &Path) -> Result<String> {
     let cache = Cache::open(cache_dir)?;
     let mut s = String::new();
-    for r in records(&cache)? {
+    for r in cache.records()? {
         let _ = writeln!(
             s,
             "{:<20} {:<14} {:<14} {}  {:>8} rows  {:>12} bytes",
@@ -55,7 +36,7 @@ pub fn ls(cache_dir: &Path) -> Result<String> {
 pub fn du(cache_dir: &Path) -> Result<String> {
     let cache = Cache::open(cache_dir)?;
     let mut by_kind: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for r in records(&cache)? {
+    for r in cache.records()? {
         let e = by_kind.entry(r.kind.clone()).or_default();
         e.0 += 1;
         e.1 += r.bytes;
@@ -81,7 +62,7 @@ pub fn verify(cache_dir: &Path) -> Result<(String, bool)> {
     let cache = Cache::open(cache_dir)?;
     let mut s = String::new();
     let (mut good, mut bad) = (0, 0);
-    for r in records(&cache)? {
+    for r in cache.records()? {
         let path = cache.data_file(&r.fingerprint, r.format);
         match check(&cache, &path, &r) {
             Ok(()) => good += 1,

@@ -126,7 +126,7 @@ fn run_stages(
 ) -> Result<()> {
     let cache = Cache::open(&plan.cache_dir)?;
     tracing::debug!(cache = %plan.cache_dir.display(), base = %plan.base_dir.display(), "opened cache");
-    let _lock = lock(&cache, events)?;
+    let _lock = cache.lock(|lock| events.emit(Event::Waiting { lock }))?;
     let litter = cache.remove_stale_temps();
     if litter > 0 {
         tracing::debug!(files = litter, "removed temporary files of runs that died");
@@ -184,6 +184,7 @@ fn run_stages(
         let (record, fresh) = match freshness {
             Ok(record) => {
                 tracing::debug!(stage = %s.name, fingerprint = %resolved.fingerprint, "cached");
+                cache.mark_used(&resolved.fingerprint);
                 counts.1 += 1;
                 events.emit(Event::Cached {
                     stage: &s.name,
@@ -406,27 +407,6 @@ fn progress_bar(name: &str, len: u64) -> indicatif::ProgressBar {
     }
     bar.set_prefix(name.to_string());
     bar
-}
-
-/// Takes the cache's run lock, saying so while another run holds it. The OS releases the
-/// lock when the holder exits, however it exits, so a dead run never blocks.
-fn lock(cache: &Cache, events: &mut dyn Sink) -> Result<std::fs::File> {
-    let path = cache.root().join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            events.emit(Event::Waiting { lock: &path })?;
-            file.lock()?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e).context("cannot lock the cache"),
-    }
-    Ok(file)
 }
 
 /// One stage's status line: fresh, or stale with every reason.

@@ -14,6 +14,7 @@ mod concurrent;
 mod crash;
 mod diagnose;
 mod events;
+mod gc;
 mod hostile;
 mod init;
 mod interop;
