@@ -100,6 +100,20 @@ pub struct Cache {
     root: PathBuf,
     /// What this process found intact, shared by the clones (every stage of a run).
     checked: std::sync::Arc<Checked>,
+    /// The cache folder is group-writable: so is everything made in it.
+    shared: bool,
+    /// Artifacts can be stored (else the cache is only read).
+    writable: bool,
+}
+
+/// Whether this process may create files in `dir` (false on a read-only file system).
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) only reads the NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 impl Cache {
@@ -111,14 +125,50 @@ impl Cache {
                 root.display()
             );
         }
-        for sub in ["artifacts", "pipelines", "tmp"] {
-            fs::create_dir_all(root.join(sub))
-                .with_context(|| format!("cannot create cache directory {}", root.join(sub).display()))?;
-        }
-        Ok(Cache {
+        // A cache folder that is group-writable is shared: what is made in it is too,
+        // whatever the umask of the user who makes it.
+        let shared = fs::metadata(root).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode() & 0o020 != 0
+        });
+        let cache = Cache {
             root: root.to_path_buf(),
             checked: Default::default(),
+            shared,
+            writable: true,
+        };
+        for sub in ["artifacts", "pipelines", "tmp"] {
+            let dir = root.join(sub);
+            if !dir.is_dir() {
+                fs::create_dir_all(&dir).with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+                cache.share(&dir);
+            }
+        }
+        Ok(Cache {
+            writable: writable(&root.join("artifacts")) && writable(&root.join("tmp")),
+            ..cache
         })
+    }
+
+    /// Whether artifacts can be stored here (a read-only cache is still read).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Makes `path`, just created in a shared cache, group-readable and -writable (folders
+    /// also keep their group for what is made in them).
+    fn share(&self, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if !self.shared {
+            return;
+        }
+        if let Ok(meta) = fs::metadata(path) {
+            let extra = if meta.is_dir() { 0o2070 } else { 0o060 };
+            let mode = meta.permissions().mode() | extra;
+            if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+                tracing::debug!(path = %path.display(), error = %e, "not shared with the group");
+            }
+        }
     }
 
     /// What readers check this cache's artifacts with (the cache itself, shared).
@@ -245,6 +295,7 @@ impl Cache {
     pub fn commit(&self, temp_data: &Path, record: &Record) -> Result<()> {
         let data = self.data_file(&record.fingerprint, record.format);
         crate::data::fault::point(|| format!("{}: artifact written, not moved into place", record.stage));
+        self.share(temp_data);
         fs::rename(temp_data, &data).with_context(|| format!("cannot move artifact into {}", data.display()))?;
         crate::data::fault::point(|| format!("{}: artifact in place, record not written", record.stage));
         self.write_json_atomic(&self.record_path(&record.fingerprint), record)?;
@@ -275,8 +326,16 @@ impl Cache {
             return Ok(());
         }
         let path = self.pointer_path(pipeline, stage);
-        if let Some(dir) = path.parent() {
+        if !self.writable {
+            // A read-only cache: the pointer only explains later misses.
+            tracing::debug!(path = %path.display(), "read-only cache: pointer not updated");
+            return Ok(());
+        }
+        if let Some(dir) = path.parent()
+            && !dir.is_dir()
+        {
             fs::create_dir_all(dir)?;
+            self.share(dir);
         }
         self.write_json_atomic(&path, &serde_json::json!({ "fingerprint": fingerprint }))
     }
@@ -299,6 +358,9 @@ impl Cache {
     /// Saves what `stat_cache` learned (nothing is written if it learned nothing). The
     /// folder listings only save time, so failing to save them is not an error.
     pub fn save_stat_cache(&self, stat_cache: &StatCache) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
         stat_cache.save(&self.stat_cache_path(), |path, bytes| self.write_atomic(path, bytes))?;
         let folders = self.root.join("folders.tsv");
         if let Err(e) = stat_cache
@@ -331,6 +393,7 @@ impl Cache {
             f.write_all(&bytes[half..])?;
             f.sync_all()?;
             crate::data::fault::point(|| format!("json {}: written, not renamed", path.display()));
+            self.share(&tmp);
             fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
         };
         write().inspect_err(|_| {
@@ -380,14 +443,28 @@ impl Cache {
     /// Takes the cache's run lock (every `pipeline run` and `cache gc` holds it), calling
     /// `waiting` first when another process holds it. The OS releases the lock when the
     /// holder exits, however it exits, so a dead run never blocks.
-    pub fn lock(&self, waiting: impl FnOnce(&Path) -> Result<()>) -> Result<fs::File> {
+    pub fn lock(&self, waiting: impl FnOnce(&Path) -> Result<()>) -> Result<Option<fs::File>> {
         let path = self.root.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let file = if self.writable {
+            let made = !path.exists();
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            if made {
+                self.share(&path);
+            }
+            file
+        } else {
+            // A read-only cache: nothing is written here, a lock only orders writers (and
+            // locking needs no write access to the file).
+            match fs::File::open(&path) {
+                Ok(file) => file,
+                Err(_) => return Ok(None),
+            }
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -396,7 +473,7 @@ impl Cache {
             }
             Err(fs::TryLockError::Error(e)) => return Err(e).context("cannot lock the cache"),
         }
-        Ok(file)
+        Ok(Some(file))
     }
 
     /// Notes that a run used the artifact (its record's access time, what `cache gc
@@ -436,7 +513,12 @@ impl Cache {
                 out.push(Garbage::Orphan { path, bytes });
             }
         }
-        out.extend(records.into_iter().filter(|r| !keep(r)).map(|r| Garbage::Artifact(Box::new(r))));
+        out.extend(
+            records
+                .into_iter()
+                .filter(|r| !keep(r))
+                .map(|r| Garbage::Artifact(Box::new(r))),
+        );
         Ok(out)
     }
 

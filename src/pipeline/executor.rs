@@ -279,6 +279,14 @@ fn execute(
     stat_cache: &StatCache,
 ) -> Result<Record> {
     let s = plan.stage(r.index);
+    if !cache.writable() {
+        anyhow::bail!(
+            "stage `{}` must be computed, but the cache {} is read-only: nothing can be stored there. \
+             Point PIPELINE_CACHE at a writable folder (a fresh one, or a copy of this one) to run it",
+            s.name,
+            plan.cache_dir.display()
+        );
+    }
     crate::data::fault::point(|| format!("{}: starting", s.name));
     let started = Instant::now();
     let checking = crate::data::integrity::seconds_checking();

@@ -209,3 +209,107 @@ fn damage_in_an_artifact_too_big_to_check_on_lookup_is_found_before_use_and_reco
     }
     p.run(&["cache", "verify", "pipeline.yaml"]).ok();
 }
+
+/// Every file and folder under `dir` is readable and writable by the group (folders also
+/// searchable and keeping their group); returns how many were checked.
+fn assert_group_shared(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        let want = if path.is_dir() { 0o2070 } else { 0o060 };
+        assert_eq!(mode & want, want, "{} has mode {mode:o}", path.display());
+        n += 1;
+        if path.is_dir() {
+            n += assert_group_shared(&path);
+        }
+    }
+    n
+}
+
+/// A cache folder made group-writable is shared: what a run makes in it is group-writable
+/// too under a umask of 077, and (when this machine lets us switch users) another user of
+/// the group runs another pipeline on it and the first user's runs go on working.
+#[test]
+fn a_group_writable_cache_stays_usable_by_the_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 6).pipeline(BASIC);
+    let cache = p.path("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_pipeline");
+    let sh = |prefix: &str, args: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("umask 077; exec {prefix} {bin} {args}")])
+            .current_dir(p.root())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = sh("", "run pipeline.yaml");
+    assert!(ok, "{err}");
+    assert!(assert_group_shared(&cache) > 15);
+
+    // Another user in the cache's group (root's group 0 here, as nobody).
+    let switch = "setpriv --reuid=65534 --regid=65534 --groups=0";
+    let can_switch = std::process::Command::new("sh")
+        .args(["-c", &format!("{switch} true")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_switch {
+        eprintln!("skipped the second user: setpriv cannot switch users here");
+        return;
+    }
+    std::fs::set_permissions(p.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, err) = sh(switch, "run pipeline.yaml --set resize.size=[6,6]");
+    assert!(ok, "the second user's run: {err}");
+    let (ok, err) = sh(switch, "run pipeline.yaml");
+    assert!(ok, "the second user's warm run: {err}");
+    assert_group_shared(&cache);
+    let (ok, err) = sh("", "run pipeline.yaml --set resize.size=[5,5]");
+    assert!(ok, "the first user after the second: {err}");
+    p.run(&["cache", "verify", "pipeline.yaml"]).ok();
+}
+
+/// A cache on a read-only mount (when this machine lets us bind-mount one) is read: a warm
+/// run, `status` and `cache verify` work; a stage that must be computed is a clear error.
+#[test]
+fn a_read_only_cache_is_read_and_refuses_only_what_must_be_written() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 6).pipeline(BASIC);
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let ro = p.path("ro-cache");
+    std::fs::create_dir_all(&ro).unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let (cache, ro_s) = (p.path("cache"), ro.to_str().unwrap().to_string());
+    if !mount(&["--bind", cache.to_str().unwrap(), &ro_s]) {
+        eprintln!("skipped: cannot bind-mount here");
+        return;
+    }
+    let remounted = mount(&["-o", "remount,bind,ro", &ro_s]);
+    let env = [("PIPELINE_CACHE", ro_s.as_str())];
+    let warm = p.run_env(&["run", "pipeline.yaml"], &env);
+    let status = p.run_env(&["status", "pipeline.yaml"], &env);
+    let verify = p.run_env(&["cache", "verify", "pipeline.yaml"], &env);
+    let stale = p.run_env(&["run", "pipeline.yaml", "--set", "resize.size=[6,6]"], &env);
+    std::process::Command::new("umount").arg(&ro).status().unwrap();
+    assert!(remounted, "bind-mounted but could not make it read-only");
+    assert_eq!(warm.code, 0, "{}{}", warm.stdout, warm.stderr);
+    assert!(
+        warm.stdout.lines().filter(|l| l.contains(" cached ")).count() >= 5,
+        "{}",
+        warm.stdout
+    );
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
+    assert_eq!(stale.code, 1, "{}", stale.stdout);
+    assert_contains!(stale.stderr, "stage `resize` must be computed, but the cache");
+    assert_contains!(stale.stderr, "is read-only: nothing can be stored there");
+}

@@ -82,6 +82,17 @@ impl Meta {
             md.get(k)
                 .with_context(|| format!("artifact schema lacks metadata `{k}`"))
         };
+        // The row columns every artifact has (a batch's length is theirs, checked by Arrow).
+        for (name, dt) in [
+            ("id", DataType::Utf8),
+            ("path", DataType::Utf8),
+            ("label", DataType::Int32),
+            ("class", DataType::Utf8),
+        ] {
+            if schema.field_with_name(name).ok().map(|f| f.data_type()) != Some(&dt) {
+                bail!("the artifact has no `{name}` column of type {dt}");
+            }
+        }
         let classes: Vec<String> = serde_json::from_str(get("pipeline.classes")?)?;
         let lineage: Vec<LineageEntry> = serde_json::from_str(get("pipeline.lineage")?)?;
         let pixels = match md.get("pipeline.shape") {
