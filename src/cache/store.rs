@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cache::stat_cache::StatCache;
-use crate::data::hash::blake3_of_file;
 use crate::data::integrity::{Checked, ChunkSums, Damaged, Integrity};
 use serde::{Deserialize, Serialize};
 
@@ -277,10 +276,21 @@ impl Cache {
         let path = self.data_file(fingerprint, record.format);
         match fs::metadata(&path) {
             Ok(m) if m.len() == record.bytes && m.len() > VERIFY_ON_LOOKUP_BYTES => Lookup::Present(Box::new(record)),
-            Ok(m) if m.len() == record.bytes => match blake3_of_file(&path) {
-                Ok(hash) if hash == record.blake3 => Lookup::Present(Box::new(record)),
-                Ok(_) => Lookup::Damaged("its data file does not match its recorded BLAKE3 checksum".into()),
-                Err(e) => Lookup::Damaged(format!("its data file cannot be read: {e}")),
+            Ok(m) if m.len() == record.bytes => match crate::data::integrity::map_with_metadata(&path) {
+                Ok((map, meta)) => {
+                    // Checked whole here, chunk by chunk on every core: the readers of
+                    // this run need not check it again.
+                    let (chunks, hash) = crate::data::integrity::sums_on_every_core(&map);
+                    if hash != record.blake3 {
+                        Lookup::Damaged("its data file does not match its recorded BLAKE3 checksum".into())
+                    } else if record.chunks.as_ref().is_some_and(|c| *c != chunks) {
+                        Lookup::Damaged("its record's chunk sums are not those of its data file".into())
+                    } else {
+                        self.checked.mark_intact(&meta, &chunks);
+                        Lookup::Present(Box::new(record))
+                    }
+                }
+                Err(e) => Lookup::Damaged(format!("its data file cannot be read: {e:#}")),
             },
             Ok(m) => Lookup::Damaged(format!(
                 "its data file has {} bytes, the record says {}",

@@ -2,9 +2,6 @@
 //! prints, so a user can check an `id` by hand) and BLAKE3 for artifact bytes (fast enough to
 //! check whole artifacts on a warm run: about 25 times SHA-256's speed here).
 
-use std::fs;
-use std::path::Path;
-
 use sha2::{Digest, Sha256};
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -19,18 +16,6 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
-}
-
-/// The BLAKE3 of a file, read through a memory map (no copy) and hashed on every core: a
-/// warm run checks a few artifacts this way.
-pub fn blake3_of_file(path: &Path) -> std::io::Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    match crate::data::file::map_file(path) {
-        Some(map) => hasher.update_rayon(&map),
-        // Empty, or unreadable (the read says why).
-        None => hasher.update(&fs::read(path)?),
-    };
-    Ok(hasher.finalize().to_hex().to_string())
 }
 
 #[cfg(test)]

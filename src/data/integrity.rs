@@ -132,21 +132,48 @@ impl ChunkHasher {
             root
         } else {
             self.cvs.push(self.current.finalize_non_root());
-            let left = left_subtree_len(len);
-            let k = (left / self.chunk) as usize;
-            let (l, r) = self.cvs.split_at(k);
-            merge_subtrees_root(
-                &subtree(l, left, self.chunk),
-                &subtree(r, len - left, self.chunk),
-                Mode::Hash,
-            )
+            root_of(&self.cvs, len, self.chunk)
         };
-        let sums = ChunkSums {
-            bytes: self.chunk,
-            len,
-            blake3: self.cvs.iter().map(|cv| hex(&cv[..SUM_HEX / 2])).collect(),
-        };
-        (sums, root.to_hex().to_string())
+        (sums_of(&self.cvs, len, self.chunk), root.to_hex().to_string())
+    }
+}
+
+/// As [`ChunkSums::of`], the chunks hashed on every core: for checking a whole file.
+pub fn sums_on_every_core(bytes: &[u8]) -> (ChunkSums, String) {
+    use rayon::prelude::*;
+    let chunk = CHUNK_BYTES;
+    if bytes.len() as u64 <= chunk {
+        return ChunkSums::of(bytes);
+    }
+    let cvs: Vec<ChainingValue> = bytes
+        .par_chunks(chunk as usize)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(i as u64 * chunk);
+            hasher.update(part);
+            hasher.finalize_non_root()
+        })
+        .collect();
+    let len = bytes.len() as u64;
+    (
+        sums_of(&cvs, len, chunk),
+        root_of(&cvs, len, chunk).to_hex().to_string(),
+    )
+}
+
+/// The root hash of a file of `len` bytes (more than one chunk) made of the chunks `cvs`.
+fn root_of(cvs: &[ChainingValue], len: u64, chunk: u64) -> blake3::Hash {
+    let left = left_subtree_len(len);
+    let (l, r) = cvs.split_at((left / chunk) as usize);
+    merge_subtrees_root(&subtree(l, left, chunk), &subtree(r, len - left, chunk), Mode::Hash)
+}
+
+fn sums_of(cvs: &[ChainingValue], len: u64, chunk: u64) -> ChunkSums {
+    ChunkSums {
+        bytes: chunk,
+        len,
+        blake3: cvs.iter().map(|cv| hex(&cv[..SUM_HEX / 2])).collect(),
     }
 }
 
@@ -227,6 +254,14 @@ impl std::fmt::Debug for Checked {
 }
 
 impl Checked {
+    /// Records that the file whose metadata is `meta` was just checked whole against `sums`
+    /// (a lookup did it): its readers in this process need not check it again.
+    pub fn mark_intact(&self, meta: &std::fs::Metadata, sums: &ChunkSums) {
+        for state in self.states(FileId::of(meta), sums).iter() {
+            state.store(INTACT, Ordering::Release);
+        }
+    }
+
     /// The chunk states of the file `id` with `sums`, shared with earlier readers of it.
     fn states(&self, id: FileId, sums: &ChunkSums) -> States {
         let fresh = || -> States { (0..sums.blake3.len()).map(|_| AtomicU8::new(UNCHECKED)).collect() };
@@ -527,6 +562,15 @@ mod tests {
                 }
             }
         }
+        for len in [
+            1,
+            CHUNK_BYTES as usize,
+            CHUNK_BYTES as usize + 1,
+            3 * CHUNK_BYTES as usize + 17,
+        ] {
+            let big = bytes(len);
+            assert_eq!(sums_on_every_core(&big), ChunkSums::of(&big), "{len} bytes");
+        }
         let (sums, root) = ChunkSums::of(&data);
         assert_eq!((sums.bytes, sums.blake3.len()), (CHUNK_BYTES, 1));
         assert_eq!(root, blake3::hash(&data).to_hex().to_string());
@@ -639,5 +683,8 @@ mod tests {
             "outside the file"
         );
         assert_eq!(Verifier::range_of(&data, &data[7..19]), 7..19);
+        // A whole-file check (a lookup's) counts for every chunk.
+        integrity.checked().mark_intact(&meta, &ChunkSums::of(&data).0);
+        assert_eq!((state(&again, 0), state(&again, 1)), (INTACT, INTACT));
     }
 }
