@@ -28,7 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init(args, &mut out),
         Command::Run(args) => run_pipeline(args, &mut out),
-        Command::Status(args) => status(args, &mut out),
+        Command::Status(args) => status(args, cli.verbose > 0, &mut out),
         Command::Check(args) => check(args, &mut out),
         Command::Audit(args) => audit(args, &mut out),
         Command::Predict(args) => predict(args, &mut out),
@@ -114,7 +114,8 @@ fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {
     }
 }
 
-fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
+/// `status`; `verbose` adds each stage's params as they are used.
+fn status(args: StatusArgs, verbose: bool, out: &mut dyn Write) -> Result<()> {
     let plan = load(&args.file, &args.sets)?;
     let statuses = executor::status(&plan)?;
     let mut sink: Box<dyn Sink + '_> = if args.json {
@@ -123,10 +124,12 @@ fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         Box::new(Text::new(out, executor::name_width(&plan), &plan.file))
     };
     for s in &statuses {
+        let params = plan.index_of(&s.name).map(|i| plan.stage(i).params_shown());
         sink.emit(Event::Status {
             stage: &s.name,
             kind: s.kind,
             stale: s.stale.as_deref(),
+            params: params.as_deref().filter(|_| verbose),
         })?;
     }
     Ok(())

@@ -153,7 +153,7 @@ fn audit_stage(plan: &Plan, cache: &Cache, i: usize, r: &Resolved) -> Result<Sta
         .collect();
     let _ = writeln!(text, "   lineage: {}", chain.join(" -> "));
     if let Some(own) = meta.lineage.last() {
-        let _ = writeln!(text, "   params:  {} v{} {}", own.kind, own.version, own.params);
+        let _ = writeln!(text, "   params:  {} v{} {}", own.kind, own.version, s.params_shown());
     }
     for e in meta.lineage.iter().filter(|e| !e.fitted.is_null()) {
         let _ = writeln!(text, "   fitted:  {} {}", e.stage, e.fitted);

@@ -57,6 +57,8 @@ pub enum Event<'a> {
         stage: &'a str,
         kind: &'a str,
         stale: Option<&'a [DirtyReason]>,
+        /// The params as they are used (`status -v`).
+        params: Option<&'a str>,
     },
 }
 
@@ -129,10 +131,17 @@ impl Sink for Text<'_> {
                 };
                 write!(out, "{text}")?;
             }
-            Event::Status { stage, stale, .. } => match stale {
-                None => writeln!(out, "{stage:width$}  fresh")?,
-                Some(reasons) => writeln!(out, "{stage:width$}  stale  {}", dirty::join(reasons))?,
-            },
+            Event::Status {
+                stage, stale, params, ..
+            } => {
+                match stale {
+                    None => writeln!(out, "{stage:width$}  fresh")?,
+                    Some(reasons) => writeln!(out, "{stage:width$}  stale  {}", dirty::join(reasons))?,
+                }
+                if let Some(p) = params {
+                    writeln!(out, "{:width$}  params: {p}", "")?;
+                }
+            }
             // The error is printed on stderr by `main`; the lines above say what ran.
             Event::Started { .. } | Event::Failed { .. } | Event::Finished { .. } => {}
         }
@@ -197,8 +206,19 @@ pub fn to_json(event: &Event<'_>) -> Value {
         Event::Finished { ran, cached, seconds } => {
             json!({"event": "finished", "ran": ran, "cached": cached, "seconds": seconds})
         }
-        Event::Status { stage, kind, stale } => json!({"event": "status", "stage": stage, "kind": kind,
-            "fresh": stale.is_none(), "reasons": stale.map_or_else(Vec::new, reasons_json)}),
+        Event::Status {
+            stage,
+            kind,
+            stale,
+            params,
+        } => {
+            let mut v = json!({"event": "status", "stage": stage, "kind": kind,
+                "fresh": stale.is_none(), "reasons": stale.map_or_else(Vec::new, reasons_json)});
+            if let (Some(p), Some(o)) = (params, v.as_object_mut()) {
+                o.insert("params".into(), json!(p));
+            }
+            v
+        }
     }
 }
 

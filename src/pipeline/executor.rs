@@ -151,7 +151,7 @@ fn run_stages(
             stage = %s.name,
             kind,
             fingerprint = %resolved.fingerprint,
-            params = %resolved.params,
+            params = %s.params_shown(),
             resolve_s = started.elapsed().as_secs_f64(),
             "resolved fingerprint"
         );

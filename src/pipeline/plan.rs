@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::pipeline::spec::{self, PipelineSpec, StageSpec};
-use crate::source::diag::{Diagnostic, Span, render_all};
+use crate::source::diag::{Diagnostic, SetArg, Span, render_all};
 use crate::source::suggest::did_you_mean;
 use crate::stage::params::Params;
 
@@ -130,7 +130,7 @@ impl std::error::Error for LoadError {}
 
 /// Reads, types and checks a pipeline file.
 pub fn load(file: &Path, sets: &[String]) -> Result<Plan, LoadError> {
-    let source = read_source(file).map_err(|d| failure(file, vec![d], ""))?;
+    let source = read_source(file).map_err(|d| failure(file, vec![d], "", &[]))?;
     load_source(file, &source, sets)
 }
 
@@ -151,19 +151,23 @@ fn read_source(file: &Path) -> Result<String, Diagnostic> {
     }
 }
 
-/// The problems `diags` of the pipeline file `file` (whose text is `source`), rendered.
-fn failure(file: &Path, diags: Vec<Diagnostic>, source: &str) -> LoadError {
+/// The problems `diags` of the pipeline file `file` (whose text is `source`) and of the
+/// `--set` arguments `sets`, rendered.
+fn failure(file: &Path, diags: Vec<Diagnostic>, source: &str, sets: &[SetArg]) -> LoadError {
     LoadError {
-        rendered: render_all(&diags, &file.display().to_string(), source),
+        rendered: render_all(&diags, &file.display().to_string(), source, sets),
     }
 }
 
 /// Types and checks the text `source` of the pipeline file `file` (which need not exist:
 /// relative paths in it are resolved from its folder).
 pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, LoadError> {
-    let fail = |diags: Vec<Diagnostic>| failure(file, diags, source);
-    let mut root = crate::source::yaml::parse(source).map_err(|d| fail(vec![d]))?;
-    spec::apply_overrides(&mut root, sets).map_err(fail)?;
+    let mut root = crate::source::yaml::parse(source).map_err(|d| failure(file, vec![d], source, &[]))?;
+    let (args, set_diags) = spec::apply_overrides(&mut root, sets);
+    let fail = |diags: Vec<Diagnostic>| failure(file, diags, source, &args);
+    if !set_diags.is_empty() {
+        return Err(fail(set_diags));
+    }
     let (spec, mut spec_diags) = spec::parse(&root).map_err(fail)?;
     let base_dir = file
         .parent()
@@ -173,7 +177,7 @@ pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, L
     let cache_dir = resolve_cache_dir(&spec, &base_dir, &mut spec_diags);
     confine_data_paths(&spec, &base_dir, &mut spec_diags);
     check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
-        d.sort_by_key(|x| x.span.map(|s| (s.line, s.col)));
+        d.sort_by_key(|x| x.span.map(|s| (s.set, s.line, s.col)));
         fail(d)
     })
 }

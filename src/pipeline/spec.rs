@@ -5,7 +5,7 @@
 //! (not just the first) with its position. Cross-stage checks (inputs exist, no cycles, fitted
 //! statistics need a split upstream) belong to [`crate::pipeline::plan`].
 
-use crate::source::diag::{Diagnostic, Span};
+use crate::source::diag::{Diagnostic, SET_PREFIX, SetArg, Span};
 use crate::source::fields::{Fields, get_str, get_u64};
 use crate::source::suggest::did_you_mean;
 use crate::source::yaml::{Node, Value};
@@ -33,7 +33,27 @@ pub struct StageSpec {
     pub span: Span,
     /// Input stage names with where they were written; empty for `ingest`.
     pub inputs: Vec<(String, Span)>,
+    /// With the pipeline's `seed` filled in where the stage uses one and sets none.
     pub params: Params,
+    /// Whether `params` took the pipeline's `seed`.
+    pub seed_inherited: bool,
+}
+
+impl StageSpec {
+    /// The params as they are used, for people: `train: 0.7, …, seed: 42 (the pipeline's)`.
+    pub fn params_shown(&self) -> String {
+        let serde_json::Value::Object(map) = self.params.to_json() else {
+            return self.params.to_json().to_string();
+        };
+        let shown: Vec<String> = map
+            .iter()
+            .map(|(k, v)| match (k.as_str(), self.seed_inherited) {
+                ("seed", true) => format!("seed: {v} (the pipeline's)"),
+                _ => format!("{k}: {v}"),
+            })
+            .collect();
+        shown.join(", ")
+    }
 }
 
 /// Parses the YAML tree into a typed spec: the stages that parsed, and every problem found
@@ -77,7 +97,7 @@ pub fn parse(root: &Node) -> Result<(PipelineSpec, Vec<Diagnostic>), Vec<Diagnos
                         diags.push(Diagnostic::new(key.span, "a stage name must be a string"));
                         continue;
                     };
-                    if let Some(s) = parse_stage(stage_name, key.span, body, previous.as_deref(), &mut diags) {
+                    if let Some(s) = parse_stage(stage_name, key.span, body, previous.as_deref(), seed, &mut diags) {
                         stages.push(s);
                     }
                     previous = Some(stage_name.to_string());
@@ -112,6 +132,7 @@ fn parse_stage(
     span: Span,
     body: &Node,
     previous: Option<&str>,
+    seed: u64,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<StageSpec> {
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || name.is_empty() {
@@ -173,90 +194,141 @@ fn parse_stage(
     if diags.len() > before {
         return None;
     }
+    let mut params = params?;
     Some(StageSpec {
         name: name.to_string(),
         span,
         inputs,
-        params: params?,
+        seed_inherited: params.inherit_seed(seed),
+        params,
     })
 }
 
 /// Applies `--set stage.param=value` overrides to the YAML tree before it is typed, so an
-/// override is checked exactly like the file's own text.
-pub fn apply_overrides(root: &mut Node, sets: &[String]) -> Result<(), Vec<Diagnostic>> {
+/// override is checked exactly like the file's own text. The nodes an override brings carry
+/// spans into its argument (`Span::set`), so a problem with its value points at the `--set`
+/// that carried it; the [`SetArg`]s say what each one replaced, for rendering.
+pub fn apply_overrides(root: &mut Node, sets: &[String]) -> (Vec<SetArg>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    for set in sets {
-        let parts = set.split_once('=').and_then(|(target, raw)| {
-            let (stage_name, param) = target.split_once('.')?;
-            Some((target, raw, stage_name, param))
-        });
-        let Some((target, raw, stage_name, param)) = parts else {
-            diags.push(Diagnostic::new(
-                None,
-                format!("--set `{set}` must look like `stage.param=value`"),
-            ));
-            continue;
+    let mut args = Vec::new();
+    for (n, set) in (1..).zip(sets) {
+        let mut arg = SetArg {
+            text: set.clone(),
+            ..SetArg::default()
         };
-        let value = match crate::source::yaml::parse(raw) {
-            Ok(v) => v,
-            Err(e) => {
-                diags.push(Diagnostic::new(
-                    None,
-                    format!("--set {target}: value `{raw}` is not valid YAML: {}", e.message),
-                ));
-                continue;
-            }
-        };
-        let stages = match &mut root.value {
-            Value::Map(entries) => entries.iter_mut().find(|(k, _)| k.as_str() == Some("stages")),
-            _ => None,
-        };
-        let Some((
-            _,
-            Node {
-                value: Value::Map(stage_entries),
-                ..
-            },
-        )) = stages
-        else {
-            diags.push(Diagnostic::new(
-                None,
-                format!("--set {target}: the file has no `stages` mapping"),
-            ));
-            continue;
-        };
-        let names: Vec<String> = stage_entries
-            .iter()
-            .filter_map(|(k, _)| k.as_str().map(String::from))
-            .collect();
-        let Some((_, body)) = stage_entries.iter_mut().find(|(k, _)| k.as_str() == Some(stage_name)) else {
-            let mut d = Diagnostic::new(None, format!("--set {target}: there is no stage `{stage_name}`"));
-            if let Some(s) = did_you_mean(stage_name, names.iter().map(String::as_str)) {
-                d = d.with_help(format!("did you mean `{s}`?"));
-            }
+        if let Err(d) = apply_override(root, set, n, &mut arg) {
             diags.push(d);
-            continue;
+        }
+        args.push(arg);
+    }
+    (args, diags)
+}
+
+/// A span over the characters `from..from + len` of the `n`-th `--set` argument's text.
+fn set_span(n: usize, from: usize, len: usize) -> Span {
+    Span {
+        line: 1,
+        col: SET_PREFIX.len() + from + 1,
+        len: len.max(1),
+        set: n,
+    }
+}
+
+/// Moves the spans of a value parsed from a `--set` argument into that argument, whose value
+/// starts at character `at` of its text. A value written over several lines is underlined whole.
+fn relocate(node: &mut Node, n: usize, at: usize, whole: usize) {
+    node.span = match node.span.line {
+        1 => set_span(n, at + node.span.col - 1, node.span.len),
+        _ => set_span(n, at, whole),
+    };
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|i| relocate(i, n, at, whole)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            relocate(k, n, at, whole);
+            relocate(v, n, at, whole);
+        }),
+        Value::Null | Value::Scalar { .. } => {}
+    }
+}
+
+/// Applies the `n`-th override, `set`, recording in `arg` what it replaced.
+fn apply_override(root: &mut Node, set: &str, n: usize, arg: &mut SetArg) -> Result<(), Diagnostic> {
+    let chars = |s: &str| s.chars().count();
+    let parts = set.split_once('=').and_then(|(target, raw)| {
+        let (stage_name, param) = target.split_once('.')?;
+        Some((target, raw, stage_name, param))
+    });
+    let Some((target, raw, stage_name, param)) = parts else {
+        return Err(Diagnostic::new(
+            set_span(n, 0, chars(set)),
+            format!("--set `{set}` must look like `stage.param=value`"),
+        )
+        .with_help("for example `--set resize.size=[64,64]` (the value in YAML syntax)"));
+    };
+    let at = chars(target) + 1;
+    let mut value = crate::source::yaml::parse(raw).map_err(|e| {
+        let span = e.span.map(|s| set_span(n, at + s.col.saturating_sub(1), 1));
+        Diagnostic::new(
+            span,
+            format!(
+                "--set {target}: the value is not valid YAML: {}",
+                e.message.trim_start_matches("invalid YAML: ")
+            ),
+        )
+    })?;
+    relocate(&mut value, n, at, chars(raw));
+    let stages = match &mut root.value {
+        Value::Map(entries) => entries.iter_mut().find(|(k, _)| k.as_str() == Some("stages")),
+        _ => None,
+    };
+    let Some((
+        _,
+        Node {
+            value: Value::Map(stage_entries),
+            ..
+        },
+    )) = stages
+    else {
+        return Err(Diagnostic::new(
+            set_span(n, 0, chars(stage_name)),
+            format!("--set {target}: the file has no `stages` mapping"),
+        ));
+    };
+    let names: Vec<String> = stage_entries
+        .iter()
+        .filter_map(|(k, _)| k.as_str().map(String::from))
+        .collect();
+    let Some((_, body)) = stage_entries.iter_mut().find(|(k, _)| k.as_str() == Some(stage_name)) else {
+        let mut d = Diagnostic::new(
+            set_span(n, 0, chars(stage_name)),
+            format!("--set {target}: there is no stage `{stage_name}`"),
+        );
+        d = match did_you_mean(stage_name, names.iter().map(String::as_str)) {
+            Some(s) => d.with_help(format!("did you mean `{s}`?")),
+            None => d.with_help(format!("the stages are {}", names.join(", "))),
         };
-        let Value::Map(params) = &mut body.value else {
-            continue;
-        };
-        // An override keeps pointing at the line it replaces, so errors stay locatable.
-        let value = Node::new(value.value, Span::default());
-        match params.iter_mut().find(|(k, _)| k.as_str() == Some(param)) {
-            Some((k, v)) => *v = Node::new(value.value, k.span),
-            None => params.push((
-                Node::new(
-                    Value::Scalar {
-                        text: param.to_string(),
-                        quoted: false,
-                    },
-                    body.span,
-                ),
-                Node::new(value.value, body.span),
-            )),
+        return Err(d);
+    };
+    arg.target = Some((stage_name.to_string(), param.to_string()));
+    let Value::Map(params) = &mut body.value else {
+        // Not a mapping: parsing the stage reports that, against the file.
+        return Ok(());
+    };
+    match params.iter_mut().find(|(k, _)| k.as_str() == Some(param)) {
+        Some((_, v)) => {
+            arg.replaces = Some(v.span);
+            *v = value;
+        }
+        None => {
+            let key = Value::Scalar {
+                text: param.to_string(),
+                quoted: false,
+            };
+            let key_span = set_span(n, chars(stage_name) + 1, chars(param));
+            params.push((Node::new(key, key_span), value));
         }
     }
-    if diags.is_empty() { Ok(()) } else { Err(diags) }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -280,7 +352,10 @@ stages:
     fn spec_of(text: &str, sets: &[&str]) -> Result<(PipelineSpec, Vec<Diagnostic>), Vec<Diagnostic>> {
         let mut root = crate::source::yaml::parse(text).expect("valid YAML");
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        apply_overrides(&mut root, &sets)?;
+        let (_, diags) = apply_overrides(&mut root, &sets);
+        if !diags.is_empty() {
+            return Err(diags);
+        }
         parse(&root)
     }
 
@@ -292,7 +367,7 @@ stages:
     }
 
     fn at(line: usize, col: usize, len: usize) -> Option<Span> {
-        Some(Span { line, col, len })
+        Some(Span::at(line, col, len))
     }
 
     fn stage<'a>(spec: &'a PipelineSpec, name: &str) -> &'a StageSpec {
@@ -368,8 +443,14 @@ stages:
         assert_eq!(
             found,
             [
-                (None, "--set `resize=3` must look like `stage.param=value`"),
-                (None, "--set `resize.size` must look like `stage.param=value`"),
+                (
+                    Some(set_span(1, 0, 8)),
+                    "--set `resize=3` must look like `stage.param=value`"
+                ),
+                (
+                    Some(set_span(2, 0, 11)),
+                    "--set `resize.size` must look like `stage.param=value`"
+                ),
             ]
         );
     }
@@ -380,15 +461,83 @@ stages:
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].message, "--set resise.size: there is no stage `resise`");
         assert_eq!(diags[0].help.as_deref(), Some("did you mean `resize`?"));
+        assert_eq!(
+            diags[0].span,
+            Some(set_span(1, 0, 6)),
+            "the stage's name in the argument"
+        );
+    }
+
+    /// The spans of `sets` applied to `text`, and what each replaced.
+    fn applied(text: &str, sets: &[&str]) -> (Vec<SetArg>, Vec<Diagnostic>) {
+        let mut root = crate::source::yaml::parse(text).expect("valid YAML");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let (args, mut diags) = apply_overrides(&mut root, &sets);
+        if diags.is_empty() {
+            diags = parse(&root).map_or_else(|d| d, |(_, d)| d);
+        }
+        (args, diags)
     }
 
     #[test]
-    fn a_bad_set_value_points_at_the_line_it_replaces() {
-        let diags = problems(MINIMAL, &["resize.size=oops"]);
+    fn a_bad_set_value_points_into_its_argument_and_names_what_it_replaces() {
+        let (args, diags) = applied(MINIMAL, &["resize.filter=nearest", "resize.size=[0, 8]"]);
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert!(diags[0].message.starts_with("`size` must be"), "{}", diags[0].message);
-        let line = diags[0].span.map(|s| s.line);
-        assert_eq!(line, Some(9), "`size: [8, 8]` is line 9");
-        assert_eq!(MINIMAL.lines().nth(8), Some("    size: [8, 8]"));
+        // `--set resize.size=[0, 8]`: the `0` is the 20th character.
+        assert_eq!(
+            diags[0].span,
+            Some(Span {
+                line: 1,
+                col: 20,
+                len: 1,
+                set: 2
+            })
+        );
+        assert_eq!(args[1].target, Some(("resize".into(), "size".into())));
+        assert_eq!(args[1].replaces.map(|s| s.line), Some(9), "`size: [8, 8]` is line 9");
+        assert_eq!(args[0].replaces, None, "the file sets no filter");
+        let shown = diags[0].render("p.yaml", MINIMAL, &args);
+        assert!(shown.contains("--> the command line"), "{}", shown);
+        assert!(
+            shown.contains("  | --set resize.size=[0, 8]\n  |                    ^\n"),
+            "{}",
+            shown
+        );
+        assert!(
+            shown.contains("overrides `size` of stage `resize`, set in p.yaml:9:"),
+            "{}",
+            shown
+        );
+        assert!(shown.contains("as `size: [8, 8]`"), "{}", shown);
+    }
+
+    #[test]
+    fn a_set_that_adds_an_unknown_param_points_at_its_name() {
+        let (args, diags) = applied(MINIMAL, &["resize.sise=[4, 4]"]);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].message, "unknown param `sise` in stage `resize`");
+        assert_eq!(diags[0].span, Some(set_span(1, 7, 4)));
+        let shown = diags[0].render("p.yaml", MINIMAL, &args);
+        assert!(
+            shown.contains("adds `sise` to stage `resize`; the file does not set it"),
+            "{}",
+            shown
+        );
+        assert!(shown.contains("did you mean `size`?"), "{}", shown);
+    }
+
+    #[test]
+    fn a_set_value_that_is_not_yaml_points_into_it() {
+        let (_, diags) = applied(MINIMAL, &["resize.size=[1, 2"]);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0]
+                .message
+                .contains("--set resize.size: the value is not valid YAML"),
+            "{}",
+            diags[0].message
+        );
+        assert_eq!(diags[0].span.map(|s| s.set), Some(1));
     }
 }

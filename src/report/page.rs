@@ -136,7 +136,7 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
             rec.as_ref().map_or("-".into(), |r| format!("{:.2} s", r.seconds)),
             esc(fp),
             esc(&fp[..fp.len().min(12)]),
-            esc(&s.params.to_json().to_string())
+            esc(&s.params_shown())
         );
     }
     h.push_str("</table>\n");

@@ -7,14 +7,39 @@
 
 use std::fmt::Write as _;
 
-/// A position in the pipeline file: 1-based line and column (in characters), and the width
-/// of the text to underline.
+/// A position in the pipeline file or in a `--set` argument: 1-based line and column (in
+/// characters), and the width of the text to underline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
     pub line: usize,
     pub col: usize,
     pub len: usize,
+    /// 0 for the pipeline file; n for the n-th `--set` argument, whose text is shown as the
+    /// line `--set stage.param=value` (so `col` counts from its `-`).
+    pub set: usize,
 }
+
+impl Span {
+    /// A span in the pipeline file.
+    pub fn at(line: usize, col: usize, len: usize) -> Span {
+        Span { line, col, len, set: 0 }
+    }
+}
+
+/// A `--set stage.param=value` argument as it was applied, for rendering the problems found in
+/// the value it carried.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SetArg {
+    /// The argument's text, `stage.param=value`.
+    pub text: String,
+    /// The stage and param it names, when it names a stage the file has.
+    pub target: Option<(String, String)>,
+    /// The value in the file it replaces; `None` when the file does not set the param.
+    pub replaces: Option<Span>,
+}
+
+/// The prefix a `--set` argument is shown with; spans into it count from its first character.
+pub const SET_PREFIX: &str = "--set ";
 
 /// One problem found in a pipeline file or on the command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,16 +65,40 @@ impl Diagnostic {
         self
     }
 
-    /// Renders this diagnostic against the file it refers to.
-    pub fn render(&self, path: &str, source: &str) -> String {
+    /// Renders this diagnostic against the file it refers to and the `--set` arguments of the
+    /// command line.
+    pub fn render(&self, path: &str, source: &str, sets: &[SetArg]) -> String {
         let mut out = format!("error: {}\n", self.message);
         let mut pad = " ".to_string();
+        let mut note = None;
         match self.span {
             Some(span) => {
-                let _ = writeln!(out, "  --> {path}:{}:{}", span.line, span.col);
-                if let Some(text) = source.lines().nth(span.line.saturating_sub(1)) {
-                    let gutter = span.line.to_string();
-                    pad = " ".repeat(gutter.len());
+                let (line, gutter) = match span.set.checked_sub(1).and_then(|n| sets.get(n)) {
+                    None => {
+                        let _ = writeln!(out, "  --> {path}:{}:{}", span.line, span.col);
+                        (
+                            source.lines().nth(span.line.saturating_sub(1)).map(str::to_string),
+                            span.line.to_string(),
+                        )
+                    }
+                    Some(set) => {
+                        let _ = writeln!(out, "  --> the command line");
+                        note = set.target.as_ref().map(|(stage, param)| match set.replaces {
+                            Some(r) => {
+                                let was = source.lines().nth(r.line.saturating_sub(1)).unwrap_or("").trim();
+                                format!(
+                                    "this `--set` overrides `{param}` of stage `{stage}`, set in {path}:{}:{} as `{was}`",
+                                    r.line, r.col
+                                )
+                            }
+                            None => format!("this `--set` adds `{param}` to stage `{stage}`; the file does not set it"),
+                        });
+                        let text = set.text.lines().next().unwrap_or("");
+                        (Some(format!("{SET_PREFIX}{text}")), " ".to_string())
+                    }
+                };
+                if let Some(text) = line {
+                    pad = " ".repeat(gutter.len().max(1));
                     let caret_pad: String = text
                         .chars()
                         .take(span.col.saturating_sub(1))
@@ -64,6 +113,9 @@ impl Diagnostic {
                 let _ = writeln!(out, "  --> {path}");
             }
         }
+        if let Some(note) = note {
+            let _ = writeln!(out, "{pad} = note: {note}");
+        }
         if let Some(help) = &self.help {
             let _ = writeln!(out, "{pad} = help: {help}");
         }
@@ -72,10 +124,10 @@ impl Diagnostic {
 }
 
 /// Renders a list of diagnostics, one block each, and a closing count.
-pub fn render_all(diags: &[Diagnostic], path: &str, source: &str) -> String {
+pub fn render_all(diags: &[Diagnostic], path: &str, source: &str, sets: &[SetArg]) -> String {
     let mut out = String::new();
     for d in diags {
-        out.push_str(&d.render(path, source));
+        out.push_str(&d.render(path, source, sets));
         out.push('\n');
     }
     let n = diags.len();
@@ -90,16 +142,8 @@ mod tests {
     #[test]
     fn renders_caret_under_the_bad_text() {
         let src = "stages:\n  resize:\n    sise: [32, 32]\n";
-        let d = Diagnostic::new(
-            Span {
-                line: 3,
-                col: 5,
-                len: 4,
-            },
-            "unknown param `sise`",
-        )
-        .with_help("did you mean `size`?");
-        let text = d.render("p.yaml", src);
+        let d = Diagnostic::new(Span::at(3, 5, 4), "unknown param `sise`").with_help("did you mean `size`?");
+        let text = d.render("p.yaml", src, &[]);
         assert_eq!(
             text,
             "error: unknown param `sise`\n  --> p.yaml:3:5\n  |\n3 |     sise: [32, 32]\n  |     ^^^^\n  = help: did you mean `size`?\n"

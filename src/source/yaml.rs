@@ -111,11 +111,7 @@ fn parse_number(text: &str) -> Option<f64> {
 
 /// Converts a parser position (1-based line, 0-based column) into our [`Span`].
 fn span_of(s: &saphyr_parser::Span, len: usize) -> Span {
-    Span {
-        line: s.start.line(),
-        col: s.start.col() + 1,
-        len,
-    }
+    Span::at(s.start.line(), s.start.col() + 1, len)
 }
 
 /// Parses one YAML document. An empty document is [`Value::Null`].
@@ -136,11 +132,7 @@ pub fn parse(source: &str) -> Result<Node, Diagnostic> {
         let (event, span) = item.map_err(|e| {
             let m = e.marker();
             Diagnostic::new(
-                Span {
-                    line: m.line(),
-                    col: m.col() + 1,
-                    len: 1,
-                },
+                Span::at(m.line(), m.col() + 1, 1),
                 format!("invalid YAML: {}", e.info()),
             )
         })?;
@@ -246,14 +238,7 @@ mod tests {
         assert_eq!(map[0].0.as_str(), Some("name"));
         let stages = map[1].1.as_map().unwrap();
         let a = stages[0].1.as_map().unwrap();
-        assert_eq!(
-            a[0].0.span,
-            Span {
-                line: 4,
-                col: 5,
-                len: 4
-            }
-        );
+        assert_eq!(a[0].0.span, Span::at(4, 5, 4));
         let size = a[0].1.as_seq().unwrap();
         assert_eq!(size[1].as_i64(), Some(64));
         assert_eq!(size[1].span.col, 16);

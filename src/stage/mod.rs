@@ -42,6 +42,11 @@ pub trait Kind: Sized {
     fn fits_statistics(&self) -> bool {
         false
     }
+    /// Takes the pipeline's `seed` where the stage draws random numbers and sets no seed of
+    /// its own, so the seed used is in the params (and the fingerprint); whether it did.
+    fn inherit_seed(&mut self, _seed: u64) -> bool {
+        false
+    }
 }
 
 /// Everything a stage needs to run: where its input is, where to write, its lineage entry.

@@ -42,6 +42,13 @@ macro_rules! kinds {
                 }
             }
 
+            /// Takes the pipeline's `seed` where the stage uses one and sets none; whether it did.
+            pub fn inherit_seed(&mut self, seed: u64) -> bool {
+                match self {
+                    $(Params::$variant(p) => p.inherit_seed(seed)),+
+                }
+            }
+
             /// Whether the stage fits statistics on the data (so needs a `split` upstream).
             pub fn fits_statistics(&self) -> bool {
                 match self {

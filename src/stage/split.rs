@@ -113,6 +113,16 @@ impl Kind for Split {
             Method::Folder => serde_json::json!({ "method": "folder" }),
         }
     }
+
+    fn inherit_seed(&mut self, pipeline: u64) -> bool {
+        match &mut self.method {
+            Method::Hash { seed: seed @ None, .. } => {
+                *seed = Some(pipeline);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The partition of one image: a pure function of its content id and the seed.

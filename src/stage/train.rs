@@ -248,6 +248,12 @@ impl Kind for Train {
             "select": if self.keep_last { "last" } else { "best_val" },
         })
     }
+
+    fn inherit_seed(&mut self, pipeline: u64) -> bool {
+        let inherited = self.seed.is_none();
+        self.seed.get_or_insert(pipeline);
+        inherited
+    }
 }
 
 /// One epoch of the training history.

@@ -78,6 +78,83 @@ fn set_override_enters_the_fingerprint_like_a_param() {
     assert_contains!(bad.stderr, "did you mean `resize`?");
 }
 
+/// A bad `--set` value is reported against the argument that carried it (with a caret under
+/// the value and what it overrides), by every command that loads the pipeline, never against
+/// a line of the file.
+#[test]
+fn a_bad_set_is_reported_against_its_argument_by_every_command() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 2).pipeline(BASIC);
+    let commands: [&[&str]; 5] = [
+        &["run"],
+        &["status"],
+        &["check"],
+        &["diagnose"],
+        &["export", "-o", "out.arrow"],
+    ];
+    for command in commands {
+        for (set, caret, note) in [
+            (
+                "resize.size=[0,32]",
+                "  | --set resize.size=[0,32]\n  |                    ^\n",
+                "overrides `size` of stage `resize`, set in pipeline.yaml:14:",
+            ),
+            (
+                "split.train=abc",
+                "  | --set split.train=abc\n  |                   ^^^\n",
+                "overrides `train` of stage `split`, set in pipeline.yaml:",
+            ),
+            (
+                "split.tran=0.5",
+                "  | --set split.tran=0.5\n  |             ^^^^\n",
+                "adds `tran` to stage `split`; the file does not set it",
+            ),
+        ] {
+            let mut args = command.to_vec();
+            args.extend(["pipeline.yaml", "--set", set]);
+            let bad = p.run(&args);
+            assert_eq!(bad.code, 2, "{args:?}: {}", bad.stderr);
+            assert_contains!(bad.stderr, "--> the command line");
+            assert_contains!(bad.stderr, caret);
+            assert_contains!(bad.stderr, note);
+            assert_not_contains!(bad.stderr, "--> pipeline.yaml:");
+        }
+    }
+    assert!(
+        !p.path("cache").exists() && !p.path("out.arrow").exists(),
+        "nothing ran"
+    );
+}
+
+/// The pipeline's `seed` is what a `split` without its own seed draws with: changing it
+/// re-splits (the reason says so), and `audit` and `status -v` show the seed used.
+#[test]
+fn the_pipeline_seed_is_the_split_seed_it_uses() {
+    let p = Project::new();
+    p.kaggle_images(&["cat", "dog"], 6).pipeline(BASIC);
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let before = p.column("t", "split", "partition");
+    p.pipeline(&BASIC.replace("seed: 7", "seed: 8"));
+    let status = p.run(&["-v", "status", "pipeline.yaml"]).ok();
+    assert_contains!(status.line("split"), "stale  param seed changed 7 -> 8");
+    assert_contains!(
+        status.stdout,
+        "params: seed: 8 (the pipeline's), test: 0.2, train: 0.6, val: 0.2"
+    );
+    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(run.cached("ingest") && run.ran("split"), "{}", run.stdout);
+    let after = p.column("t", "split", "partition");
+    assert_ne!(before, after, "another seed draws other partitions");
+    let audit = p.run(&["audit", "pipeline.yaml"]).ok();
+    assert_contains!(audit.stdout, "params:  split v2 seed: 8 (the pipeline's)");
+    // A split's own seed is its own.
+    let own = BASIC.replace("    test: 0.2\n", "    test: 0.2\n    seed: 8\n");
+    p.pipeline(&own);
+    let status = p.run(&["-v", "status", "pipeline.yaml"]).ok();
+    assert_contains!(status.line("split"), "fresh");
+    assert_contains!(status.stdout, "params: seed: 8, test: 0.2");
+}
+
 #[test]
 fn adding_changing_and_removing_images_restales_ingest_with_counts() {
     let p = Project::new();
