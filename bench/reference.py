@@ -1,4 +1,5 @@
-"""The reference recipe of DESIGN.md, as a user would write it with OpenCV and NumPy.
+"""The reference recipe of docs/design.md ("The reference problem"), as a user would write it
+with OpenCV and NumPy.
 
 usage: reference.py CORPUS_DIR OUT.npy --size S [--workers W] [--chunk C] [--cv-threads T]
 

@@ -154,7 +154,7 @@ ensure_corpus() {
 # write_pipeline FILE NAME CORPUS_DIR S: the reference recipe as a pipeline file.
 write_pipeline() {
   cat > "$1" << YAML
-# Written by scripts/bench.sh: the reference recipe of DESIGN.md (BGR ImageNet means,
+# Written by scripts/bench.sh: the reference recipe of docs/design.md (BGR ImageNet means,
 # per-image standardization) on $(basename "$3"). bench.sh sets PIPELINE_CACHE for every
 # run (it overrides cache:) and PIPELINE_DATA_ROOTS=$WORK.
 name: $2

@@ -15,7 +15,7 @@ cases, by more than 1 near hard edges.
 
 What it writes to tests/fixtures/resize/:
   * src_cat0.png, src_dog0.png   byte-for-byte copies of the 32x32 RGB photos
-                                 /work/shared/datasets/cats_dogs/{cat,dog}.0.png
+                                 data/cats_dogs/{cat,dog}.0.png
   * src_synth.png                a 97x61 RGB synthetic image (sharp edges,
                                  gradients, seeded noise from RandomState(7))
   * <src>__<mode>__<filter>__<W>x<H>.png
@@ -39,7 +39,7 @@ from PIL import Image, ImageOps
 
 CRATE = Path(__file__).resolve().parent.parent
 OUT = CRATE / "tests" / "fixtures" / "resize"
-DATASET = Path("/work/shared/datasets/cats_dogs")
+DATASET = Path(__file__).resolve().parent.parent / "data" / "cats_dogs"
 
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,

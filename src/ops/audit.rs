@@ -21,16 +21,22 @@ pub struct StageAudit {
     pub consistent: bool,
 }
 
-/// Audits every stage of the plan. Returns the text (or JSON) and whether all is consistent.
-pub fn audit(plan: &Plan, json_out: bool) -> Result<(String, bool)> {
+/// Audits every stage of the plan, in run order.
+pub fn audit_stages(plan: &Plan) -> Result<Vec<StageAudit>> {
     let cache = Cache::open(&plan.cache_dir)?;
     let done = resolve_closure(plan, &cache, &plan.order)?;
+    plan.order
+        .iter()
+        .map(|&i| audit_stage(plan, &cache, i, done[i].as_ref().context("stage not resolved")?))
+        .collect()
+}
+
+/// Audits every stage of the plan. Returns the text (or JSON) and whether all is consistent.
+pub fn audit(plan: &Plan, json_out: bool) -> Result<(String, bool)> {
     let mut stages = Vec::new();
     let mut text = String::new();
     let mut consistent = true;
-    for &i in &plan.order {
-        let r = done[i].as_ref().context("stage not resolved")?;
-        let a = audit_stage(plan, &cache, i, r)?;
+    for a in audit_stages(plan)? {
         consistent &= a.consistent;
         text.push_str(&a.text);
         stages.push(a.json);

@@ -187,10 +187,10 @@ pub fn evaluation(report: &Value, part: &str) -> Vec<Figure> {
                 h[((prob * 10.0) as usize).min(9)] += 1;
             }
         }
-        let series: Vec<(String, Vec<u64>)> = classes
+        let series: Vec<(String, Vec<f64>)> = classes
             .iter()
             .zip(hist)
-            .map(|(c, h)| (format!("true {c}"), h))
+            .map(|(c, h)| (format!("true {c}"), h.iter().map(|&n| n as f64).collect()))
             .collect();
         out.extend(figure(
             "probabilities",
@@ -202,6 +202,7 @@ pub fn evaluation(report: &Value, part: &str) -> Vec<Figure> {
             plots::histogram(
                 &format!("Predicted P({}) on {part}", classes[k - 1]),
                 "probability",
+                "images",
                 0.0,
                 1.0,
                 &series,
@@ -218,25 +219,35 @@ pub fn evaluation(report: &Value, part: &str) -> Vec<Figure> {
     out
 }
 
-/// One figure per channel: the histogram of each partition's values after preprocessing.
+/// Each bin's share of all the values, in percent (all zeros stay zeros).
+fn shares(counts: &[u64]) -> Vec<f64> {
+    let total: u64 = counts.iter().sum();
+    let total = total.max(1) as f64;
+    counts.iter().map(|&n| 100.0 * n as f64 / total).collect()
+}
+
+/// One figure per channel: the distribution of each partition's values after preprocessing,
+/// as shares of the partition (so partitions of any size overlay, and drift shows).
 pub fn pixel_histograms(h: &Histograms) -> Vec<Figure> {
     let channels = h.lo.len();
     (0..channels)
         .filter_map(|c| {
             let name = ["R", "G", "B"].get(c).map_or_else(|| c.to_string(), |s| s.to_string());
-            let series: Vec<(String, Vec<u64>)> = h
+            let series: Vec<(String, Vec<f64>)> = h
                 .counts
                 .iter()
-                .filter_map(|(p, per)| Some((p.clone(), per.get(c)?.clone())))
+                .filter_map(|(p, per)| Some((p.clone(), shares(per.get(c)?))))
                 .collect();
             figure(
                 &format!("pixels_{name}"),
                 format!(
-                    "Channel {name} after preprocessing, per partition (the histograms `validate` compares for drift)."
+                    "Channel {name} after preprocessing: each partition's share of values per bin, so partitions \
+                     of any size compare (the distributions `validate` compares for drift)."
                 ),
                 plots::histogram(
                     &format!("Channel {name} values per partition"),
                     "value",
+                    "% of the partition's values",
                     h.lo[c],
                     h.hi[c],
                     &series,

@@ -15,6 +15,8 @@ use crate::pipeline::executor::{self, resolve_closure};
 use crate::pipeline::plan::Plan;
 use crate::report::charts;
 use crate::report::charts::Figure;
+use crate::report::dag;
+use crate::report::html::esc;
 use crate::stage::params::Params;
 use crate::stage::train::Epoch;
 
@@ -55,10 +57,7 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
         (true, Some(_)) => Some(crate::diagnose::diagnosis::diagnose(plan, None, &[], progress)),
         _ => None,
     };
-    let (audit_text, consistent) = match crate::ops::audit::audit(plan, false) {
-        Ok(a) => a,
-        Err(e) => (format!("audit failed: {e:#}"), false),
-    };
+    let audits = crate::ops::audit::audit_stages(plan);
 
     // Figures, in the order the page shows them.
     let mut figures: Vec<Figure> = charts::training_curves(&history);
@@ -96,7 +95,8 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
     let title = format!("pipeline report: {}", plan.spec.name);
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>{CSS}</style></head>\n\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{}</title>\n<style>{CSS}</style></head>\n\
          <body>\n<h1>{}</h1>\n<p class=\"meta\">{} · cache {} · {} stage(s)</p>\n<nav id=\"toc\"></nav>\n",
         esc(&title),
         esc(&title),
@@ -106,16 +106,17 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
     );
 
     section(&mut h, "stages", "Stages");
-    let _ = writeln!(
-        h,
-        "<pre>{}</pre>",
-        esc(&crate::pipeline::dag::dag(plan, crate::pipeline::dag::DagFormat::Text))
-    );
-    h.push_str(
-        "<table><tr><th>stage</th><th>kind</th><th>status</th><th>rows</th><th>time</th><th>fingerprint</th>\
-         <th>params</th></tr>\n",
-    );
-    for (k, &i) in plan.order.iter().enumerate() {
+    let _ = writeln!(h, "<div class=\"dag\">{}</div>", dag::svg(plan, &statuses));
+    h.push_str("<p class=\"legend\">");
+    for (class, fill, stroke, text) in dag::STATES {
+        let _ = write!(
+            h,
+            "<span class=\"key {class}\"><i style=\"background:{fill};border-color:{stroke}\"></i>{}</span> ",
+            esc(text)
+        );
+    }
+    h.push_str("</p>\n");
+    let rows = plan.order.iter().enumerate().map(|(k, &i)| {
         let s = plan.stage(i);
         let status = match statuses.get(k).and_then(|st| st.stale.as_ref()) {
             None => "<span class=\"ok\">fresh</span>".to_string(),
@@ -126,20 +127,22 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
         };
         let rec = record(i);
         let fp = done[i].as_ref().map(|r| r.fingerprint.as_str()).unwrap_or("");
-        let _ = writeln!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td><code title=\"{}\">{}</code></td>\
-             <td><code>{}</code></td></tr>",
+        vec![
             esc(&s.name),
-            s.params.kind(),
+            s.params.kind().to_string(),
+            status,
             rec.as_ref().map_or("-".into(), |r| r.rows.to_string()),
             rec.as_ref().map_or("-".into(), |r| format!("{:.2} s", r.seconds)),
-            esc(fp),
-            esc(&fp[..fp.len().min(12)]),
-            esc(&s.params_shown())
-        );
-    }
-    h.push_str("</table>\n");
+            format!("<code title=\"{}\">{}</code>", esc(fp), esc(&fp[..fp.len().min(12)])),
+            format!("<code>{}</code>", esc(&s.params_shown())),
+        ]
+    });
+    table(
+        &mut h,
+        "stages",
+        &["stage", "kind", "status", "rows", "time", "fingerprint", "params"],
+        rows,
+    );
 
     section(&mut h, "metrics", "Metrics");
     match &evaluate {
@@ -149,9 +152,7 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
 
     section(&mut h, "diagnosis", "Diagnosis");
     match &diagnosis {
-        Some(Ok(d)) => {
-            let _ = writeln!(h, "<pre class=\"verdict\">{}</pre>", esc(&d.to_text()));
-        }
+        Some(Ok(d)) => diagnosis_tables(&mut h, d),
         Some(Err(e)) => {
             let _ = writeln!(h, "<p class=\"bad\">diagnose failed: {}</p>", esc(&format!("{e:#}")));
         }
@@ -171,31 +172,20 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
 
     section(&mut h, "validation", "Validation and audit");
     if let Some(v) = &validate {
-        let findings = v["findings"].as_array().cloned().unwrap_or_default();
         let _ = writeln!(
             h,
-            "<p>validate: {} error(s), {} warning(s)</p><ul>",
+            "<p>validate: {} error(s), {} warning(s)</p>",
             v["errors"].as_u64().unwrap_or(0),
             v["warnings"].as_u64().unwrap_or(0)
         );
-        for f in findings {
-            let _ = writeln!(
-                h,
-                "<li><b>{}</b> {}: {}</li>",
-                esc(f["severity"].as_str().unwrap_or("")),
-                esc(f["check"].as_str().unwrap_or("")),
-                esc(f["message"].as_str().unwrap_or(""))
-            );
-        }
-        h.push_str("</ul>\n");
+        findings_table(&mut h, v["findings"].as_array().map_or(&[], Vec::as_slice));
     }
-    let _ = writeln!(
-        h,
-        "<p>audit: <span class=\"{}\">{}</span></p><pre>{}</pre>",
-        if consistent { "ok" } else { "bad" },
-        if consistent { "consistent" } else { "INCONSISTENT" },
-        esc(&audit_text)
-    );
+    match &audits {
+        Ok(stages) => audit_table(&mut h, stages),
+        Err(e) => {
+            let _ = writeln!(h, "<p class=\"bad\">audit failed: {}</p>", esc(&format!("{e:#}")));
+        }
+    }
     h.push_str(SCRIPT);
     h.push_str("</body></html>\n");
     std::fs::write(out, h).with_context(|| format!("cannot write {}", out.display()))?;
@@ -218,28 +208,173 @@ fn section(h: &mut String, id: &str, title: &str) {
     let _ = writeln!(h, "<h2 id=\"{id}\">{}</h2>", esc(title));
 }
 
-fn metrics_table(h: &mut String, e: &Value) {
-    h.push_str(
-        "<table class=\"metrics\"><tr><th>partition</th><th>rows</th><th>accuracy</th><th>macro F1</th>\
-         <th>ROC-AUC</th><th>log-loss</th><th>majority share</th><th>confusion</th></tr>\n",
+/// A table: `headers`, then `rows` of cells already HTML. Each cell carries its column's name
+/// (`data-label`), which a narrow screen shows beside it when the table becomes a list.
+fn table(h: &mut String, class: &str, headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let _ = write!(h, "<table class=\"{class}\"><thead><tr>");
+    for t in headers {
+        let _ = write!(h, "<th>{}</th>", esc(t));
+    }
+    h.push_str("</tr></thead><tbody>\n");
+    for row in rows {
+        h.push_str("<tr>");
+        for (cell, label) in row.iter().zip(headers) {
+            let _ = write!(h, "<td data-label=\"{}\">{cell}</td>", esc(label));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody></table>\n");
+}
+
+/// A severity as a coloured cell.
+fn severity(s: &str) -> String {
+    format!("<span class=\"sev sev-{0}\">{0}</span>", esc(s))
+}
+
+/// `items` as an HTML list (empty: a dash).
+fn list(items: impl IntoIterator<Item = String>) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| format!("<li>{i}</li>")).collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        format!("<ul>{}</ul>", items.concat())
+    }
+}
+
+/// `validate`'s (or the audit's) findings: severity, check, what was found, the likely cause.
+fn findings_table(h: &mut String, findings: &[Value]) {
+    if findings.is_empty() {
+        h.push_str("<p class=\"ok\">No findings.</p>\n");
+        return;
+    }
+    let text = |f: &Value, k: &str| esc(f[k].as_str().unwrap_or(""));
+    let rows = findings.iter().map(|f| {
+        vec![
+            severity(f["severity"].as_str().unwrap_or("")),
+            text(f, "check"),
+            text(f, "message"),
+            text(f, "cause"),
+        ]
+    });
+    table(h, "findings", &["severity", "check", "finding", "likely cause"], rows);
+}
+
+/// The diagnosis: the verdict, each cause with its evidence and change, and the checks run.
+fn diagnosis_tables(h: &mut String, d: &crate::diagnose::diagnosis::Diagnosis) {
+    let text = d.to_text();
+    let verdict = text.lines().find(|l| l.starts_with("verdict:")).unwrap_or("verdict: -");
+    let class = if d.blocking > 0 { "bad" } else { "ok" };
+    let _ = writeln!(h, "<p class=\"verdict {class}\">{}</p>", esc(verdict));
+    let causes = d.verdict.iter().enumerate().map(|(k, r)| {
+        vec![
+            (k + 1).to_string(),
+            esc(r.title),
+            severity(if r.blocking { "blocking" } else { "to improve" }),
+            list(r.evidence.iter().map(|e| esc(e))),
+            list(r.changes.iter().map(|c| format!("<code>{}</code>", esc(c)))),
+        ]
+    });
+    table(h, "verdict", &["#", "cause", "severity", "evidence", "change"], causes);
+    let checks = d.checks.iter().map(|c| {
+        let status = format!("{:?}", c.status).to_lowercase();
+        vec![
+            esc(c.name),
+            format!("<span class=\"check-{status}\">{status}</span>"),
+            esc(&c.summary),
+            format!("{:.1} s", c.seconds),
+        ]
+    });
+    table(h, "checks", &["check", "result", "measured", "time"], checks);
+    if !d.ruled_out.is_empty() {
+        let _ = writeln!(h, "<p>Ruled out: {}.</p>", esc(&d.ruled_out.join("; ")));
+    }
+}
+
+/// The audit: one row per stage with its findings, the full text folded under it.
+fn audit_table(h: &mut String, stages: &[crate::ops::audit::StageAudit]) {
+    let consistent = stages.iter().all(|a| a.consistent);
+    let _ = writeln!(
+        h,
+        "<p>audit: <span class=\"{}\">{}</span></p>",
+        if consistent { "ok" } else { "bad" },
+        if consistent { "consistent" } else { "INCONSISTENT" }
     );
+    let rows = stages.iter().map(|a| {
+        let j = &a.json;
+        let fp = j["fingerprint"].as_str().unwrap_or("");
+        let mut found: Vec<String> = j["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    severity(f["severity"].as_str().unwrap_or("")),
+                    esc(f["message"].as_str().unwrap_or(""))
+                )
+            })
+            .collect();
+        found.extend(
+            j["problem"]
+                .as_str()
+                .map(|p| format!("{} {}", severity("error"), esc(p))),
+        );
+        vec![
+            esc(j["stage"].as_str().unwrap_or("")),
+            esc(j["kind"].as_str().unwrap_or("")),
+            format!("<code title=\"{}\">{}</code>", esc(fp), esc(&fp[..fp.len().min(12)])),
+            if a.consistent {
+                "<span class=\"ok\">yes</span>".into()
+            } else {
+                "<span class=\"bad\">no</span>".into()
+            },
+            list(found),
+            format!(
+                "<details><summary>details</summary><pre>{}</pre></details>",
+                esc(a.text.trim_end())
+            ),
+        ]
+    });
+    table(
+        h,
+        "audit",
+        &["stage", "kind", "fingerprint", "consistent", "findings", "audit"],
+        rows,
+    );
+}
+
+fn metrics_table(h: &mut String, e: &Value) {
     let num = |v: &Value| v.as_f64().map_or("NaN".to_string(), |x| format!("{x:.4}"));
-    for (part, m) in e["metrics"].as_object().into_iter().flatten() {
-        let _ = writeln!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td class=\"acc\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td>\
-             <td><code>{}</code></td></tr>",
+    let rows = e["metrics"].as_object().into_iter().flatten().map(|(part, m)| {
+        vec![
             esc(part),
-            m["rows"],
-            num(&m["accuracy"]),
+            m["rows"].to_string(),
+            format!("<span class=\"acc\">{}</span>", num(&m["accuracy"])),
             num(&m["macro_f1"]),
             num(&m["roc_auc"]),
             num(&m["log_loss"]),
-            100.0 * m["collapse"]["majority_fraction"].as_f64().unwrap_or(0.0),
-            esc(&m["confusion"].to_string())
-        );
-    }
-    h.push_str("</table>\n");
+            format!(
+                "{:.1}%",
+                100.0 * m["collapse"]["majority_fraction"].as_f64().unwrap_or(0.0)
+            ),
+            format!("<code>{}</code>", esc(&m["confusion"].to_string())),
+        ]
+    });
+    table(
+        h,
+        "metrics",
+        &[
+            "partition",
+            "rows",
+            "accuracy",
+            "macro F1",
+            "ROC-AUC",
+            "log-loss",
+            "majority share",
+            "confusion",
+        ],
+        rows,
+    );
     for (part, m) in e["metrics"].as_object().into_iter().flatten() {
         if m["collapse"]["collapsed"] == true {
             let _ = writeln!(
@@ -252,22 +387,6 @@ fn metrics_table(h: &mut String, e: &Value) {
     }
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// An SVG document made fit to inline: without its `<?xml …?>` declaration.
 fn strip_xml_header(svg: &str) -> &str {
     match svg.find("<svg") {
@@ -276,12 +395,23 @@ fn strip_xml_header(svg: &str) -> &str {
     }
 }
 
-const CSS: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 6px;\
-text-align:left;vertical-align:top}code{font-size:85%;word-break:break-all}pre{background:#f6f6f6;padding:.6em;\
-overflow-x:auto;font-size:85%}.ok{color:#080}.bad{color:#b00;font-weight:bold}figure{display:inline-block;\
-margin:.5em;vertical-align:top;max-width:660px}figcaption{font-size:85%;color:#555}.meta{color:#666}\
-nav a{margin-right:1em}";
+/// The page's style: everything wraps inside the page's width (no sideways scrolling at 1280 px
+/// or on a 390 px phone); figures and the DAG scale down; on a narrow screen each table row
+/// becomes a block of labelled cells.
+const CSS: &str = "*{box-sizing:border-box}body{font-family:sans-serif;max-width:1100px;margin:2em auto;\
+padding:0 1em;color:#222;overflow-wrap:anywhere}table{border-collapse:collapse;margin:1em 0;font-size:90%;width:100%}\
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}\
+td ul{margin:0;padding-left:1.1em}code{font-size:85%}pre{background:#f6f6f6;padding:.6em;font-size:85%;\
+white-space:pre-wrap}.ok{color:#080}.bad{color:#b00;font-weight:bold}.sev{padding:0 .3em;border-radius:3px;\
+white-space:nowrap}.sev-error,.sev-blocking{background:#fde0e0;color:#a00;font-weight:bold}.sev-warning,\
+.sev-to{background:#fff1c9;color:#7a5b00}.check-finding{color:#a00;font-weight:bold}.check-skipped{color:#777}\
+.verdict{font-size:110%}figure{display:inline-block;margin:.5em 0;vertical-align:top;width:660px;max-width:100%}\
+figure svg,.dag svg{display:block;max-width:100%;height:auto}figcaption{font-size:85%;color:#555}\
+.meta{color:#666}nav a{margin-right:1em;display:inline-block}.legend .key{margin-right:1.2em;white-space:nowrap}\
+.legend i{display:inline-block;width:1em;height:.8em;border:1px solid;margin-right:.3em;vertical-align:middle}\
+@media (max-width:700px){body{margin:1em auto}table,tbody,tr,td{display:block}thead{display:none}\
+tr{border:1px solid #ccc;margin:.6em 0}td{border:none;border-bottom:1px solid #eee}\
+td::before{content:attr(data-label) \": \";font-weight:bold;color:#555}}";
 
 /// Builds the table of contents; marks the page ready (the end-to-end test waits for it).
 const SCRIPT: &str = "<script>\n(function(){\n  var nav=document.getElementById('toc');\n  \
@@ -292,11 +422,6 @@ document.body.setAttribute('data-ready', String(document.querySelectorAll('figur
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_is_escaped() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-    }
 
     #[test]
     fn plots_go_beside_the_page() {

@@ -79,9 +79,90 @@ fn color(i: usize) -> RGBColor {
     RGBColor((c >> 16) as u8, (c >> 8) as u8, c as u8)
 }
 
-/// Legend entry: a small filled square in the series colour.
-fn swatch(c: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
-    move |(x, y)| Rectangle::new([(x, y - 4), (x + 14, y + 4)], c.filled())
+/// How a legend entry shows what it names.
+#[derive(Clone, Copy, Debug)]
+enum Swatch {
+    /// A filled square: a series' colour, a bar's fill or a shade.
+    Fill(RGBColor),
+    /// A thin line: a marker.
+    Line(RGBColor),
+}
+
+/// One entry of a chart's legend.
+#[derive(Clone, Debug)]
+struct Entry {
+    label: String,
+    swatch: Swatch,
+}
+
+fn entry(label: impl Into<String>, swatch: Swatch) -> Entry {
+    Entry {
+        label: label.into(),
+        swatch,
+    }
+}
+
+/// Left and right margin of the chart, and of its legend rows.
+const MARGIN: i32 = 12;
+/// Height of one row of legend entries.
+const LEGEND_ROW: i32 = 20;
+/// Width of a legend label, from its length: wider than DejaVu Sans at 13 px ever draws.
+fn label_width(label: &str) -> i32 {
+    label.chars().count() as i32 * 8
+}
+
+/// Where each entry of the legend goes, as (x, row): left to right, a new row when the next
+/// entry would pass the right margin. The number of rows is the largest row + 1.
+fn legend_layout(entries: &[Entry]) -> Vec<(i32, i32)> {
+    let (mut x, mut row) = (MARGIN, 0);
+    let mut at = Vec::with_capacity(entries.len());
+    for e in entries {
+        let w = 14 + 6 + label_width(&e.label) + 18;
+        if x > MARGIN && x + w > WIDTH as i32 - MARGIN {
+            (x, row) = (MARGIN, row + 1);
+        }
+        at.push((x, row));
+        x += w;
+    }
+    at
+}
+
+/// Height of the strip under the plot that holds the legend (nothing without entries).
+fn legend_height(entries: &[Entry]) -> u32 {
+    match legend_layout(entries).last() {
+        Some(&(_, row)) => ((row + 1) * LEGEND_ROW + 8) as u32,
+        None => 0,
+    }
+}
+
+/// Draws the legend in its strip, outside the plotted data.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[Entry]) -> Result<(), PlotError> {
+    let font = (FONT, 13)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for (e, (x, row)) in entries.iter().zip(legend_layout(entries)) {
+        let y = 4 + row * LEGEND_ROW + LEGEND_ROW / 2;
+        match e.swatch {
+            Swatch::Fill(c) => area.draw(&Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled())),
+            Swatch::Line(c) => area.draw(&PathElement::new(vec![(x, y), (x + 14, y)], c.stroke_width(1))),
+        }
+        .map_err(re)?;
+        area.draw(&Text::new(e.label.clone(), (x + 20, y), font.clone()))
+            .map_err(re)?;
+    }
+    Ok(())
+}
+
+/// The SVG document `plot` with the elements of the SVG document `legend` (same size) added
+/// last, in a `<g class="legend">`.
+fn with_legend(plot: &str, legend: &str) -> String {
+    let inner = legend
+        .find(">\n")
+        .zip(legend.rfind("</svg>"))
+        .map_or("", |(a, b)| legend.get(a + 2..b).unwrap_or(""));
+    let end = plot.rfind("</svg>").unwrap_or(plot.len());
+    format!("{}<g class=\"legend\">\n{inner}</g>\n</svg>\n", &plot[..end])
 }
 
 /// Compact tick label: plain decimals for ordinary magnitudes, `1.5e-4` style otherwise.
@@ -134,7 +215,6 @@ fn frame<'a, DB: DrawingBackend, X: AsRangedCoord, Y: AsRangedCoord>(
     y_area: u32,
     (x, y): (X, Y),
 ) -> Result<Ctx<'a, DB, X::CoordDescType, Y::CoordDescType>, PlotError> {
-    root.fill(&WHITE).map_err(re)?;
     let mut builder = ChartBuilder::on(root);
     builder
         .caption(title, (FONT, 20))
@@ -144,32 +224,49 @@ fn frame<'a, DB: DrawingBackend, X: AsRangedCoord, Y: AsRangedCoord>(
     builder.build_cartesian_2d(x, y).map_err(re)
 }
 
-fn legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(chart: &mut Ctx<'a, DB, X, Y>) -> Result<(), PlotError> {
-    let mut labels = chart.configure_series_labels();
-    labels
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4));
-    labels.position(SeriesLabelPosition::UpperRight).draw().map_err(re)
-}
-
 /// Something that can draw itself on any plotters backend (once for SVG, once for PNG).
 trait Plot {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError>;
+    /// Draws the chart (axes and data) on `area`, the chart less its legend strip.
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), PlotError>;
+    /// What the legend names, in order.
+    fn legend(&self) -> Vec<Entry>;
 }
 
+/// Splits a chart's drawing area into the plot and, under it, the legend strip.
+fn areas<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    strip: u32,
+) -> (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>) {
+    root.split_vertically(HEIGHT - strip)
+}
+
+/// Draws `plot` as SVG and PNG, its legend in a strip under the data so it never covers a
+/// series (in the SVG, the legend is the `<g class="legend">`).
 fn render(plot: &impl Plot, series: usize) -> Result<Chart, PlotError> {
     ensure_font()?;
+    let entries = plot.legend();
+    let strip = legend_height(&entries);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        plot.draw(&root)?;
+        root.fill(&WHITE).map_err(re)?;
+        plot.draw(&areas(&root, strip).0)?;
         root.present().map_err(re)?;
     }
+    let mut legend = String::new();
+    {
+        let root = SVGBackend::with_string(&mut legend, (WIDTH, HEIGHT)).into_drawing_area();
+        draw_legend(&areas(&root, strip).1, &entries)?;
+        root.present().map_err(re)?;
+    }
+    let svg = with_legend(&svg, &legend);
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
-        plot.draw(&root)?;
+        root.fill(&WHITE).map_err(re)?;
+        let (top, bottom) = areas(&root, strip);
+        plot.draw(&top)?;
+        draw_legend(&bottom, &entries)?;
         root.present().map_err(re)?;
     }
     let mut png = Vec::new();
@@ -202,30 +299,36 @@ impl LinePlot<'_> {
             .x_label_formatter(&fmt_num)
             .y_label_formatter(&fmt_num);
         mesh.draw().map_err(re)?;
-        for (i, (name, points)) in self.series.iter().enumerate() {
+        for (i, (_, points)) in self.series.iter().enumerate() {
             let line = LineSeries::new(points.iter().copied(), color(i).stroke_width(SERIES_STROKE));
-            chart
-                .draw_series(line)
-                .map_err(re)?
-                .label(*name)
-                .legend(swatch(color(i)));
+            chart.draw_series(line).map_err(re)?;
             if let [p] = points.as_slice() {
                 // A single point has no segment to draw: show it as a dot.
                 chart.draw_series([Circle::new(*p, 3, color(i).filled())]).map_err(re)?;
             }
         }
-        if let Some((mx, label)) = self.marker {
+        if let Some((mx, _)) = self.marker {
             chart
-                .draw_series(LineSeries::new([(mx, y0), (mx, y1)], BLACK.mix(0.7).stroke_width(1)))
+                .draw_series(LineSeries::new([(mx, y0), (mx, y1)], MARKER.stroke_width(1)))
                 .map_err(re)?;
-            let text = Text::new(label.to_string(), (4, 4), (FONT, 13).into_font().color(&BLACK));
-            chart.draw_series([EmptyElement::at((mx, y1)) + text]).map_err(re)?;
         }
-        legend(&mut chart)
+        Ok(())
     }
 }
 
+/// The marker line's colour (70% black).
+const MARKER: RGBColor = RGBColor(77, 77, 77);
+
 impl Plot for LinePlot<'_> {
+    fn legend(&self) -> Vec<Entry> {
+        let series = self.series.iter().enumerate();
+        let mut entries: Vec<Entry> = series
+            .map(|(i, (name, _))| entry(*name, Swatch::Fill(color(i))))
+            .collect();
+        entries.extend(self.marker.map(|(_, label)| entry(label, Swatch::Line(MARKER))));
+        entries
+    }
+
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let (x0, x1) = self.x_range;
         if self.log_x {
@@ -282,19 +385,26 @@ pub fn lines(
 }
 
 struct HistPlot<'a> {
-    labels: [&'a str; 2],
+    labels: [&'a str; 3],
     lo: f64,
     hi: f64,
     bins: usize,
     y_max: f64,
-    series: &'a [(String, Vec<u64>)],
+    series: &'a [(String, Vec<f64>)],
 }
 
 impl Plot for HistPlot<'_> {
+    fn legend(&self) -> Vec<Entry> {
+        let names = self.series.iter().enumerate();
+        names
+            .map(|(i, (name, _))| entry(name.as_str(), Swatch::Fill(color(i))))
+            .collect()
+    }
+
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let mut chart = frame(root, self.labels[0], 60, (self.lo..self.hi, 0.0..self.y_max))?;
         let mut mesh = chart.configure_mesh();
-        mesh.disable_x_mesh().x_desc(self.labels[1]).y_desc("count");
+        mesh.disable_x_mesh().x_desc(self.labels[1]).y_desc(self.labels[2]);
         mesh.x_label_formatter(&fmt_num)
             .y_label_formatter(&fmt_num)
             .draw()
@@ -303,34 +413,36 @@ impl Plot for HistPlot<'_> {
         let bar = 0.9 * width / self.series.len() as f64;
         // Bars narrower than ~2 px are unreadable (e.g. 256-bin pixel histograms): draw outlines instead.
         let steps = self.bins * self.series.len() > 200;
-        for (s, (name, counts)) in self.series.iter().enumerate() {
+        for (s, (_, values)) in self.series.iter().enumerate() {
             let c = color(s);
-            let anno = if steps {
-                let edges = |(b, n): (usize, &u64)| [b, b + 1].map(|e| (self.lo + e as f64 * width, *n as f64));
-                let outline = counts.iter().enumerate().flat_map(edges);
+            if steps {
+                let edges = |(b, v): (usize, &f64)| [b, b + 1].map(|e| (self.lo + e as f64 * width, *v));
+                let outline = values.iter().enumerate().flat_map(edges);
                 chart.draw_series(LineSeries::new(outline, c.stroke_width(SERIES_STROKE)))
             } else {
-                let bars = counts.iter().enumerate().filter(|(_, n)| **n > 0).map(|(b, n)| {
+                let bars = values.iter().enumerate().filter(|(_, v)| **v > 0.0).map(|(b, v)| {
                     let x0 = self.lo + (b as f64 + 0.05) * width + s as f64 * bar;
-                    Rectangle::new([(x0, 0.0), (x0 + bar, *n as f64)], c.mix(0.85).filled())
+                    Rectangle::new([(x0, 0.0), (x0 + bar, *v)], c.mix(0.85).filled())
                 });
                 chart.draw_series(bars)
-            };
-            anno.map_err(re)?.label(name.as_str()).legend(swatch(c));
+            }
+            .map_err(re)?;
         }
-        legend(&mut chart)
+        Ok(())
     }
 }
 
-/// Grouped histogram: `series[i].1[b]` counts bin `b` of equal-width bins over [lo, hi]; one bar per
-/// series in each bin (e.g. predicted-probability histograms per true class). All series must have
-/// the same number of bins. With many bins x series, each series is drawn as a step outline.
+/// Grouped histogram: `series[i].1[b]` is the height of bin `b` (a count, or a share) of
+/// equal-width bins over [lo, hi]; one bar per series in each bin (e.g. predicted-probability
+/// histograms per true class). All series must have the same number of bins; heights must be
+/// finite and not negative. With many bins x series, each series is drawn as a step outline.
 pub fn histogram(
     title: &str,
     x_label: &str,
+    y_label: &str,
     lo: f64,
     hi: f64,
-    series: &[(String, Vec<u64>)],
+    series: &[(String, Vec<f64>)],
 ) -> Result<Chart, PlotError> {
     if !(lo < hi && lo.abs() <= MAX_ABS && hi.abs() <= MAX_ABS) {
         return Err(PlotError::InvalidRange { lo, hi });
@@ -345,11 +457,19 @@ pub fn histogram(
             c.len()
         )));
     }
-    let top = series.iter().flat_map(|(_, c)| c.iter()).copied().max().unwrap_or(0) as f64;
+    if let Some((name, _)) = series
+        .iter()
+        .find(|(_, c)| c.iter().any(|v| !(0.0..=MAX_ABS).contains(v)))
+    {
+        return Err(PlotError::Shape(format!(
+            "series {name:?} has a height that is negative or not finite"
+        )));
+    }
+    let top = series.iter().flat_map(|(_, c)| c.iter()).copied().fold(0.0, f64::max);
     let y_max = if top > 0.0 { top * 1.08 } else { 1.0 };
     render(
         &HistPlot {
-            labels: [title, x_label],
+            labels: [title, x_label, y_label],
             lo,
             hi,
             bins,
@@ -374,7 +494,23 @@ struct ConfusionPlot<'a> {
     matrix: &'a [Vec<u64>],
 }
 
+/// A confusion cell's fill, for a count that is the share `t` of its row's largest.
+fn shade(t: f64) -> RGBColor {
+    let lerp = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * t).round() as u8;
+    RGBColor(lerp(247, 8), lerp(251, 48), lerp(255, 107))
+}
+
 impl Plot for ConfusionPlot<'_> {
+    fn legend(&self) -> Vec<Entry> {
+        [
+            (0.0, "none"),
+            (0.5, "half the row's largest count"),
+            (1.0, "the row's largest count"),
+        ]
+        .map(|(t, label)| entry(label, Swatch::Fill(shade(t))))
+        .to_vec()
+    }
+
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let n = self.classes.len();
         let last = n as i32 - 1;
@@ -414,9 +550,7 @@ impl Plot for ConfusionPlot<'_> {
             let y = last - r as i32;
             for (x, &count) in (0..).zip(row) {
                 let t = count as f64 / row_max;
-                let lerp = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * t).round() as u8;
-                let fill = RGBColor(lerp(247, 8), lerp(251, 48), lerp(255, 107));
-                let cell = Rectangle::new([(edge(x), edge(y)), (edge(x + 1), edge(y + 1))], fill.filled());
+                let cell = Rectangle::new([(edge(x), edge(y)), (edge(x + 1), edge(y + 1))], shade(t).filled());
                 chart.draw_series([cell]).map_err(re)?;
                 if n <= 40 {
                     let ink = if t > 0.5 { WHITE } else { BLACK };
@@ -485,8 +619,8 @@ mod tests {
         svg.split("<polyline").skip(1).filter(is_series).count()
     }
 
-    fn counts(names: &[&str], bins: u64) -> Vec<(String, Vec<u64>)> {
-        let count = |s: u64| (0..bins).map(|b| (b * (s + 1)) % 47 + 20 * s).collect();
+    fn counts(names: &[&str], bins: u64) -> Vec<(String, Vec<f64>)> {
+        let count = |s: u64| (0..bins).map(|b| ((b * (s + 1)) % 47 + 20 * s) as f64).collect();
         names.iter().zip(0..).map(|(n, s)| (n.to_string(), count(s))).collect()
     }
 
@@ -524,11 +658,11 @@ mod tests {
             ),
             (
                 "hist",
-                histogram("P(cat)", "p", 0.0, 1.0, &counts(&["cat", "dog", "bird"], 10)).unwrap(),
+                histogram("P(cat)", "p", "images", 0.0, 1.0, &counts(&["cat", "dog", "bird"], 10)).unwrap(),
             ),
             (
                 "pixels",
-                histogram("pixels", "value", 0.0, 255.0, &counts(&["R", "G", "B"], 256)).unwrap(),
+                histogram("pixels", "value", "%", 0.0, 255.0, &counts(&["R", "G", "B"], 256)).unwrap(),
             ),
             ("confusion", confusion("Confusion", &classes, &matrix).unwrap()),
         ]
@@ -548,12 +682,12 @@ mod tests {
         assert!(lines.svg.contains("Training &amp; &lt;curves&gt;"), "title is escaped");
         // log_x with x <= 0, NaN and inf points: the series still draws, plus the 1 px marker line.
         assert_eq!((lr.series, polylines(&lr.svg)), (1, 1));
-        assert!(lr.svg.contains(r#"<polyline fill="none" opacity="0.7""#) && lr.svg.contains("3e-4"));
+        assert!(lr.svg.contains("3e-4"), "the marker is named in the legend");
         assert_eq!(hist.series, 3);
         assert_eq!(
             hist.svg.matches("<rect").count(),
-            30 + 1 + 3 + 1,
-            "bars + background + legend"
+            29 + 1 + 3,
+            "bars (one of the 30 is empty) + background + legend swatches"
         );
         // 256 bins x 3 series are drawn as step outlines, one polyline per series.
         assert_eq!((pixels.series, polylines(&pixels.svg)), (3, 3));
@@ -563,6 +697,62 @@ mod tests {
                 .iter()
                 .all(|c| conf.svg.contains(&format!(">\n{c}\n</text>")))
         );
+    }
+
+    /// The y coordinates an SVG fragment draws at: `y`/`cy` attributes and polyline points.
+    fn ys(svg: &str) -> Vec<f64> {
+        let mut out = Vec::new();
+        for attr in [" y=\"", " cy=\""] {
+            for part in svg.split(attr).skip(1) {
+                out.extend(part.split('"').next().and_then(|v| v.parse::<f64>().ok()));
+            }
+        }
+        for part in svg.split(" points=\"").skip(1) {
+            let points = part.split('"').next().unwrap_or("");
+            out.extend(
+                points
+                    .split_whitespace()
+                    .filter_map(|p| p.split(',').nth(1)?.parse::<f64>().ok()),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn every_legend_sits_in_a_strip_under_the_data() {
+        for (name, chart) in samples() {
+            let (plot, legend) = chart.svg.split_once("<g class=\"legend\">").expect("a legend group");
+            let legend_ys = ys(legend);
+            assert!(!legend_ys.is_empty(), "{name}: the legend draws");
+            let top = legend_ys.iter().copied().fold(f64::INFINITY, f64::min);
+            assert!(top > HEIGHT as f64 / 2.0, "{name}: the legend is at the bottom ({top})");
+            // Every series point and bar starts above the legend strip.
+            let series: Vec<&str> = plot
+                .split('<')
+                .filter(|el| {
+                    el.contains(&format!("stroke-width=\"{SERIES_STROKE}\"")) || el.contains("opacity=\"0.85\"")
+                })
+                .collect();
+            assert!(!series.is_empty() || name == "confusion", "{name}: series found");
+            for el in series {
+                for y in ys(&format!(" {el}")) {
+                    assert!(
+                        y < top - 4.0,
+                        "{name}: a series point at y={y} reaches the legend at {top}"
+                    );
+                }
+            }
+        }
+        // Many entries wrap into rows inside the chart's width.
+        let many: Vec<Entry> = (0..12)
+            .map(|i| entry(format!("series number {i}"), Swatch::Fill(color(i))))
+            .collect();
+        let at = legend_layout(&many);
+        assert!(at.last().unwrap().1 >= 2, "{at:?}");
+        for (e, (x, _)) in many.iter().zip(&at) {
+            assert!(x + 38 + label_width(&e.label) <= WIDTH as i32 - MARGIN + 18, "{at:?}");
+        }
+        assert_eq!(legend_height(&[]), 0);
     }
 
     #[test]
@@ -581,7 +771,7 @@ mod tests {
         check(&line(&wide, true, Some((1e-100, "lo"))).unwrap());
         // 600 decades (1e-300..1e300) cannot be a log axis: an error, not a hang.
         assert!(matches!(line(&huge, true, None), Err(PlotError::InvalidRange { .. })));
-        check(&histogram("", "", -1.0, 1.0, &[("zeros".into(), vec![0; 4])]).unwrap());
+        check(&histogram("", "", "", -1.0, 1.0, &[("zeros".into(), vec![0.0; 4])]).unwrap());
         check(&confusion("", &["only".into()], &[vec![0]]).unwrap());
         let (names, diag): (Vec<String>, Vec<Vec<u64>>) = (0..60)
             .map(|i| {
@@ -613,16 +803,23 @@ mod tests {
         assert_eq!((chart.series, polylines(&chart.svg)), (2, 1));
         let h = counts(&["a", "b"], 4);
         assert!(matches!(
-            histogram("", "", 1.0, 1.0, &h),
+            histogram("", "", "", 1.0, 1.0, &h),
             Err(PlotError::InvalidRange { .. })
         ));
         assert!(matches!(
-            histogram("", "", 0.0, f64::NAN, &h),
+            histogram("", "", "", 0.0, f64::NAN, &h),
             Err(PlotError::InvalidRange { .. })
         ));
-        assert_eq!(histogram("", "", 0.0, 1.0, &[]).unwrap_err(), PlotError::NoData);
-        let ragged = [("a".into(), vec![1, 2]), ("b".into(), vec![1])];
-        assert!(matches!(histogram("", "", 0.0, 1.0, &ragged), Err(PlotError::Shape(_))));
+        assert_eq!(histogram("", "", "", 0.0, 1.0, &[]).unwrap_err(), PlotError::NoData);
+        let ragged = [("a".into(), vec![1.0, 2.0]), ("b".into(), vec![1.0])];
+        assert!(matches!(
+            histogram("", "", "", 0.0, 1.0, &ragged),
+            Err(PlotError::Shape(_))
+        ));
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let h = [("a".to_string(), vec![1.0, bad])];
+            assert!(matches!(histogram("", "", "", 0.0, 1.0, &h), Err(PlotError::Shape(_))));
+        }
         let classes = ["a".to_string(), "b".to_string()];
         assert!(matches!(
             confusion("", &classes, &[vec![1, 2]]),
@@ -633,7 +830,7 @@ mod tests {
         let square = vec![vec![1; many.len()]; many.len()];
         assert!(matches!(confusion("", &many, &square), Err(PlotError::Shape(_))));
         assert!(matches!(
-            histogram("", "", -f64::MAX, f64::MAX, &h),
+            histogram("", "", "", -f64::MAX, f64::MAX, &h),
             Err(PlotError::InvalidRange { .. })
         ));
         assert_eq!(PlotError::NoData.to_string(), "nothing to plot: no finite data points");

@@ -305,7 +305,7 @@ pub struct Scan {
     pub files: Vec<FileEntry>,
     pub classes: Vec<String>,
     /// BLAKE3 over the sorted `path\tsha256\tlabel` lines (SHA-256 took 12 ms of a warm run
-    /// at 25,000 images; see DESIGN.md "Hashing").
+    /// at 25,000 images; see docs/design.md, "Hashing").
     pub content: String,
     /// Files left out under `on_error: skip`: (path, reason).
     pub skipped: Vec<(String, String)>,
