@@ -3,8 +3,8 @@
 usage: report.py RESULTS.jsonl
 
 One table of measurements (seconds, images/s, ratios, peak RSS), one of cache bytes per image
-per stage, the speedup of a warm `pipeline run` over a no-op `dvc status`, and the targets of
-the performance issue, each marked PASS or FAIL. Always exits 0 when the file is readable:
+per stage, the speedup of a warm `pipeline run` over a no-op `dvc status`, and the targets
+listed in bench/README.md ("Targets"), each marked PASS or FAIL. Always exits 0 when the file is readable:
 a missed target is a finding, not an error.
 """
 import json

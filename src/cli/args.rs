@@ -14,7 +14,13 @@ use crate::pipeline::dag;
 #[command(
     name = "pipeline",
     version,
-    about = "Declarative, cached image-classifier preprocessing pipelines"
+    about = "Build an image classifier from one YAML file: ingest, split, preprocess, validate, \
+             train and evaluate as cached stages, with the same preprocessing for every partition",
+    after_help = "Start here:\n  \
+                  pipeline init data/my_photos               write a pipeline file for a folder of images\n  \
+                  pipeline run pipelines/my_photos.yaml      run it (stages already cached are reused)\n  \
+                  pipeline report pipelines/my_photos.yaml   one HTML page: the DAG, metrics, diagnosis\n\n\
+                  `pipeline help COMMAND` for one command; the YAML reference is in README.md."
 )]
 pub struct Cli {
     /// Print tracing detail on stderr (-v debug, -vv trace).
@@ -70,6 +76,19 @@ pub enum Command {
     Man(ManArgs),
 }
 
+/// The pipeline file a command reads, and the `--set` overrides applied to it.
+#[derive(Args, Debug)]
+pub struct Target {
+    /// The pipeline file (YAML), e.g. `pipelines/cats_dogs.yaml`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Override a param as if the file said it: `stage.param=value`, the value in YAML
+    /// syntax (`--set resize.size=[64,64]`, `--set train.lr=0.01`); repeatable. It changes
+    /// the stage's fingerprint like an edit to the file would.
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
+    pub sets: Vec<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// The folder of images.
@@ -82,16 +101,14 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// Run only this stage and what it needs (repeatable).
     #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stages: Vec<String>,
     /// Recompute NAME even if cached, or every stage when no NAME is given.
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", add = ArgValueCompleter::new(stage_names))]
     pub force: Option<String>,
-    /// Override a param for this run: `stage.param=value` (value in YAML syntax).
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
     /// Worker threads for decoding and pixel work (default: all cores).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
@@ -103,24 +120,23 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// Print one JSON object per stage (`{"event": "status", ...}`) instead of text.
     #[arg(long)]
     pub json: bool,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    pub file: PathBuf,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -131,27 +147,28 @@ pub struct AuditArgs {
     /// The stage whose features `--compare` checks against (default: the last dataset).
     #[arg(long = "against", value_name = "STAGE", requires = "compare", add = ArgValueCompleter::new(stage_names))]
     pub against: Option<String>,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    pub file: PathBuf,
-    #[arg(required = true)]
+    #[command(flatten)]
+    pub target: Target,
+    /// The images to classify (any format `ingest` reads).
+    #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// The `train` stage whose model to use (needed when there are several).
     #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
+    /// Print JSON instead of text: the model's fingerprint, its classes, and per image its
+    /// `class`, `label` and `probabilities`.
     #[arg(long)]
     pub json: bool,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// The `train` stage whose model to serve (needed when there are several).
     #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
@@ -164,13 +181,12 @@ pub struct ServeArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 20 * 1024 * 1024)]
     pub max_body: usize,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct DiagnoseArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// Run only this check (repeatable): data, init_loss, baseline, overfit, lr_range,
     /// learning_curve, activations, spread.
     #[arg(long = "check", value_name = "NAME", add = ArgValueCompleter::new(check_names))]
@@ -178,15 +194,16 @@ pub struct DiagnoseArgs {
     /// The `train` stage to diagnose (needed when there are several).
     #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
+    /// Print the diagnosis (every check's findings, evidence and suggested change, and the
+    /// ranked causes) as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// Where to write the page (default: `<pipeline name>-report.html`); the figures go
     /// to `<stem>-plots/` beside it.
     #[arg(long, short = 'o', value_name = "PATH")]
@@ -194,12 +211,11 @@ pub struct ReportArgs {
     /// Leave out the diagnosis (it trains for a few seconds to minutes).
     #[arg(long)]
     pub no_diagnose: bool,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct CacheArgs {
+    /// What to do with the cache.
     #[arg(value_enum)]
     pub action: CacheAction,
     /// The pipeline file whose cache to look into; for `gc`, every file whose artifacts to
@@ -216,26 +232,28 @@ pub struct CacheArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// The stage to export (default: the dataset the last stage holds or reports on).
     #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
     /// The Arrow IPC file to write.
     #[arg(long, short = 'o', value_name = "PATH")]
     pub out: PathBuf,
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
-    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct DagArgs {
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
+    /// `text` for the terminal, `dot` for Graphviz (`| dot -Tsvg`), `mermaid` for Markdown.
     #[arg(long, value_enum, default_value_t = DagFormat::Text)]
     pub format: DagFormat,
 }
 
 #[derive(Args, Debug)]
 pub struct CompletionsArgs {
+    /// The shell to write the script for.
     #[arg(value_enum)]
     pub shell: Shell,
 }
@@ -273,9 +291,13 @@ impl Shell {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum CacheAction {
+    /// One line per artifact in the cache: pipeline, stage, kind, fingerprint, rows, bytes.
     Ls,
+    /// The cache's size per stage kind and in total.
     Du,
+    /// Check every artifact against its recorded checksums; exit 1 when any is damaged.
     Verify,
+    /// Remove what none of the given pipeline files needs (`--dry-run` to look first).
     Gc,
 }
 
@@ -293,5 +315,32 @@ impl From<DagFormat> for dag::DagFormat {
             DagFormat::Dot => dag::DagFormat::Dot,
             DagFormat::Mermaid => dag::DagFormat::Mermaid,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command, argument and flag says what it is for in `--help`, and every value of an
+    /// enumerated argument is named there.
+    #[test]
+    fn every_command_and_argument_is_documented() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for cmd in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+            if cmd.get_about().is_none() {
+                missing.push(cmd.get_name().to_string());
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && arg.get_help().is_none() {
+                    missing.push(format!("{} {id}", cmd.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::cli::args::{
     AuditArgs, CacheAction, CacheArgs, CheckArgs, Cli, Command, DagArgs, DiagnoseArgs, ExportArgs, InitArgs,
-    PredictArgs, ReportArgs, RunArgs, ServeArgs, StatusArgs,
+    PredictArgs, ReportArgs, RunArgs, ServeArgs, StatusArgs, Target,
 };
 use crate::cli::complete;
 use crate::diagnose::diagnosis::CHECKS;
@@ -71,7 +71,7 @@ fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<()> {
     if args.workers == Some(0) {
         return Err(Failure::Usage("--workers must be at least 1".into()).into());
     }
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     let predictor = predict::Predictor::load(&plan, args.stage.as_deref())?;
     let workers = args
         .workers
@@ -91,7 +91,7 @@ fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {
         }
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     for s in &args.stages {
         known_stage(&plan, s, "--stage")?;
     }
@@ -116,7 +116,7 @@ fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {
 
 /// `status`; `verbose` adds each stage's params as they are used.
 fn status(args: StatusArgs, verbose: bool, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     let statuses = executor::status(&plan)?;
     let mut sink: Box<dyn Sink + '_> = if args.json {
         Box::new(Json::new(out))
@@ -136,12 +136,12 @@ fn status(args: StatusArgs, verbose: bool, out: &mut dyn Write) -> Result<()> {
 }
 
 fn check(args: CheckArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     let names: Vec<&str> = plan.order.iter().map(|&i| plan.stage(i).name.as_str()).collect();
     writeln!(
         out,
         "{}: ok, {} stages: {}",
-        args.file.display(),
+        args.target.file.display(),
         plan.order.len(),
         names.join(" -> ")
     )?;
@@ -149,7 +149,7 @@ fn check(args: CheckArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     if let Some(a) = &args.against {
         known_stage(&plan, a, "--against")?;
     }
@@ -163,14 +163,14 @@ fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn predict(args: PredictArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     let text = predict::predict(&plan, args.stage.as_deref(), &args.images, args.json)?;
     write!(out, "{text}")?;
     Ok(())
 }
 
 fn diagnose(args: DiagnoseArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     for c in &args.checks {
         if !CHECKS.contains(&c.as_str()) {
             let hint = match did_you_mean(c, CHECKS.iter().copied()) {
@@ -192,7 +192,7 @@ fn diagnose(args: DiagnoseArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn report(args: ReportArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     let path = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("{}-report.html", plan.spec.name)));
@@ -209,7 +209,7 @@ fn report(args: ReportArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn export(args: ExportArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &args.sets)?;
+    let plan = load(&args.target)?;
     if let Some(s) = &args.stage {
         known_stage(&plan, s, "--stage")?;
     }
@@ -229,7 +229,11 @@ fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
         if args.keep_recent.is_some_and(|d| !d.is_finite() || d < 0.0) {
             anyhow::bail!("--keep-recent takes a number of days >= 0");
         }
-        let plans = args.files.iter().map(|f| load(f, &[])).collect::<Result<Vec<_>>>()?;
+        let plans = args
+            .files
+            .iter()
+            .map(|f| load_file(f, &[]))
+            .collect::<Result<Vec<_>>>()?;
         let opts = crate::ops::gc::GcOptions {
             keep_recent_days: args.keep_recent,
             dry_run: args.dry_run,
@@ -250,7 +254,7 @@ fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
     if args.keep_recent.is_some() || args.dry_run {
         anyhow::bail!("--keep-recent and --dry-run are options of `cache gc`");
     }
-    let plan = load(file, &[])?;
+    let plan = load_file(file, &[])?;
     match args.action {
         CacheAction::Ls => write!(out, "{}", cache_cmd::ls(&plan.cache_dir)?)?,
         CacheAction::Du => write!(out, "{}", cache_cmd::du(&plan.cache_dir)?)?,
@@ -265,13 +269,17 @@ fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn dag(args: DagArgs, out: &mut dyn Write) -> Result<()> {
-    let plan = load(&args.file, &[])?;
+    let plan = load(&args.target)?;
     write!(out, "{}", dag::dag(&plan, args.format.into()))?;
     Ok(())
 }
 
 /// Reads and plans a pipeline file; its problems are a spec failure (exit 2).
-fn load(file: &Path, sets: &[String]) -> Result<Plan> {
+fn load(target: &Target) -> Result<Plan> {
+    load_file(&target.file, &target.sets)
+}
+
+fn load_file(file: &Path, sets: &[String]) -> Result<Plan> {
     plan::load(file, sets).map_err(|e| Failure::Spec(e.rendered).into())
 }
 

@@ -181,6 +181,22 @@ impl Diagnosis {
         }
     }
 
+    /// The verdict in one sentence: the most fundamental blocking cause (not the symptom,
+    /// a collapse to one class, when something caused it), or that training works.
+    pub fn headline(&self) -> String {
+        let blocking = |r: &&Ranked| r.blocking;
+        let cause = self
+            .verdict
+            .iter()
+            .filter(blocking)
+            .find(|r| r.cause != Cause::Collapsed)
+            .or_else(|| self.verdict.iter().find(blocking));
+        match cause {
+            Some(r) => format!("{}.", capitalize(r.title)),
+            None => "no blocking finding; training works.".into(),
+        }
+    }
+
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "diagnose `{}` (stage `{}`)", self.pipeline, self.stage);
@@ -193,20 +209,7 @@ impl Diagnosis {
             let _ = writeln!(s, "  {:<15} {:<8} {}  ({:.1}s)", c.name, status, c.summary, c.seconds);
         }
         let _ = writeln!(s);
-        // The headline names the most fundamental cause, not the symptom.
-        let headline = self
-            .verdict
-            .iter()
-            .find(|r| r.blocking && r.cause != Cause::Collapsed)
-            .or_else(|| self.verdict.iter().find(|r| r.blocking));
-        match headline {
-            Some(r) => {
-                let _ = writeln!(s, "verdict: {}.", capitalize(r.title));
-            }
-            None => {
-                let _ = writeln!(s, "verdict: no blocking finding; training works.");
-            }
-        }
+        let _ = writeln!(s, "verdict: {}", self.headline());
         for (k, r) in self.verdict.iter().enumerate() {
             let tag = if r.blocking { "blocking" } else { "to improve" };
             let _ = writeln!(s, "  {}. {} ({tag})", k + 1, r.title);

@@ -81,6 +81,15 @@ pub fn svg(plan: &Plan, statuses: &[StageStatus]) -> String {
         let stage = plan.stage(i);
         let (class, fill, stroke, _) = STATES[state(statuses.get(k))];
         let (x, y) = at(i);
+        // Under the name: the kind where the name does not say it, and the status in words
+        // (the colour is not the only cue).
+        let state_text = if class == "never" { "never run" } else { class };
+        let kind = stage.params.kind();
+        let sub = if stage.name == kind {
+            state_text.to_string()
+        } else {
+            format!("{} · {state_text}", clip(kind, 12))
+        };
         let _ = writeln!(
             s,
             "<g class=\"stage {class}\"><title>{} ({}): {class}</title>\
@@ -94,7 +103,7 @@ pub fn svg(plan: &Plan, statuses: &[StageStatus]) -> String {
             esc(&clip(&stage.name, 22)),
             x + BOX_W / 2,
             y + 28,
-            stage.params.kind()
+            esc(&sub)
         );
     }
     s.push_str("</svg>\n");

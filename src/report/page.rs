@@ -132,7 +132,7 @@ pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write)
             s.params.kind().to_string(),
             status,
             rec.as_ref().map_or("-".into(), |r| r.rows.to_string()),
-            rec.as_ref().map_or("-".into(), |r| format!("{:.2} s", r.seconds)),
+            rec.as_ref().map_or("-".into(), |r| format!("{:.2}&nbsp;s", r.seconds)),
             format!("<code title=\"{}\">{}</code>", esc(fp), esc(&fp[..fp.len().min(12)])),
             format!("<code>{}</code>", esc(&s.params_shown())),
         ]
@@ -261,10 +261,8 @@ fn findings_table(h: &mut String, findings: &[Value]) {
 
 /// The diagnosis: the verdict, each cause with its evidence and change, and the checks run.
 fn diagnosis_tables(h: &mut String, d: &crate::diagnose::diagnosis::Diagnosis) {
-    let text = d.to_text();
-    let verdict = text.lines().find(|l| l.starts_with("verdict:")).unwrap_or("verdict: -");
     let class = if d.blocking > 0 { "bad" } else { "ok" };
-    let _ = writeln!(h, "<p class=\"verdict {class}\">{}</p>", esc(verdict));
+    let _ = writeln!(h, "<p class=\"verdict {class}\">verdict: {}</p>", esc(&d.headline()));
     let causes = d.verdict.iter().enumerate().map(|(k, r)| {
         vec![
             (k + 1).to_string(),
@@ -274,14 +272,16 @@ fn diagnosis_tables(h: &mut String, d: &crate::diagnose::diagnosis::Diagnosis) {
             list(r.changes.iter().map(|c| format!("<code>{}</code>", esc(c)))),
         ]
     });
-    table(h, "verdict", &["#", "cause", "severity", "evidence", "change"], causes);
+    if !d.verdict.is_empty() {
+        table(h, "causes", &["#", "cause", "severity", "evidence", "change"], causes);
+    }
     let checks = d.checks.iter().map(|c| {
         let status = format!("{:?}", c.status).to_lowercase();
         vec![
             esc(c.name),
             format!("<span class=\"check-{status}\">{status}</span>"),
             esc(&c.summary),
-            format!("{:.1} s", c.seconds),
+            format!("{:.1}&nbsp;s", c.seconds),
         ]
     });
     table(h, "checks", &["check", "result", "measured", "time"], checks);
@@ -399,15 +399,15 @@ fn strip_xml_header(svg: &str) -> &str {
 /// or on a 390 px phone); figures and the DAG scale down; on a narrow screen each table row
 /// becomes a block of labelled cells.
 const CSS: &str = "*{box-sizing:border-box}body{font-family:sans-serif;max-width:1100px;margin:2em auto;\
-padding:0 1em;color:#222;overflow-wrap:anywhere}table{border-collapse:collapse;margin:1em 0;font-size:90%;width:100%}\
+padding:0 1em;color:#222;overflow-wrap:break-word}table{border-collapse:collapse;margin:1em 0;font-size:90%;width:100%}\
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}\
-td ul{margin:0;padding-left:1.1em}code{font-size:85%}pre{background:#f6f6f6;padding:.6em;font-size:85%;\
+td ul{margin:0;padding-left:1.1em}code{font-size:85%;overflow-wrap:anywhere}pre{background:#f6f6f6;padding:.6em;font-size:85%;\
 white-space:pre-wrap}.ok{color:#080}.bad{color:#b00;font-weight:bold}.sev{padding:0 .3em;border-radius:3px;\
 white-space:nowrap}.sev-error,.sev-blocking{background:#fde0e0;color:#a00;font-weight:bold}.sev-warning,\
 .sev-to{background:#fff1c9;color:#7a5b00}.check-finding{color:#a00;font-weight:bold}.check-skipped{color:#777}\
 .verdict{font-size:110%}figure{display:inline-block;margin:.5em 0;vertical-align:top;width:660px;max-width:100%}\
 figure svg,.dag svg{display:block;max-width:100%;height:auto}figcaption{font-size:85%;color:#555}\
-.meta{color:#666}nav a{margin-right:1em;display:inline-block}.legend .key{margin-right:1.2em;white-space:nowrap}\
+.meta{color:#666}nav a{margin-right:1em;display:inline-block}.legend .key{margin-right:1.2em;display:inline-block;max-width:100%}\
 .legend i{display:inline-block;width:1em;height:.8em;border:1px solid;margin-right:.3em;vertical-align:middle}\
 @media (max-width:700px){body{margin:1em auto}table,tbody,tr,td{display:block}thead{display:none}\
 tr{border:1px solid #ccc;margin:.6em 0}td{border:none;border-bottom:1px solid #eee}\

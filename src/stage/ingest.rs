@@ -304,7 +304,8 @@ pub struct Scan {
     pub root: PathBuf,
     pub files: Vec<FileEntry>,
     pub classes: Vec<String>,
-    /// BLAKE3 over the sorted `path\tsha256\tlabel` lines (SHA-256 took 12 ms of a warm run
+    /// BLAKE3 over the sorted `path\tsha256\tlabel` lines, then the class names when a csv
+    /// gives the labels (SHA-256 took 12 ms of a warm run
     /// at 25,000 images; see docs/design.md, "Hashing").
     pub content: String,
     /// Files left out under `on_error: skip`: (path, reason).
@@ -442,6 +443,16 @@ impl Ingest {
                 skipped.len(),
                 root.display()
             );
+        }
+        // The listing names each file's class by index. With `folder` and `prefix` labels the
+        // path spells the class's name; a csv's names are not in any path, so they are added:
+        // renaming a class there changes the rows (their `class`), hence the fingerprint.
+        if matches!(self.labels, LabelSource::Csv) {
+            for c in &classes {
+                listing.update(b"class\t");
+                listing.update(c.as_bytes());
+                listing.update(b"\n");
+            }
         }
         Ok(Scan {
             root,

@@ -319,6 +319,13 @@ fn labels_from_folders_and_csv() {
         p.column("f", "folders", "path"),
         vec!["cat/a.png", "cat/b.png", "dog/c.png"]
     );
+    // Renaming a class in the csv (same files, same order of names) is a change of ingest's
+    // output: the names are part of what its fingerprint covers.
+    p.write("labels.csv", "path,label\ncat/a.png,xx\ncat/b.png,y\ndog/c.png,xx\n");
+    let renamed = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(renamed.ran("csv"), "{}", renamed.stdout);
+    assert!(!renamed.ran("folders"), "{}", renamed.stdout);
+    assert_eq!(p.column("f", "csv", "class"), vec!["xx", "y", "xx"]);
 }
 
 #[test]
