@@ -28,6 +28,26 @@
 //! Every malformed input (truncated file, garbage header, absurd shape) yields an [`NpyError`];
 //! nothing here panics on input data, and allocations are bounded by the bytes actually present.
 //!
+//! # Why not the `npyz` crate
+//!
+//! `npyz` 0.9.1 (the maintained `.npy` crate) was tried in this codec's place against these
+//! tests, and fails the hostile-header ones in ways glue cannot mend without keeping the
+//! header code anyway:
+//! - it trusts the header length field: a 12-byte file (version 2, length `0xFFFFFFF0`) makes
+//!   it allocate 4 GiB before reading anything; under a 2 GB address-space limit
+//!   (`ulimit -v 2000000`) the process aborts (`memory allocation of 4294967280 bytes
+//!   failed`), it is not an error;
+//! - it multiplies the shape unchecked (`shape.iter().product()`, and again for the strides):
+//!   `(4294967296, 4294967296, 16)` panics (`attempt to multiply with overflow`) in a build
+//!   with overflow checks (tests, fuzzing), and in release wraps to an element count of 0 that
+//!   it then reports as the array's length.
+//!
+//! Guarding both means reading the preamble and parsing the header dict before handing the
+//! file over: keeping `header` and `literal` (668 of this codec's 1,700 lines, tests
+//! included) to replace `reader` and `writer`, with two parsers of one header that may
+//! disagree on what is valid. (It does refuse a deeply nested header cleanly: its parser's
+//! stack guard returns an error.)
+//!
 //! # Files
 //! - `header`: reads the preamble and interprets the header dict (`read_header`).
 //! - `literal`: parses the Python literals the header dict is written in.
