@@ -51,8 +51,8 @@ pub enum Command {
     /// probabilities, through the same preprocessing as `predict`.
     Serve(ServeArgs),
     /// Find out why the classifier predicts one class: run the checklist (data, loss at
-    /// init, input-independent baseline, overfitting tiny sets, learning-rate range test,
-    /// learning curve, activations and gradients, prediction spread) on the cached data with
+    /// init, input-independent baseline, overfitting tiny sets, learning-rate range test, L2
+    /// penalty's share, learning curve, activations and gradients, prediction spread) on the cached data with
     /// the `train` stage's own model and hyperparameters, then rank the findings.
     Diagnose(DiagnoseArgs),
     /// Write one self-contained HTML page: the DAG and each stage's status, params,
@@ -188,7 +188,7 @@ pub struct DiagnoseArgs {
     #[command(flatten)]
     pub target: Target,
     /// Run only this check (repeatable): data, init_loss, baseline, overfit, lr_range,
-    /// learning_curve, activations, spread.
+    /// regularization, learning_curve, activations, spread.
     #[arg(long = "check", value_name = "NAME", add = ArgValueCompleter::new(check_names))]
     pub checks: Vec<String>,
     /// The `train` stage to diagnose (needed when there are several).

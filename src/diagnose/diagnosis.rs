@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cache::store::{Cache, Format, Lookup};
-use crate::diagnose::checks::{Ctx, activations, baseline, data, init_loss, learning_curve, lr_range, overfit, spread};
+use crate::diagnose::checks::{
+    Ctx, activations, baseline, data, init_loss, learning_curve, lr_range, overfit, regularization, spread,
+};
 use crate::diagnose::{Cause, CheckResult, Finding, Status, probe};
 use crate::pipeline::executor::{self, RunOptions, resolve_closure};
 use crate::pipeline::plan::Plan;
@@ -19,12 +21,13 @@ type Check = fn(&mut Ctx<'_>) -> Result<CheckResult>;
 
 /// Every check with its name, in the order they run: the one list of them (adding a check is
 /// a file in `checks/` and a line here).
-const TABLE: [(&str, Check); 8] = [
+const TABLE: [(&str, Check); 9] = [
     (data::NAME, data::run),
     (init_loss::NAME, init_loss::run),
     (baseline::NAME, baseline::run),
     (overfit::NAME, overfit::run),
     (lr_range::NAME, lr_range::run),
+    (regularization::NAME, regularization::run),
     (learning_curve::NAME, learning_curve::run),
     (activations::NAME, activations::run),
     (spread::NAME, spread::run),
@@ -102,9 +105,14 @@ pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mu
     let validate = matches!(plan.stage(input).params, Params::Validate(_))
         .then(|| report(input))
         .flatten();
-    let history = match cache.lookup(&fp(train_i)) {
-        Lookup::Present(r) => Some(r.summary),
-        _ => None,
+    let (history, trained_model) = match cache.lookup(&fp(train_i)) {
+        Lookup::Present(r) => {
+            let bytes = cache.read_checked(&fp(train_i), Format::Model)?;
+            let (model, _) =
+                crate::model::io::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("the cached model: {e}"))?;
+            (Some(r.summary), Some(model))
+        }
+        _ => (None, None),
     };
     let recipe = probe::Recipe {
         train,
@@ -118,6 +126,7 @@ pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mu
         recipe: &recipe,
         validate,
         trained: history,
+        trained_model,
         scale_off: false,
         baseline_model: None,
     };
@@ -162,9 +171,14 @@ impl Diagnosis {
                 }),
             }
         }
-        for r in &mut verdict {
-            if r.changes.is_empty() && !r.cause.default_change().is_empty() {
-                r.changes.push(r.cause.default_change().to_string());
+        // What blocks training comes first, each group most fundamental first.
+        verdict.sort_by_key(|r| !r.blocking);
+        for (k, r) in verdict.iter_mut().enumerate() {
+            if r.changes.is_empty() {
+                let change = r.cause.default_change(k == 0);
+                if !change.is_empty() {
+                    r.changes.push(change.to_string());
+                }
             }
         }
         let mut ruled_out: Vec<Cause> = checks.iter().flat_map(|c| c.ruled_out.iter().copied()).collect();

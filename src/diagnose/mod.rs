@@ -22,6 +22,7 @@ pub enum Cause {
     SymmetricWeights,
     LearningRateTooHigh,
     LearningRateTooLow,
+    L2TooStrong,
     DeadUnits,
     Initialization,
     CannotFit,
@@ -42,6 +43,7 @@ impl Cause {
             Cause::SymmetricWeights => "symmetric weights",
             Cause::LearningRateTooHigh => "the learning rate is too high",
             Cause::LearningRateTooLow => "the learning rate is too low",
+            Cause::L2TooStrong => "the L2 penalty is too strong",
             Cause::DeadUnits => "dead ReLU units",
             Cause::Initialization => "the weight initialization",
             Cause::CannotFit => "the model cannot fit a handful of examples",
@@ -54,12 +56,18 @@ impl Cause {
         }
     }
 
-    /// The change to make when no check gave a concrete one.
-    pub fn default_change(self) -> &'static str {
+    /// The change to make when no check gave a concrete one; `first` when nothing is ranked
+    /// above this cause.
+    pub fn default_change(self, first: bool) -> &'static str {
         match self {
             Cause::LearningRateTooHigh => "lower the learning rate (`--check lr_range` suggests a value)",
             Cause::LearningRateTooLow => "raise the learning rate (`--check lr_range` suggests a value)",
-            Cause::NotUsingInputs | Cause::Collapsed => "fix the causes ranked above",
+            Cause::NotUsingInputs | Cause::Collapsed if !first => "fix the causes ranked above",
+            Cause::NotUsingInputs => {
+                "check that the labels belong to the images (`pipeline audit FILE` shows where each label comes \
+                 from), then try the learning rate `--check lr_range` suggests"
+            }
+            Cause::Collapsed => "run every check (`pipeline diagnose FILE` without `--check`) to find its cause",
             _ => "",
         }
     }

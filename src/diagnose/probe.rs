@@ -180,6 +180,9 @@ pub struct Score {
     pub majority: f64,
     /// Rows whose prediction is not a number: the model diverged.
     pub non_finite: usize,
+    /// Range of the predicted probability of the last class (NaN when none is a number).
+    pub p_min: f64,
+    pub p_max: f64,
 }
 
 pub fn score(data: &Data, model: &Model, rows: &[usize], zero: bool) -> Result<Score> {
@@ -197,6 +200,8 @@ pub fn score(data: &Data, model: &Model, rows: &[usize], zero: bool) -> Result<S
         accuracy: m.accuracy,
         majority: m.collapse.majority_fraction,
         non_finite: m.collapse.non_finite,
+        p_min: m.collapse.probability_min,
+        p_max: m.collapse.probability_max,
     })
 }
 

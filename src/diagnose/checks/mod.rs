@@ -10,6 +10,7 @@ pub mod init_loss;
 pub mod learning_curve;
 pub mod lr_range;
 pub mod overfit;
+pub mod regularization;
 pub mod spread;
 
 use anyhow::Result;
@@ -30,6 +31,8 @@ pub struct Ctx<'a> {
     pub validate: Option<serde_json::Value>,
     /// The cached `train` record's summary (history, chosen epoch), when trained.
     pub trained: Option<serde_json::Value>,
+    /// The trained model itself, when trained.
+    pub trained_model: Option<Model>,
     /// Set by `data` when the inputs are far from standardized.
     pub scale_off: bool,
     /// The model `baseline` trained on real inputs and its steps, reused by `activations`.

@@ -5,7 +5,8 @@ use serde_json::json;
 
 use crate::check::metrics::{COLLAPSE_MAJORITY, COLLAPSE_SPREAD};
 use crate::diagnose::checks::{Ctx, finding, result};
-use crate::diagnose::{Cause, CheckResult, Status};
+use crate::diagnose::probe;
+use crate::diagnose::{Cause, CheckResult, Finding, Status};
 use crate::stage::train::Epoch;
 
 /// The check's name, as `--check` takes it.
@@ -55,6 +56,8 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     let mut findings = Vec::new();
     if diverged || e.val_majority_fraction >= COLLAPSE_MAJORITY || narrow {
         findings.push(finding(Cause::Collapsed, NAME, summary_line.clone(), String::new()));
+    } else if let Some(f) = stopped_short(ctx, history.len(), e)? {
+        findings.push(f);
     } else if chosen == history.len() && history.len() >= 3 {
         let tail = &history[history.len() - 3..];
         if tail.windows(2).all(|w| w[1].val_loss < w[0].val_loss) {
@@ -87,4 +90,37 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
         &[Cause::Collapsed, Cause::TooFewEpochs],
         json!({"chosen_epoch": chosen, "epochs": per_epoch}),
     ))
+}
+
+/// Training that ran fewer steps than the `baseline` check's short run and ended worse than
+/// it on held-out rows: it stopped before it learned (blocking when its val loss is still
+/// near chance's).
+fn stopped_short(ctx: &Ctx<'_>, epochs: usize, e: &Epoch) -> Result<Option<Finding>> {
+    let Some((model, taken)) = &ctx.baseline_model else {
+        return Ok(None);
+    };
+    let per_epoch = ctx.steps_per_epoch().max(1);
+    let steps = epochs * per_epoch;
+    if steps >= *taken {
+        return Ok(None);
+    }
+    let probe = probe::score(ctx.data, model, &ctx.held_out(), false)?;
+    // NaN on either side is no evidence.
+    let better = probe.loss < e.val_loss - 0.02;
+    if !better {
+        return Ok(None);
+    }
+    let chance = (ctx.data.classes.len().max(2) as f64).ln();
+    let wanted = (2 * epochs).max((10 * taken).div_ceil(per_epoch));
+    Ok(Some(Finding {
+        cause: Cause::TooFewEpochs,
+        check: NAME,
+        evidence: format!(
+            "training ran {steps} steps ({epochs} epoch(s) of {per_epoch}) and ended at val loss {:.3} (chance \
+             {chance:.3}); the baseline check's {taken} steps of the same settings reach {:.3}",
+            e.val_loss, probe.loss
+        ),
+        change: ctx.set("epochs", wanted),
+        blocking: e.val_loss >= 0.95 * chance,
+    }))
 }

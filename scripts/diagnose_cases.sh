@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Plants one fault at a time into pipelines/cats_dogs_small.yaml (the shipped photos, the
+# example's small CNN), trains it, runs every check of `pipeline diagnose`, and checks that
+# the planted cause is the one ranked first and blocking (and, unplanted, that nothing
+# blocks). The CI test (tests/it/diagnose.rs) runs the same cases without the learning curve.
+#
+#   scripts/diagnose_cases.sh          # release build; a few minutes on 2 cores
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "${BENCH_NO_BUILD:-}" = 1 ] || cargo build --release --quiet
+bin=target/release/pipeline
+file=pipelines/cats_dogs_small.yaml
+fail=0
+# fault (the --set arguments) | the cause expected first ("" = nothing blocking)
+while IFS='|' read -r fault want; do
+  # shellcheck disable=SC2086
+  "$bin" run "$file" $fault > /dev/null
+  start=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  json=$("$bin" diagnose "$file" $fault --json 2> /dev/null)
+  secs=$(echo "$(date +%s.%N) - $start" | bc)
+  first=$(jq -r '[.verdict[] | select(.blocking)][0].cause // ""' <<< "$json")
+  change=$(jq -r '[.verdict[] | select(.blocking)][0].changes[0] // ""' <<< "$json")
+  if [ "$first" = "$want" ]; then verdict=ok; else verdict=FAIL; fail=1; fi
+  printf '%-4s %-45s first: %-22s change: %-28s (%.0f s)\n' "$verdict" "${fault:-(healthy)}" \
+    "${first:-nothing blocking}" "$change" "$secs"
+done <<'CASES'
+|
+--set train.l2=1|l2_too_strong
+--set train.epochs=1|too_few_epochs
+--set train.init=zeros|symmetric_weights
+--set train.lr=0.5|learning_rate_too_high
+CASES
+exit $fail
