@@ -30,5 +30,7 @@ done <<'CASES'
 --set train.epochs=1|too_few_epochs
 --set train.init=zeros|symmetric_weights
 --set train.lr=0.5|learning_rate_too_high
+--set train.lr=0.000001|learning_rate_too_low
+--set mean_subtract.mean=[0,0,0] --set normalize.method=scale --set normalize.factor=1|input_scale
 CASES
 exit $fail

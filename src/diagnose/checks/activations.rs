@@ -12,6 +12,14 @@ use crate::model::mlp::Activation;
 /// The check's name, as `--check` takes it.
 pub const NAME: &str = "activations";
 
+/// Dead share of a layer's units from which it is a finding to improve. The healthy example
+/// trains with 61% of its dense layer's 64 ReLUs dead (over 512 images, in the trained
+/// model), and `leaky_relu` does not measurably beat it there (val accuracy 0.728 vs 0.735,
+/// log-loss 0.540 vs 0.550): half dead is not yet a loss of capacity that matters.
+const DEAD_TO_IMPROVE: f32 = 0.75;
+/// Dead share from which training is broken.
+const DEAD_BLOCKING: f32 = 0.9;
+
 /// Dead units and gradient norms per layer, at init and after training; identical units.
 pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     let rows = Data::sample(&ctx.data.train, 128);
@@ -42,26 +50,39 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
             ));
         }
     }
+    // Dead units are counted on the model that was trained, when there is one, over more
+    // images: a unit silent for a batch of 128 after a short run may fire later, or for
+    // other images; the trained model is what predicts.
+    let many = Data::sample(&ctx.data.train, 512);
+    let trained_stats = match &ctx.trained_model {
+        Some(m) => Some(probe::probe(ctx.data, m, &many, ctx.l2())?.1),
+        None => None,
+    };
+    let (dead_stats, dead_when, seen) = match &trained_stats {
+        Some(s) => (s, "in the trained model".to_string(), many.len()),
+        None => (&after, format!("after {steps} steps"), rows.len()),
+    };
     let relu = matches!(ctx.recipe.train.activation, Activation::Relu);
-    for (a, b) in at_init.layers.iter().zip(&after.layers) {
+    for (a, b) in at_init.layers.iter().zip(&dead_stats.layers) {
         if let (Some(d0), Some(d1)) = (a.dead_fraction, b.dead_fraction)
             && relu
-            && d1 >= 0.5
+            && d1 >= DEAD_TO_IMPROVE
         {
-            // Many dead units waste capacity; nearly all of them break training.
+            // Most units dead waste capacity; nearly all of them break training.
             let mut f = finding(
                 Cause::DeadUnits,
                 NAME,
                 format!(
-                    "{:.0}% of the units of `{}` output 0 for every image of a batch after {steps} steps ({:.0}% at \
-                     init): they get no gradient and never recover",
+                    "{:.0}% of the units of `{}` output 0 for every one of {} images {dead_when} ({:.0}% at init): \
+                     they get no gradient and never recover",
                     100.0 * d1,
                     b.name,
+                    seen,
                     100.0 * d0
                 ),
                 format!("{} or a lower learning rate", ctx.set("activation", "leaky_relu")),
             );
-            f.blocking = d1 >= 0.9;
+            f.blocking = d1 >= DEAD_BLOCKING;
             findings.push(f);
         }
     }
@@ -93,13 +114,16 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let summary = format!("init: {}; after {steps} steps: {}", layers(&at_init), layers(&after));
+    let mut summary = format!("init: {}; after {steps} steps: {}", layers(&at_init), layers(&after));
+    if let Some(t) = &trained_stats {
+        summary.push_str(&format!("; trained model: {}", layers(t)));
+    }
     Ok(result(
         NAME,
         summary,
         findings,
         &[Cause::SymmetricWeights, Cause::DeadUnits],
-        json!({"steps": steps, "init": at_init, "trained": after,
+        json!({"steps": steps, "init": at_init, "trained": after, "trained_model": trained_stats,
                "identical_units": identical.iter().map(|(l, d, u)| json!({"layer": l, "identical": d, "units": u})).collect::<Vec<_>>()}),
     ))
 }

@@ -4,9 +4,11 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::data::dataset::Dtype;
+use crate::data::lineage::Method;
 use crate::diagnose::checks::{Ctx, finding, result};
 use crate::diagnose::probe::Data;
 use crate::diagnose::{Cause, CheckResult};
+use crate::stage::params::Params;
 
 /// The check's name, as `--check` takes it.
 pub const NAME: &str = "data";
@@ -58,9 +60,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
                 ctx.data.dtype.name(),
                 mean * mean + std * std
             ),
-            "standardize the inputs: add a stage `normalize: {kind: normalize, input: <your last pixel stage>, \
-             method: per_image}` and point `validate` at it"
-                .to_string(),
+            standardize(ctx),
         ));
     }
     ruled_out.retain(|c| !findings.iter().any(|f| f.cause == *c));
@@ -73,4 +73,31 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     );
     r.ruled_out = ruled_out;
     Ok(r)
+}
+
+/// The change that standardizes the inputs: the `normalize` stage upstream of the train stage
+/// set to `per_image` (by `--set` when that is all it takes), else a stage to add.
+fn standardize(ctx: &Ctx<'_>) -> String {
+    let plan = ctx.plan;
+    let mut at = plan.train_stage(Some(ctx.train_name)).ok();
+    while let Some(i) = at {
+        let stage = plan.stage(i);
+        if let Params::Normalize(n) = &stage.params {
+            return match n.method {
+                Method::PerImage => break,
+                Method::PerChannel(_) => format!(
+                    "standardize each image: in stage `{}`, `method: per_image` in place of `per_channel` and its `std`",
+                    stage.name
+                ),
+                Method::Scale(_) => format!(
+                    "standardize each image: in stage `{}`, `method: per_image` in place of `scale` and its `factor`",
+                    stage.name
+                ),
+            };
+        }
+        at = plan.inputs[i].first().copied();
+    }
+    "standardize the inputs: add a stage `normalize: {kind: normalize, input: <your last pixel stage>, method: \
+     per_image}` and point `validate` at it"
+        .into()
 }
