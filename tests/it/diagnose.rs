@@ -7,6 +7,19 @@ fn train(extra: &str) -> String {
     format!("  train:\n    kind: train\n    model: mlp\n    hidden: [16]\n    epochs: 10\n    batch_size: 16\n{extra}")
 }
 
+/// Every check, in the order they run.
+const CHECKS: [&str; 9] = [
+    "data",
+    "init_loss",
+    "baseline",
+    "overfit",
+    "lr_range",
+    "regularization",
+    "learning_curve",
+    "activations",
+    "spread",
+];
+
 fn diagnose(p: &Project, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["diagnose", "pipeline.yaml", "--json"];
     all.extend(args);
@@ -48,16 +61,7 @@ fn a_healthy_setup_has_no_blocking_finding() {
     let v = verdict(&d);
     assert!(v.iter().all(|(_, blocking)| !blocking), "{v:?}\n{d:#}");
     assert_eq!(d["blocking"], 0);
-    for name in [
-        "data",
-        "init_loss",
-        "baseline",
-        "overfit",
-        "lr_range",
-        "learning_curve",
-        "activations",
-        "spread",
-    ] {
+    for name in CHECKS {
         assert_ne!(check(&d, name)["status"], "skipped", "{name}");
     }
     // Every tiny set was memorized, and the inputs made a difference.
@@ -192,16 +196,7 @@ fn planted_faults_on_the_shipped_photos_are_named_first() {
         // Every check but the learning curve (its five training runs are most of the time in a
         // test build; it only finds what improves training, ranked below what blocks).
         let mut args = fault.to_vec();
-        for name in [
-            "data",
-            "init_loss",
-            "baseline",
-            "overfit",
-            "lr_range",
-            "regularization",
-            "activations",
-            "spread",
-        ] {
+        for name in CHECKS.iter().filter(|c| **c != "learning_curve") {
             args.extend(["--check", name]);
         }
         let d = diagnose(&p, &args);
