@@ -25,14 +25,8 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     let rows = Data::sample(&ctx.data.train, 128);
     let init = ctx.recipe.model()?;
     let (_, at_init) = probe::probe(ctx.data, &init, &rows, ctx.l2())?;
-    let fitted;
-    let (trained, steps) = match &ctx.baseline_model {
-        Some((m, steps)) => (m, *steps),
-        None => {
-            fitted = ctx.fit(&ctx.data.train, ctx.short_steps(), false)?;
-            (&fitted.0, fitted.1)
-        }
-    };
+    let run = ctx.short_run()?;
+    let (trained, steps) = (&run.0, run.1);
     let (_, after) = probe::probe(ctx.data, trained, &rows, ctx.l2())?;
     let identical = probe::identical_units(trained);
     let mut findings = Vec::new();

@@ -83,17 +83,15 @@ fn standardize(ctx: &Ctx<'_>) -> String {
     while let Some(i) = at {
         let stage = plan.stage(i);
         if let Params::Normalize(n) = &stage.params {
-            return match n.method {
+            let replaced = match n.method {
                 Method::PerImage => break,
-                Method::PerChannel(_) => format!(
-                    "standardize each image: in stage `{}`, `method: per_image` in place of `per_channel` and its `std`",
-                    stage.name
-                ),
-                Method::Scale(_) => format!(
-                    "standardize each image: in stage `{}`, `method: per_image` in place of `scale` and its `factor`",
-                    stage.name
-                ),
+                Method::PerChannel(_) => "`per_channel` and its `std`",
+                Method::Scale(_) => "`scale` and its `factor`",
             };
+            return format!(
+                "standardize each image: in stage `{}`, `method: per_image` in place of {replaced}",
+                stage.name
+            );
         }
         at = plan.inputs[i].first().copied();
     }

@@ -13,6 +13,8 @@ pub mod overfit;
 pub mod regularization;
 pub mod spread;
 
+use std::borrow::Cow;
+
 use anyhow::Result;
 
 use crate::diagnose::probe::{self, Data, Recipe, RunSpec};
@@ -66,6 +68,15 @@ impl Ctx<'_> {
             &self.data.val
         };
         Data::sample(rows, 512)
+    }
+
+    /// The `baseline` check's short run of the configured training (its model and steps), or
+    /// a new one like it when `baseline` did not run.
+    fn short_run(&self) -> Result<Cow<'_, (Model, usize)>> {
+        Ok(match &self.baseline_model {
+            Some(run) => Cow::Borrowed(run),
+            None => Cow::Owned(self.fit(&self.data.train, self.short_steps(), false)?),
+        })
     }
 
     /// Trains a fresh model on `rows` for `steps` with the configured hyperparameters.

@@ -32,13 +32,12 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
             json!({"l2": 0.0}),
         ));
     }
-    let fitted;
-    let (model, which) = match (&ctx.trained_model, &ctx.baseline_model) {
-        (Some(m), _) => (m, "the trained model".to_string()),
-        (None, Some((m, steps))) => (m, format!("after {steps} steps")),
-        (None, None) => {
-            fitted = ctx.fit(&ctx.data.train, ctx.short_steps(), false)?;
-            (&fitted.0, format!("after {} steps", fitted.1))
+    let run;
+    let (model, which) = match &ctx.trained_model {
+        Some(m) => (m, "the trained model".to_string()),
+        None => {
+            run = ctx.short_run()?;
+            (&run.0, format!("after {} steps", run.1))
         }
     };
     let rows = Data::sample(&ctx.data.train, 512);
