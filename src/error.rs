@@ -45,6 +45,7 @@ impl From<anyhow::Error> for Failure {
     fn from(err: anyhow::Error) -> Self {
         match err.downcast::<Failure>() {
             Ok(f) => f,
+            Err(err) if err.is::<crate::cache::remote::Unusable>() => Failure::Usage(format!("{err:#}")),
             Err(err) => Failure::Pipeline(format!("{err:#}")),
         }
     }

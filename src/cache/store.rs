@@ -31,8 +31,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::cache::remote::{self, Created, Storage, Url};
 use crate::cache::stat_cache::StatCache;
-use crate::data::integrity::{Checked, ChunkSums, Damaged, Integrity};
+use crate::data::integrity::{Checked, ChunkHasher, ChunkSums, Damaged, Integrity};
 use serde::{Deserialize, Serialize};
 
 /// Artifacts up to this size are checked against their BLAKE3 checksum whenever they are
@@ -52,6 +56,17 @@ pub enum Format {
     Report,
     /// Model weights: safetensors (`<fingerprint>.safetensors`), from `train`.
     Model,
+}
+
+impl Format {
+    /// The data file's extension (after `<fingerprint>.`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Arrow => "arrow",
+            Format::Report => "report.json",
+            Format::Model => "safetensors",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -93,10 +108,16 @@ fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
 
-/// The cache directory.
+/// The cache directory, with the shared cache on object storage it copies from and
+/// publishes to, if any.
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
+    /// The shared cache (`s3://…`): artifacts found there are copied here, verified; what is
+    /// made or found here is published there.
+    remote: Option<Arc<dyn Storage>>,
+    /// Artifacts this process knows the shared cache holds (copied from it or published).
+    published: Arc<Mutex<HashSet<String>>>,
     /// What this process found intact, shared by the clones (every stage of a run).
     checked: std::sync::Arc<Checked>,
     /// The cache folder is group-writable: so is everything made in it.
@@ -132,6 +153,8 @@ impl Cache {
         });
         let cache = Cache {
             root: root.to_path_buf(),
+            remote: None,
+            published: Default::default(),
             checked: Default::default(),
             shared,
             writable: true,
@@ -147,6 +170,20 @@ impl Cache {
             writable: writable(&root.join("artifacts")) && writable(&root.join("tmp")),
             ..cache
         })
+    }
+
+    /// Opens the local cache directory `root` with the shared cache `remote` (if any) behind
+    /// it. The shared cache is asked once here, so an unreachable endpoint, refused
+    /// credentials or a missing bucket stop a command before it computes anything.
+    pub fn open_with(root: &Path, remote: Option<&Url>) -> Result<Cache> {
+        let mut cache = Cache::open(root)?;
+        if let Some(url) = remote {
+            let unusable = |e: anyhow::Error| anyhow::Error::new(remote::Unusable(format!("{e:#}")));
+            let storage = remote::open(url).map_err(unusable)?;
+            storage.list("probe").map_err(unusable)?;
+            cache.remote = Some(storage);
+        }
+        Ok(cache)
     }
 
     /// Whether artifacts can be stored here (a read-only cache is still read).
@@ -186,12 +223,9 @@ impl Cache {
     }
 
     pub fn data_file(&self, fingerprint: &str, format: Format) -> PathBuf {
-        let name = match format {
-            Format::Arrow => format!("{fingerprint}.arrow"),
-            Format::Report => format!("{fingerprint}.report.json"),
-            Format::Model => format!("{fingerprint}.safetensors"),
-        };
-        self.root.join("artifacts").join(name)
+        self.root
+            .join("artifacts")
+            .join(format!("{fingerprint}.{}", format.extension()))
     }
 
     fn record_path(&self, fingerprint: &str) -> PathBuf {
@@ -255,7 +289,188 @@ impl Cache {
     }
 
     /// The record of a present artifact: record readable and data file of the recorded size.
+    /// With a shared cache, an artifact absent or damaged here is copied from there when it
+    /// is there (with what it reads its pixels from), checked against its record first.
     pub fn lookup(&self, fingerprint: &str) -> Lookup {
+        let local = self.lookup_local(fingerprint);
+        let Some(remote) = self.remote.as_deref() else {
+            return local;
+        };
+        if matches!(local, Lookup::Present(_)) {
+            return local;
+        }
+        match self.fetch(remote, fingerprint) {
+            Ok(true) => self.lookup_local(fingerprint),
+            Ok(false) => local,
+            Err(why) => Lookup::Damaged(why),
+        }
+    }
+
+    /// Copies an artifact from the shared cache: record, then data streamed into `tmp/` and
+    /// hashed as it comes, then the artifacts it reads its pixels from. `Ok(false)` when the
+    /// shared cache does not have it. A copy that does not match its record is removed from
+    /// the shared cache (record first), so what this run computes instead can replace it.
+    fn fetch(&self, remote: &dyn Storage, fingerprint: &str) -> std::result::Result<bool, String> {
+        let key = remote_record_key(fingerprint);
+        let text = match remote.get(&key) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(format!("{e:#}")),
+        };
+        let damaged = |record: Option<&Record>, what: String| {
+            let mut keys = vec![key.clone()];
+            keys.extend(record.map(remote_data_key));
+            for k in keys {
+                if let Err(e) = remote.delete(&k) {
+                    tracing::debug!(error = %e, key = k, "damaged copy not removed from the shared cache");
+                }
+            }
+            format!(
+                "its copy in the shared cache {} is damaged ({what}); removed there, so this run's result replaces it",
+                remote.url()
+            )
+        };
+        let record: Record = match serde_json::from_slice::<Record>(&text) {
+            Ok(r) if r.fingerprint == fingerprint => r,
+            _ => {
+                return Err(damaged(
+                    None,
+                    "its record is not a valid record of this fingerprint".into(),
+                ));
+            }
+        };
+        if !self.writable {
+            return Err(format!(
+                "it is in the shared cache {}, but the local cache {} is read-only, so it cannot be copied here",
+                remote.url(),
+                self.root.display()
+            ));
+        }
+        let temp = self.temp_path(fingerprint);
+        let copied = (|| -> Result<Option<String>> {
+            let mut file = fs::File::create(&temp).with_context(|| format!("cannot write {}", temp.display()))?;
+            let mut hasher = ChunkHasher::new();
+            let got = remote.download(&remote_data_key(&record), &mut file, &mut |b| hasher.update(b))?;
+            file.sync_all()?;
+            let (chunks, blake3) = hasher.finish();
+            Ok(match got {
+                None => Some("its data object is missing".to_string()),
+                Some(n) if n != record.bytes => Some(format!(
+                    "its data object has {n} bytes, the record says {}",
+                    record.bytes
+                )),
+                Some(_) if blake3 != record.blake3 => {
+                    Some("its data does not match the recorded BLAKE3 checksum".into())
+                }
+                Some(_) if record.chunks.as_ref().is_some_and(|c| *c != chunks) => {
+                    Some("its data does not match the recorded chunk sums".into())
+                }
+                Some(_) => None,
+            })
+        })();
+        let problem = match copied {
+            Ok(problem) => problem,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(format!("{e:#}"));
+            }
+        };
+        if let Some(what) = problem {
+            let _ = fs::remove_file(&temp);
+            return Err(damaged(Some(&record), what));
+        }
+        self.commit_local(&temp, &record, &text).map_err(|e| format!("{e:#}"))?;
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fingerprint.to_string());
+        tracing::debug!(fingerprint, bytes = record.bytes, "copied from the shared cache");
+        for source in self.pixel_sources(&record) {
+            if !matches!(self.lookup(&source), Lookup::Present(_)) {
+                return Err(format!("a file holding its pixels ({source}) is missing or damaged"));
+            }
+        }
+        Ok(true)
+    }
+
+    /// The artifacts `record`'s rows read their pixels from: a segmented artifact's
+    /// segments, a view's stored artifact.
+    pub fn pixel_sources(&self, record: &Record) -> Vec<String> {
+        let fingerprint = record.fingerprint.as_str();
+        let mut out: Vec<String> = record.summary["segments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .filter(|s| *s != fingerprint)
+            .map(String::from)
+            .collect();
+        if record.format == Format::Arrow
+            && let Ok(file) = crate::data::dataset::ipc::IpcFile::open(&self.data_path(fingerprint), &self.integrity())
+            && let Some(from) = &file.meta.pixels_from
+            && let Some(stored) = from.strip_suffix(".arrow")
+        {
+            out.push(stored.to_string());
+        }
+        out
+    }
+
+    /// Publishes a committed artifact to the shared cache, if there is one and it lacks it:
+    /// first what it reads its pixels from, then its data, then its record with a
+    /// conditional create, the commit point. Losing that create to another machine is no
+    /// error: its record is the one every machine then copies.
+    pub fn publish(&self, record: &Record) -> Result<()> {
+        let Some(remote) = self.remote.as_deref() else {
+            return Ok(());
+        };
+        let fingerprint = record.fingerprint.as_str();
+        if self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(fingerprint)
+        {
+            return Ok(());
+        }
+        for source in self.pixel_sources(record) {
+            let found = self
+                .record(&source)
+                .with_context(|| format!("{fingerprint} reads its pixels from {source}, which is not in the cache"))?;
+            self.publish(&found)?;
+        }
+        let key = remote_record_key(fingerprint);
+        if remote.head(&key)?.is_none() {
+            remote.put_file(&remote_data_key(record), &self.data_file(fingerprint, record.format))?;
+            crate::data::fault::point(|| format!("{}: data published, record not", record.stage));
+            // The committed bytes (a record parsed and written again could differ in a float's
+            // last digit, and every machine's copy is to be the same file).
+            let text = match fs::read(self.record_path(fingerprint)) {
+                Ok(text) => text,
+                Err(_) => json(record)?,
+            };
+            if remote.put_if_absent(&key, text)? == Created::Exists {
+                let theirs = remote
+                    .get(&key)?
+                    .and_then(|t| serde_json::from_slice::<Record>(&t).ok());
+                if theirs.is_some_and(|t| t.blake3 != record.blake3) {
+                    tracing::warn!(
+                        fingerprint,
+                        stage = %record.stage,
+                        "another machine published other bytes for this artifact first; theirs is what the shared cache serves"
+                    );
+                }
+            }
+            tracing::debug!(fingerprint, bytes = record.bytes, "published to the shared cache");
+        }
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fingerprint.to_string());
+        Ok(())
+    }
+
+    /// [`Cache::lookup`] in this directory only.
+    fn lookup_local(&self, fingerprint: &str) -> Lookup {
         let Ok(text) = fs::read_to_string(self.record_path(fingerprint)) else {
             return Lookup::Absent;
         };
@@ -301,14 +516,23 @@ impl Cache {
         }
     }
 
-    /// Moves a finished data file into place and commits it by writing its record.
+    /// Moves a finished data file into place and commits it by writing its record, then
+    /// publishes it to the shared cache (if any). A failure to publish leaves it committed
+    /// here: the next run that finds it cached publishes it.
     pub fn commit(&self, temp_data: &Path, record: &Record) -> Result<()> {
+        self.commit_local(temp_data, record, &json(record)?)?;
+        self.publish(record)
+    }
+
+    /// Moves the data into place and writes the record as `text` (its JSON, byte for byte
+    /// what the shared cache holds when it was copied from there).
+    fn commit_local(&self, temp_data: &Path, record: &Record, text: &[u8]) -> Result<()> {
         let data = self.data_file(&record.fingerprint, record.format);
         crate::data::fault::point(|| format!("{}: artifact written, not moved into place", record.stage));
         self.share(temp_data);
         fs::rename(temp_data, &data).with_context(|| format!("cannot move artifact into {}", data.display()))?;
         crate::data::fault::point(|| format!("{}: artifact in place, record not written", record.stage));
-        self.write_json_atomic(&self.record_path(&record.fingerprint), record)?;
+        self.write_atomic(&self.record_path(&record.fingerprint), text)?;
         match fs::remove_file(self.damage_path(&record.fingerprint)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("cannot clear the damage mark of {}", record.fingerprint))
@@ -385,9 +609,7 @@ impl Cache {
     /// Writes JSON to a temporary file, syncs it and renames it over `path`.
     /// On failure (a full disk, say) the temporary file is removed and `path` is untouched.
     pub fn write_json_atomic<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
-        let mut text = serde_json::to_vec_pretty(value)?;
-        text.push(b'\n');
-        self.write_atomic(path, &text)
+        self.write_atomic(path, &json(value)?)
     }
 
     /// Writes `bytes` to `path` through a synced temporary file and a rename, so readers see
@@ -555,6 +777,25 @@ impl Cache {
             }
         }
     }
+}
+
+/// How the cache writes JSON: pretty, with a final newline.
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut text = serde_json::to_vec_pretty(value)?;
+    text.push(b'\n');
+    Ok(text)
+}
+
+/// Where the shared cache keeps an artifact's record.
+fn remote_record_key(fingerprint: &str) -> String {
+    format!("artifacts/{fingerprint}.json")
+}
+
+/// Where the shared cache keeps an artifact's data: named by its bytes too, so two machines
+/// that made one fingerprint with different bytes never overwrite each other's data.
+fn remote_data_key(record: &Record) -> String {
+    let sum = record.blake3.get(..32).unwrap_or(&record.blake3);
+    format!("artifacts/{}.{sum}.{}", record.fingerprint, record.format.extension())
 }
 
 /// The fingerprint an artifact's data file is named by.

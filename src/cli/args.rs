@@ -87,6 +87,12 @@ pub struct Target {
     /// the stage's fingerprint like an edit to the file would.
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
+    /// Use this cache instead of the file's `cache:` and `PIPELINE_CACHE`: a folder, or a
+    /// shared cache on S3-compatible object storage (`s3://bucket/prefix`, endpoint and
+    /// credentials from the AWS variables) whose artifacts are copied into the project's
+    /// `cache/`.
+    #[arg(long = "cache", value_name = "DIR|URL")]
+    pub cache: Option<String>,
 }
 
 #[derive(Args, Debug)]

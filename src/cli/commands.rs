@@ -276,7 +276,11 @@ fn dag(args: DagArgs, out: &mut dyn Write) -> Result<()> {
 
 /// Reads and plans a pipeline file; its problems are a spec failure (exit 2).
 fn load(target: &Target) -> Result<Plan> {
-    load_file(&target.file, &target.sets)
+    let mut plan = load_file(&target.file, &target.sets)?;
+    if let Some(cache) = &target.cache {
+        plan.set_cache(cache).map_err(Failure::Usage)?;
+    }
+    Ok(plan)
 }
 
 fn load_file(file: &Path, sets: &[String]) -> Result<Plan> {

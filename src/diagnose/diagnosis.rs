@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::cache::store::{Cache, Format, Lookup};
+use crate::cache::store::{Format, Lookup};
 use crate::diagnose::checks::{
     Ctx, activations, baseline, data, init_loss, learning_curve, lr_range, overfit, regularization, spread,
 };
@@ -83,7 +83,7 @@ pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mu
         progress,
     )
     .err();
-    let cache = Cache::open(&plan.cache_dir)?;
+    let cache = plan.open_cache()?;
     let done = resolve_closure(plan, &cache, &[train_i])?;
     let fp = |i: usize| done[i].as_ref().map(|r| r.fingerprint.clone()).unwrap_or_default();
     let source = plan.data_source(train_i);

@@ -23,7 +23,7 @@ pub struct StageAudit {
 
 /// Audits every stage of the plan, in run order.
 pub fn audit_stages(plan: &Plan) -> Result<Vec<StageAudit>> {
-    let cache = Cache::open(&plan.cache_dir)?;
+    let cache = plan.open_cache()?;
     let done = resolve_closure(plan, &cache, &plan.order)?;
     plan.order
         .iter()
@@ -192,7 +192,7 @@ pub fn compare(
     against: Option<&str>,
     json_out: bool,
 ) -> Result<(String, bool)> {
-    let cache = Cache::open(&plan.cache_dir)?;
+    let cache = plan.open_cache()?;
     let target = match against {
         Some(name) => plan.index_of(name).context("unknown stage")?,
         None => *plan.order.last().context("the pipeline has no stages")?,

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cache::store::{Cache, Lookup};
+use crate::cache::store::Lookup;
 use crate::data::dataset::columns::{self, PixelValues, Rows};
 use crate::data::dataset::writer::{ArtifactWriter, Written};
 use crate::data::dataset::{self, reader};
@@ -20,7 +20,7 @@ use crate::pipeline::plan::Plan;
 /// Writes the dataset of `stage` (default: the one the last stage holds or reports on) to
 /// `out`; returns the stage's name and what was written.
 pub fn export(plan: &Plan, stage: Option<&str>, out: &Path) -> Result<(String, Written)> {
-    let cache = Cache::open(&plan.cache_dir)?;
+    let cache = plan.open_cache()?;
     let target = match stage {
         Some(name) => plan.index_of(name).context("unknown stage")?,
         None => *plan.order.last().context("the pipeline has no stages")?,

@@ -15,8 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail};
 
-use crate::cache::store::{Cache, Format, Garbage, Lookup};
-use crate::data::dataset::ipc::IpcFile;
+use crate::cache::store::{Cache, Garbage, Lookup};
 use crate::pipeline::executor::resolve_closure;
 use crate::pipeline::plan::Plan;
 
@@ -33,7 +32,10 @@ pub fn gc(plans: &[Plan], opts: &GcOptions, waiting: impl FnOnce(&Path) -> Resul
     let Some(first) = plans.first() else {
         bail!("cache gc needs at least one pipeline file: what they need is kept");
     };
-    if let Some(other) = plans.iter().find(|p| p.cache_dir != first.cache_dir) {
+    if let Some(other) = plans
+        .iter()
+        .find(|p| (&p.cache_dir, &p.cache_remote) != (&first.cache_dir, &first.cache_remote))
+    {
         bail!(
             "{} uses the cache {} and {} uses {}: run `cache gc` once per cache, with the files that use it",
             first.file.display(),
@@ -42,7 +44,7 @@ pub fn gc(plans: &[Plan], opts: &GcOptions, waiting: impl FnOnce(&Path) -> Resul
             other.cache_dir.display()
         );
     }
-    let cache = Cache::open(&first.cache_dir)?;
+    let cache = first.open_cache()?;
     let _lock = cache.lock(waiting)?;
     let mut needed = BTreeSet::new();
     for plan in plans {
@@ -116,17 +118,8 @@ fn keep_with_sources(cache: &Cache, fingerprint: &str, needed: &mut BTreeSet<Str
         return;
     };
     needed.insert(fingerprint.to_string());
-    for seg in record.summary["segments"].as_array().into_iter().flatten() {
-        if let Some(seg) = seg.as_str() {
-            keep_with_sources(cache, seg, needed);
-        }
-    }
-    if record.format == Format::Arrow
-        && let Ok(file) = IpcFile::open(&cache.data_path(fingerprint), &cache.integrity())
-        && let Some(from) = &file.meta.pixels_from
-        && let Some(stored) = from.strip_suffix(".arrow")
-    {
-        keep_with_sources(cache, stored, needed);
+    for source in cache.pixel_sources(&record) {
+        keep_with_sources(cache, &source, needed);
     }
 }
 

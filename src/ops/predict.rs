@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cache::store::{Cache, Format, Lookup};
+use crate::cache::store::{Format, Lookup};
 use crate::data::decode::DecodeLimits;
 use crate::data::lineage::{LineageEntry, Step};
 use crate::model::net::Model;
@@ -47,7 +47,7 @@ impl Predictor {
     /// the pipeline as it is now.
     pub fn load(plan: &Plan, stage: Option<&str>) -> Result<Predictor> {
         let train = plan.train_stage(stage)?;
-        let cache = Cache::open(&plan.cache_dir)?;
+        let cache = plan.open_cache()?;
         let done = resolve_closure(plan, &cache, &[train])?;
         let fp = &done[train].as_ref().context("train stage not resolved")?.fingerprint;
         let record = match cache.lookup(fp) {

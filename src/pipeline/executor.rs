@@ -124,7 +124,7 @@ fn run_stages(
     current: &mut Option<usize>,
     counts: &mut (usize, usize),
 ) -> Result<()> {
-    let cache = Cache::open(&plan.cache_dir)?;
+    let cache = plan.open_cache()?;
     tracing::debug!(cache = %plan.cache_dir.display(), base = %plan.base_dir.display(), "opened cache");
     let _lock = cache.lock(|lock| events.emit(Event::Waiting { lock }))?;
     let litter = cache.remove_stale_temps();
@@ -185,6 +185,8 @@ fn run_stages(
             Ok(record) => {
                 tracing::debug!(stage = %s.name, fingerprint = %resolved.fingerprint, "cached");
                 cache.mark_used(&resolved.fingerprint);
+                // Made here before the shared cache had it (or a publish failed): it gets it.
+                cache.publish(&record)?;
                 counts.1 += 1;
                 events.emit(Event::Cached {
                     stage: &s.name,
@@ -438,7 +440,7 @@ pub fn resolve_closure(plan: &Plan, cache: &Cache, targets: &[usize]) -> Result<
 
 /// Computes every stage's status without running anything.
 pub fn status(plan: &Plan) -> Result<Vec<StageStatus>> {
-    let cache = Cache::open(&plan.cache_dir)?;
+    let cache = plan.open_cache()?;
     let done = resolve_closure(plan, &cache, &plan.order)?;
     let mut out = Vec::new();
     for &i in &plan.order {

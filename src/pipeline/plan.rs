@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::cache::remote::Url;
+use crate::cache::store::Cache;
 use crate::pipeline::spec::{self, PipelineSpec, StageSpec};
 use crate::source::diag::{Diagnostic, SetArg, Span, render_all};
 use crate::source::suggest::did_you_mean;
@@ -23,7 +25,10 @@ pub struct Plan {
     pub file: PathBuf,
     /// Folder that relative paths in the file are resolved against.
     pub base_dir: PathBuf,
+    /// The local cache folder (with a shared cache, where its artifacts are copied to).
     pub cache_dir: PathBuf,
+    /// The shared cache on object storage (`cache: s3://…`), if any.
+    pub cache_remote: Option<Url>,
     /// Stage indices (into `spec.stages`) in an order where inputs come first.
     pub order: Vec<usize>,
     /// For each stage, the indices of its inputs.
@@ -31,6 +36,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Opens the plan's cache: the local folder, with its shared cache if it has one.
+    pub fn open_cache(&self) -> anyhow::Result<Cache> {
+        Cache::open_with(&self.cache_dir, self.cache_remote.as_ref())
+    }
+
+    /// Puts the cache where `--cache` says (a folder or a shared cache's URL), over
+    /// `PIPELINE_CACHE` and the file's `cache:`.
+    pub fn set_cache(&mut self, value: &str) -> Result<(), String> {
+        (self.cache_dir, self.cache_remote) =
+            user_cache(value, &self.base_dir).map_err(|why| format!("--cache: {why}"))?;
+        Ok(())
+    }
+
     pub fn stage(&self, i: usize) -> &StageSpec {
         &self.spec.stages[i]
     }
@@ -174,21 +192,35 @@ pub fn load_source(file: &Path, source: &str, sets: &[String]) -> Result<Plan, L
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let cache_dir = resolve_cache_dir(&spec, &base_dir, &mut spec_diags);
+    let cache = resolve_cache(&spec, &base_dir, &mut spec_diags);
     confine_data_paths(&spec, &base_dir, &mut spec_diags);
-    check(spec, spec_diags, file.to_path_buf(), base_dir, cache_dir).map_err(|mut d| {
+    check(spec, spec_diags, file.to_path_buf(), base_dir, cache).map_err(|mut d| {
         d.sort_by_key(|x| x.span.map(|s| (s.set, s.line, s.col)));
         fail(d)
     })
 }
 
-/// The cache folder: `PIPELINE_CACHE`, else the file's `cache:` (which must stay inside the
-/// project), else `cache/` at the project root.
-fn resolve_cache_dir(spec: &PipelineSpec, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> PathBuf {
+/// Where the cache is: `PIPELINE_CACHE`, else the file's `cache:` (a folder, which must stay
+/// inside the project, or a shared cache's URL), else `cache/` at the project root. With a
+/// shared cache, its local copies go to the project's `cache/`.
+fn resolve_cache(spec: &PipelineSpec, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> (PathBuf, Option<Url>) {
     // PIPELINE_CACHE (the user's own choice, e.g. a shared cache) overrides the file. A
     // pipeline file may only direct writes inside its own project.
     match (std::env::var_os("PIPELINE_CACHE"), &spec.cache) {
-        (Some(env), _) if !env.is_empty() => PathBuf::from(env),
+        (Some(env), _) if !env.is_empty() => match user_cache(&env.to_string_lossy(), base_dir) {
+            Ok(found) => found,
+            Err(why) => {
+                diags.push(Diagnostic::new(None, format!("PIPELINE_CACHE: {why}")));
+                (project_root(base_dir).join("cache"), None)
+            }
+        },
+        (_, Some(c)) if Url::is_url(c) => match Url::parse(c) {
+            Ok(url) => (project_root(base_dir).join("cache"), Some(url)),
+            Err(why) => {
+                diags.push(Diagnostic::new(spec.cache_span, why));
+                (project_root(base_dir).join("cache"), None)
+            }
+        },
         (_, Some(c)) => {
             let (resolved, root) = (lexical(&absolute(base_dir).join(c)), absolute(&project_root(base_dir)));
             if !resolved.starts_with(&root) {
@@ -207,9 +239,18 @@ fn resolve_cache_dir(spec: &PipelineSpec, base_dir: &Path, diags: &mut Vec<Diagn
                     ),
                 );
             }
-            base_dir.join(c)
+            (base_dir.join(c), None)
         }
-        (_, None) => project_root(base_dir).join("cache"),
+        (_, None) => (project_root(base_dir).join("cache"), None),
+    }
+}
+
+/// A cache the user chose (`PIPELINE_CACHE`, `--cache`): any folder, or a shared cache's URL.
+fn user_cache(value: &str, base_dir: &Path) -> Result<(PathBuf, Option<Url>), String> {
+    if Url::is_url(value) {
+        Ok((project_root(base_dir).join("cache"), Some(Url::parse(value)?)))
+    } else {
+        Ok((PathBuf::from(value), None))
     }
 }
 
@@ -297,7 +338,7 @@ fn check(
     mut diags: Vec<Diagnostic>,
     file: PathBuf,
     base_dir: PathBuf,
-    cache_dir: PathBuf,
+    (cache_dir, cache_remote): (PathBuf, Option<Url>),
 ) -> Result<Plan, Vec<Diagnostic>> {
     let (inputs, linked) = link_inputs(&spec, &mut diags);
     let order = match topo_order(&inputs) {
@@ -317,6 +358,7 @@ fn check(
         file,
         base_dir,
         cache_dir,
+        cache_remote,
         order,
         inputs,
     })

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::cache::store::{Cache, Format, Lookup, Record};
+use crate::cache::store::{Format, Lookup, Record};
 use crate::pipeline::executor::{self, resolve_closure};
 use crate::pipeline::plan::Plan;
 use crate::report::charts;
@@ -31,7 +31,7 @@ pub struct Written {
 /// Writes the report of `plan` to `out`, and its figures to `<out stem>-plots/`. Runs
 /// `diagnose` unless `diagnose` is false; its data-stage lines go to `progress`.
 pub fn report(plan: &Plan, out: &Path, diagnose: bool, progress: &mut dyn Write) -> Result<Written> {
-    let cache = Cache::open(&plan.cache_dir)?;
+    let cache = plan.open_cache()?;
     let statuses = executor::status(plan)?;
     let done = resolve_closure(plan, &cache, &plan.order)?;
     let record = |i: usize| -> Option<Record> {

@@ -20,5 +20,6 @@ mod init;
 mod interop;
 mod report;
 mod serve;
+mod shared;
 mod train;
 mod validate;

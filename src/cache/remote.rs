@@ -1,0 +1,529 @@
+//! A shared cache on object storage: the few operations the cache needs ([`Storage`]), on
+//! any `object_store` backend — S3-compatible storage (`s3://bucket/prefix`) or a folder
+//! (`file:///path`, e.g. a shared mount; also what the tests without a server use).
+//!
+//! Layout under the prefix (the local cache's names, so a listing reads the same):
+//!
+//! ```text
+//! artifacts/<fingerprint>.json                       the record: written last, with a
+//!                                                    conditional create, the commit point
+//! artifacts/<fingerprint>.<blake3 prefix>.<ext>      the data, named by its bytes too
+//! ```
+//!
+//! The data object's name carries the first 32 hex digits of its BLAKE3, so two machines that
+//! publish one fingerprint with different bytes (training is not bit-reproducible across
+//! machines) never overwrite each other's data: the record that wins the create names its
+//! own. Nothing is trusted from the storage: a copy is used only once its size, BLAKE3 and
+//! chunk sums match the record (see [`crate::cache::store::Cache`]).
+//!
+//! Endpoint and credentials come from the standard AWS variables (`AWS_ENDPOINT_URL`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`, …) and
+//! never from a pipeline file; messages name the endpoint and the variable that set it,
+//! never a key.
+
+use std::io::{Read, Write};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+/// Files up to this size are sent in one request; larger ones in parts of this size.
+const PART_BYTES: usize = 16 << 20;
+
+/// How many parts of one upload are in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A cache URL: `s3://bucket[/prefix]` or `file:///absolute/folder`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url(String);
+
+impl Url {
+    /// Whether `value` (a `cache:` value, `--cache` or `PIPELINE_CACHE`) is a URL rather
+    /// than a folder.
+    pub fn is_url(value: &str) -> bool {
+        value.contains("://")
+    }
+
+    /// Checks a cache URL; the error says what is wrong and what would be right.
+    pub fn parse(value: &str) -> Result<Url, String> {
+        let value = match value.split_once("://") {
+            Some((scheme, rest)) if rest.len() > 1 => &value[..scheme.len() + 3 + rest.trim_end_matches('/').len()],
+            _ => value,
+        };
+        if let Some(rest) = value.strip_prefix("s3://") {
+            let bucket = rest.split('/').next().unwrap_or_default();
+            if bucket.is_empty() {
+                return Err(format!(
+                    "`{value}` names no bucket: write s3://BUCKET or s3://BUCKET/PREFIX"
+                ));
+            }
+            if rest.contains('@') || rest.contains('?') {
+                return Err(format!(
+                    "`{value}`: a cache URL holds no credentials or options; they come from the AWS \
+                     variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)"
+                ));
+            }
+            Ok(Url(value.to_string()))
+        } else if let Some(path) = value.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "`{value}`: a file:// cache URL needs an absolute path (file:///shared/cache)"
+                ));
+            }
+            Ok(Url(value.to_string()))
+        } else {
+            let scheme = value.split("://").next().unwrap_or_default();
+            Err(format!(
+                "`{value}`: a cache URL starts with s3:// (S3-compatible object storage) or file:// (a \
+                 folder), not {scheme}://"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The shared cache cannot be used as configured (unreachable endpoint, refused
+/// credentials, missing bucket, bad URL): found before any work, and a configuration error
+/// (exit 2), not a failed run.
+#[derive(Debug)]
+pub struct Unusable(pub String);
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unusable {}
+
+/// What a conditional create found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// This call created the object.
+    Created,
+    /// It existed already (another machine's create won); nothing was written.
+    Exists,
+}
+
+/// The operations the cache needs of a storage; blocking, so the cache stays synchronous.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The object's bytes, or `None` when there is none.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Streams the object into `file`, feeding `seen` every byte; `None` when there is none.
+    fn download(&self, key: &str, file: &mut std::fs::File, seen: &mut dyn FnMut(&[u8])) -> Result<Option<u64>>;
+    /// The object's size, or `None` when there is none.
+    fn head(&self, key: &str) -> Result<Option<u64>>;
+    /// Uploads a file (in parts when it is large), replacing what the key held.
+    fn put_file(&self, key: &str, from: &FsPath) -> Result<()>;
+    /// Creates the object only if the key holds none (`If-None-Match: *` on S3).
+    fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<Created>;
+    /// Every object under `prefix`: key (relative to the storage's root), size, modified.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64, SystemTime)>>;
+    /// Removes the object; removing what is not there is no error.
+    fn delete(&self, key: &str) -> Result<()>;
+    /// Requests sent so far (for the logs and the request-count tests).
+    fn requests(&self) -> u64;
+    /// The URL it was opened with (no credentials), for messages.
+    fn url(&self) -> &Url;
+}
+
+/// [`Storage`] on an `object_store` backend, driven by its own small runtime.
+pub struct ObjectStorage {
+    url: Url,
+    /// Where requests go and which variable said so, for messages.
+    endpoint: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    runtime: tokio::runtime::Runtime,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    // The store's own Debug may show credentials: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStorage")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ObjectStorage {
+    fn drop(&mut self) {
+        tracing::debug!(url = %self.url, requests = self.requests(), "shared cache closed");
+    }
+}
+
+/// The endpoint requests go to and the variable that set it (the user's fix for a wrong
+/// one), without any user:password part.
+fn endpoint() -> String {
+    for var in ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            let shown = match v.split_once("://") {
+                Some((scheme, rest)) => match rest.split_once('@') {
+                    Some((_, host)) => format!("{scheme}://{host}"),
+                    None => v.clone(),
+                },
+                None => v.clone(),
+            };
+            return format!("{shown} (set by {var})");
+        }
+    }
+    "AWS's S3 endpoint (no AWS_ENDPOINT_URL is set)".to_string()
+}
+
+impl ObjectStorage {
+    /// Opens the storage a URL names; nothing is sent until the first operation.
+    pub fn open(url: &Url) -> Result<ObjectStorage> {
+        let (store, prefix, endpoint): (Arc<dyn ObjectStore>, &str, String) =
+            if let Some(rest) = url.as_str().strip_prefix("s3://") {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+                use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                // Bounded: an unreachable endpoint is an error within seconds, not minutes.
+                let retry = RetryConfig {
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(100),
+                        max_backoff: Duration::from_secs(4),
+                        base: 2.0,
+                    },
+                    max_retries: 4,
+                    retry_timeout: Duration::from_secs(20),
+                };
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry)
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s");
+                if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+                    builder = builder.with_region("us-east-1");
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("cannot use the cache {url}: {e}"))?;
+                (Arc::new(store), prefix, endpoint())
+            } else if let Some(path) = url.as_str().strip_prefix("file://") {
+                std::fs::create_dir_all(path).with_context(|| format!("cannot create the cache folder {path}"))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| anyhow::anyhow!("cannot use the cache {url}: {e}"))?;
+                (Arc::new(store), "", format!("the folder {path}"))
+            } else {
+                bail!("{}", Url::parse(url.as_str()).err().unwrap_or_default());
+            };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pipeline-storage")
+            .enable_all()
+            .build()
+            .context("cannot start the object storage client")?;
+        Ok(ObjectStorage {
+            url: url.clone(),
+            endpoint,
+            store,
+            prefix: Path::from(prefix),
+            runtime,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    fn path(&self, key: &str) -> Path {
+        key.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |path, part| path.clone().join(part))
+    }
+
+    fn sent(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The error of `what` on `key`, said so the user can act on it.
+    fn explain(&self, what: &str, key: &str, e: object_store::Error) -> anyhow::Error {
+        use object_store::Error as E;
+        let at = format!("{}/{key}", self.url);
+        match &e {
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow::anyhow!(
+                "cannot {what} {at}: the object storage at {} refused the credentials ({e}); check \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                self.endpoint
+            ),
+            _ if format!("{e}").contains("NoSuchBucket") => {
+                let bucket = self
+                    .url
+                    .as_str()
+                    .trim_start_matches("s3://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                anyhow::anyhow!(
+                    "cannot {what} {at}: the bucket `{bucket}` does not exist at {}; create it or point the \
+                     cache at another bucket",
+                    self.endpoint
+                )
+            }
+            E::Generic { .. } => anyhow::anyhow!(
+                "cannot {what} {at}: the object storage at {} did not answer ({e}); check that it runs \
+                 and that the endpoint is right",
+                self.endpoint
+            ),
+            _ => anyhow::anyhow!("cannot {what} {at} (at {}): {e}", self.endpoint),
+        }
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.sent();
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            match self.store.get(&path).await {
+                Ok(got) => got
+                    .bytes()
+                    .await
+                    .map(|b| Some(b.to_vec()))
+                    .map_err(|e| self.explain("read", key, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.explain("read", key, e)),
+            }
+        })
+    }
+
+    fn download(&self, key: &str, file: &mut std::fs::File, seen: &mut dyn FnMut(&[u8])) -> Result<Option<u64>> {
+        self.sent();
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            let got = match self.store.get(&path).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.explain("download", key, e)),
+            };
+            let mut stream = got.into_stream();
+            let mut bytes = 0u64;
+            while let Some(part) = stream.next().await {
+                let part = part.map_err(|e| self.explain("download", key, e))?;
+                seen(&part);
+                file.write_all(&part).context("cannot write the downloaded artifact")?;
+                bytes += part.len() as u64;
+            }
+            Ok(Some(bytes))
+        })
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        self.sent();
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            match self.store.head(&path).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.explain("look up", key, e)),
+            }
+        })
+    }
+
+    fn put_file(&self, key: &str, from: &FsPath) -> Result<()> {
+        let path = self.path(key);
+        let mut file = std::fs::File::open(from).with_context(|| format!("cannot read {}", from.display()))?;
+        let len = file.metadata()?.len();
+        if len <= PART_BYTES as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes)?;
+            self.sent();
+            return self.runtime.block_on(async {
+                self.store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.explain("upload", key, e))
+            });
+        }
+        self.runtime.block_on(async {
+            self.sent();
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| self.explain("upload", key, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            let mut buf = vec![0u8; PART_BYTES];
+            let sent = async {
+                loop {
+                    let n =
+                        read_full(&mut file, &mut buf).with_context(|| format!("cannot read {}", from.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    writer
+                        .wait_for_capacity(PARTS_IN_FLIGHT)
+                        .await
+                        .map_err(|e| self.explain("upload", key, e))?;
+                    self.sent();
+                    writer.write(&buf[..n]);
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            match sent {
+                Ok(()) => {
+                    self.sent();
+                    writer
+                        .finish()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| self.explain("upload", key, e))
+                }
+                Err(e) => {
+                    // Parts already sent are dropped with the upload (`cache gc` takes what
+                    // a killed process leaves).
+                    let _ = writer.abort().await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<Created> {
+        self.sent();
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self.store.put_opts(&path, PutPayload::from(bytes), opts).await {
+                Ok(_) => Ok(Created::Created),
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    Ok(Created::Exists)
+                }
+                Err(e) => Err(self.explain("publish", key, e)),
+            }
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64, SystemTime)>> {
+        self.sent();
+        let path = self.path(prefix);
+        let root = self.prefix.clone();
+        self.runtime.block_on(async {
+            let mut out = Vec::new();
+            let mut stream = self.store.list(Some(&path));
+            while let Some(meta) = stream.next().await {
+                let meta = meta.map_err(|e| self.explain("list", prefix, e))?;
+                let key = meta
+                    .location
+                    .prefix_match(&root)
+                    .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+                    .unwrap_or_else(|| meta.location.to_string());
+                out.push((key, meta.size, SystemTime::from(meta.last_modified)));
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.sent();
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.explain("remove", key, e)),
+            }
+        })
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn url(&self) -> &Url {
+        &self.url
+    }
+}
+
+/// Reads until `buf` is full or the file ends; how many bytes were read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Opens the storage a cache URL names.
+pub fn open(url: &Url) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(ObjectStorage::open(url)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_urls_are_checked_with_a_fix() {
+        assert!(Url::parse("s3://bucket/team/cache").is_ok());
+        assert_eq!(Url::parse("s3://bucket/").unwrap().as_str(), "s3://bucket");
+        assert!(Url::parse("file:///shared/cache").is_ok());
+        let err = Url::parse("s3://").unwrap_err();
+        assert!(err.contains("names no bucket"), "{err}");
+        let err = Url::parse("gs://bucket").unwrap_err();
+        assert!(err.contains("not gs://"), "{err}");
+        let err = Url::parse("s3://key:secret@bucket").unwrap_err();
+        assert!(err.contains("no credentials"), "{err}");
+        let err = Url::parse("file://relative").unwrap_err();
+        assert!(err.contains("absolute path"), "{err}");
+        assert!(Url::is_url("s3://b") && !Url::is_url("cache"));
+    }
+
+    #[test]
+    fn a_folder_storage_creates_once_lists_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::parse(&format!("file://{}", dir.path().display())).unwrap();
+        let store = open(&url).unwrap();
+        assert_eq!(store.get("artifacts/a.json").unwrap(), None);
+        assert_eq!(
+            store.put_if_absent("artifacts/a.json", b"one".to_vec()).unwrap(),
+            Created::Created
+        );
+        assert_eq!(
+            store.put_if_absent("artifacts/a.json", b"two".to_vec()).unwrap(),
+            Created::Exists
+        );
+        assert_eq!(store.get("artifacts/a.json").unwrap().as_deref(), Some(&b"one"[..]));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![5u8; PART_BYTES + 10]).unwrap();
+        store.put_file("artifacts/a.0.arrow", &big).unwrap();
+        assert_eq!(store.head("artifacts/a.0.arrow").unwrap(), Some(PART_BYTES as u64 + 10));
+        let mut out = tempfile::tempfile().unwrap();
+        let mut seen = 0usize;
+        let got = store
+            .download("artifacts/a.0.arrow", &mut out, &mut |b| seen += b.len())
+            .unwrap();
+        assert_eq!((got, seen), (Some(PART_BYTES as u64 + 10), PART_BYTES + 10));
+        let mut keys: Vec<String> = store.list("artifacts").unwrap().into_iter().map(|(k, ..)| k).collect();
+        keys.sort();
+        assert_eq!(keys, ["artifacts/a.0.arrow", "artifacts/a.json"]);
+        store.delete("artifacts/a.json").unwrap();
+        store.delete("artifacts/a.json").unwrap();
+        assert_eq!(store.head("artifacts/a.json").unwrap(), None);
+        assert!(store.requests() > 8);
+    }
+}
