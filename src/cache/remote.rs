@@ -129,6 +129,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn head(&self, key: &str) -> Result<Option<u64>>;
     /// Uploads a file (in parts when it is large), replacing what the key held.
     fn put_file(&self, key: &str, from: &FsPath) -> Result<()>;
+    /// Writes the object, replacing what the key held.
+    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()>;
     /// Creates the object only if the key holds none (`If-None-Match: *` on S3).
     fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<Created>;
     /// Every object under `prefix`: key (relative to the storage's root), size, modified.
@@ -342,14 +344,7 @@ impl Storage for ObjectStorage {
         if len <= PART_BYTES as u64 {
             let mut bytes = Vec::with_capacity(len as usize);
             file.read_to_end(&mut bytes)?;
-            self.sent();
-            return self.runtime.block_on(async {
-                self.store
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.explain("upload", key, e))
-            });
+            return self.put(key, bytes);
         }
         self.runtime.block_on(async {
             self.sent();
@@ -393,6 +388,18 @@ impl Storage for ObjectStorage {
                     Err(e)
                 }
             }
+        })
+    }
+
+    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.sent();
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.explain("upload", key, e))
         })
     }
 

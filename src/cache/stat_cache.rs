@@ -38,6 +38,46 @@ pub struct Cursor {
     expected: Vec<u8>,
 }
 
+/// The line of `text` starting at byte `at`, if it is well formed. Parsed by hand: this runs
+/// once per image on every warm run.
+fn parse_line(text: &[u8], at: usize) -> Option<Line<'_>> {
+    let rest = text.get(at..)?;
+    let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => (&rest[..end], at + end + 1),
+        None => (rest, text.len()),
+    };
+    let (sha256, mut rest) = (line.get(..64)?, line.get(64..)?);
+    if !hex_digits(sha256) {
+        return None;
+    }
+    let mut field = || -> Option<i128> {
+        let digits = rest.strip_prefix(b"\t")?;
+        let (negative, digits) = match digits.strip_prefix(b"-") {
+            Some(d) => (true, d),
+            None => (false, digits),
+        };
+        let len = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+        if len == 0 || len > 38 {
+            return None;
+        }
+        let value = digits[..len].iter().fold(0i128, |v, d| v * 10 + i128::from(d - b'0'));
+        rest = &digits[len..];
+        Some(if negative { -value } else { value })
+    };
+    let stat = FileStat {
+        size: u64::try_from(field()?).ok()?,
+        mtime_ns: field()?,
+        inode: u64::try_from(field()?).ok()?,
+    };
+    let path = std::str::from_utf8(rest.strip_prefix(b"\t")?).ok()?;
+    Some(Line {
+        path,
+        stat,
+        sha256: std::str::from_utf8(sha256).ok()?,
+        next,
+    })
+}
+
 /// One parsed line: path, stat, hash, and the offset of the next line.
 struct Line<'a> {
     path: &'a str,
@@ -145,44 +185,50 @@ impl StatCache {
         write(path, text.as_bytes()).inspect_err(|_| self.unsaved.store(true, std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// The line starting at byte `at`, if it is well formed. Parsed by hand: this runs once
-    /// per image on every warm run.
+    /// The line starting at byte `at`, if it is well formed.
     fn line_at(&self, at: usize) -> Option<Line<'_>> {
-        let rest = self.text().get(at..)?;
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(end) => (&rest[..end], at + end + 1),
-            None => (rest, self.text().len()),
-        };
-        let (sha256, mut rest) = (line.get(..64)?, line.get(64..)?);
-        if !hex_digits(sha256) {
-            return None;
+        parse_line(self.text(), at)
+    }
+
+    /// The remembered hash and stat of `path`, whatever its stat is now.
+    pub fn entry(&self, path: &str) -> Option<(FileStat, &str)> {
+        if let Some((stat, sha)) = self.added.get(path) {
+            return Some((*stat, sha.as_str()));
         }
-        let mut field = || -> Option<i128> {
-            let digits = rest.strip_prefix(b"\t")?;
-            let (negative, digits) = match digits.strip_prefix(b"-") {
-                Some(d) => (true, d),
-                None => (false, digits),
-            };
-            let len = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
-            if len == 0 || len > 38 {
-                return None;
+        let line = self.line_at(self.seek(path)).filter(|l| l.path == path)?;
+        Some((line.stat, line.sha256))
+    }
+
+    /// Learns the lines of another stat cache's text (a finished shard's files) that this one
+    /// does not know; malformed lines are skipped.
+    pub fn absorb(&mut self, text: &[u8]) {
+        let mut at = 0;
+        while at < text.len() {
+            let next = text[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(text.len(), |e| at + e + 1);
+            if let Some(line) = parse_line(text, at)
+                && self.get(line.path, line.stat).is_none()
+            {
+                self.put(line.path.to_string(), line.stat, line.sha256);
             }
-            let value = digits[..len].iter().fold(0i128, |v, d| v * 10 + i128::from(d - b'0'));
-            rest = &digits[len..];
-            Some(if negative { -value } else { value })
-        };
-        let stat = FileStat {
-            size: u64::try_from(field()?).ok()?,
-            mtime_ns: field()?,
-            inode: u64::try_from(field()?).ok()?,
-        };
-        let path = std::str::from_utf8(rest.strip_prefix(b"\t")?).ok()?;
-        Some(Line {
-            path,
-            stat,
-            sha256: std::str::from_utf8(sha256).ok()?,
-            next,
-        })
+            at = next;
+        }
+    }
+
+    /// The text of a stat cache holding `entries` (path, stat, hash), as `save` writes it.
+    pub fn text_of<'a>(entries: impl IntoIterator<Item = (String, FileStat, &'a str)>) -> Vec<u8> {
+        let mut cache = StatCache::default();
+        for (path, stat, sha) in entries {
+            cache.put(path, stat, sha);
+        }
+        let mut out = Vec::new();
+        let _ = cache.save(Path::new(""), |_, bytes| {
+            out = bytes.to_vec();
+            Ok(())
+        });
+        out
     }
 
     /// The offset just past the line starting at `at` (its newline included).

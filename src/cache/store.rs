@@ -672,10 +672,66 @@ impl Cache {
         Ok(out)
     }
 
+    /// Keeps a finished shard's entry (`key` under `shards/`) here and in the shared cache.
+    pub fn put_shard_entry(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join("shards").join(key);
+        if let Some(dir) = path.parent()
+            && !dir.is_dir()
+        {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            self.share(dir);
+        }
+        self.write_atomic(&path, bytes)?;
+        if let Some(remote) = self.remote.as_deref() {
+            remote.put(&format!("shards/{key}"), bytes.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// The shard entries under `shards/<set>/` (keys relative to it) of the shared cache if
+    /// there is one, else of this one.
+    pub fn shard_entries(&self, set: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if let Some(remote) = self.remote.as_deref() {
+            let prefix = format!("shards/{set}/");
+            for (key, ..) in remote.list(&format!("shards/{set}"))? {
+                let Some(rel) = key.strip_prefix(&prefix) else { continue };
+                if let Some(bytes) = remote.get(&key)? {
+                    out.push((rel.to_string(), bytes));
+                }
+            }
+            return Ok(out);
+        }
+        let dir = self.root.join("shards").join(set);
+        for count in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            for entry in fs::read_dir(count.path()).into_iter().flatten().flatten() {
+                if let Ok(bytes) = fs::read(entry.path()) {
+                    let rel = format!(
+                        "{}/{}",
+                        count.file_name().to_string_lossy(),
+                        entry.file_name().to_string_lossy()
+                    );
+                    out.push((rel, bytes));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Takes the cache's run lock (every `pipeline run` and `cache gc` holds it), calling
     /// `waiting` first when another process holds it. The OS releases the lock when the
     /// holder exits, however it exits, so a dead run never blocks.
     pub fn lock(&self, waiting: impl FnOnce(&Path) -> Result<()>) -> Result<Option<fs::File>> {
+        self.lock_as(true, waiting)
+    }
+
+    /// The run lock shared with other holders of it shared (the shards of one job on one
+    /// node, which write only their own parts), never with a run or `gc`.
+    pub fn lock_shared(&self, waiting: impl FnOnce(&Path) -> Result<()>) -> Result<Option<fs::File>> {
+        self.lock_as(false, waiting)
+    }
+
+    fn lock_as(&self, exclusive: bool, waiting: impl FnOnce(&Path) -> Result<()>) -> Result<Option<fs::File>> {
         let path = self.root.join("lock");
         let file = if self.writable {
             let made = !path.exists();
@@ -697,11 +753,16 @@ impl Cache {
                 Err(_) => return Ok(None),
             }
         };
-        match file.try_lock() {
+        let tried = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match tried {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 waiting(&path)?;
-                file.lock()?;
+                if exclusive { file.lock()? } else { file.lock_shared()? }
             }
             Err(fs::TryLockError::Error(e)) => return Err(e).context("cannot lock the cache"),
         }

@@ -118,6 +118,12 @@ pub struct RunArgs {
     /// Worker threads for decoding and pixel work (default: all cores).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
+    /// Do the per-image stages (ingest, split, resize) for shard I of N only (`0/4` …
+    /// `3/4`; a file's shard is a hash of its path), as parts a later run without
+    /// `--shard` merges; `auto` takes I and N from a Slurm array task, `auto/N` I from
+    /// Kubernetes' JOB_COMPLETION_INDEX (or Slurm's task id).
+    #[arg(long, value_name = "I/N|auto|auto/N")]
+    pub shard: Option<String>,
     /// Print one JSON object per event (stage cached, started, ran, report, failed,
     /// finished) instead of text; the schema is in README.md.
     #[arg(long)]

@@ -103,9 +103,16 @@ fn run_pipeline(args: RunArgs, out: &mut dyn Write) -> Result<()> {
             Some(Some(s))
         }
     };
+    let shard = args
+        .shard
+        .as_deref()
+        .map(crate::pipeline::shard::Shard::parse)
+        .transpose()
+        .map_err(Failure::Usage)?;
     let opts = RunOptions {
         targets: args.stages,
         force,
+        shard,
     };
     if args.json {
         executor::run_with(&plan, &opts, &mut Json::new(out))

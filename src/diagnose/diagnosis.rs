@@ -78,7 +78,7 @@ pub fn diagnose(plan: &Plan, stage: Option<&str>, only: &[String], progress: &mu
         plan,
         &RunOptions {
             targets: vec![plan.stage(input).name.clone()],
-            force: None,
+            ..RunOptions::default()
         },
         progress,
     )

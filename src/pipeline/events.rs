@@ -320,8 +320,12 @@ fn summary_text(record: &Record) -> String {
         return format!(" ({})", counts.join(", "));
     }
     if let Some(reused) = record.summary.get("reused").and_then(|v| v.as_u64()) {
+        let from = match record.summary.get("shards").and_then(|v| v.as_u64()) {
+            Some(n) => format!("{n} shards"),
+            None => "the last run".into(),
+        };
         return format!(
-            " ({} decoded, {reused} reused from the last run)",
+            " ({} decoded, {reused} reused from {from})",
             record.rows.saturating_sub(reused)
         );
     }

@@ -12,6 +12,7 @@ use crate::data::lineage::LineageEntry;
 use crate::pipeline::dirty::{self, Candidate, DirtyReason};
 use crate::pipeline::events::{Event, Sink, Text};
 use crate::pipeline::plan::Plan;
+use crate::pipeline::shard::{self, Shard};
 use crate::stage::ingest::Scan;
 use crate::stage::params::Params;
 use crate::stage::{Output, RunCtx};
@@ -23,6 +24,8 @@ pub struct RunOptions {
     pub targets: Vec<String>,
     /// `Some(None)`: recompute everything run; `Some(Some(name))`: recompute that stage.
     pub force: Option<Option<String>>,
+    /// Do only this shard's part of the per-image stages (see [`crate::pipeline::shard`]).
+    pub shard: Option<Shard>,
 }
 
 /// The state of one stage after resolving its fingerprint.
@@ -49,8 +52,20 @@ impl Resolved {
 /// Computes a stage's fingerprint from its params and its inputs' fingerprints (scanning
 /// the image folder for `ingest`).
 pub fn resolve(plan: &Plan, i: usize, done: &[Option<Resolved>], stat_cache: &mut StatCache) -> Result<Resolved> {
+    resolve_with(plan, i, done, stat_cache, None)
+}
+
+/// [`resolve`], for `shard`'s part when one is given: `ingest` scans only the shard's files
+/// and its params name the shard, so every part has a fingerprint of its own.
+fn resolve_with(
+    plan: &Plan,
+    i: usize,
+    done: &[Option<Resolved>],
+    stat_cache: &mut StatCache,
+    shard: Option<Shard>,
+) -> Result<Resolved> {
     let s = plan.stage(i);
-    let params = s.params.to_json();
+    let mut params = s.params.to_json();
     let inputs: Vec<(String, String)> = plan.inputs[i]
         .iter()
         .map(|&j| {
@@ -59,10 +74,17 @@ pub fn resolve(plan: &Plan, i: usize, done: &[Option<Resolved>], stat_cache: &mu
         })
         .collect();
     let scan = match &s.params {
-        Params::Ingest(p) => Some(
-            p.scan(&plan.base_dir, stat_cache)
-                .with_context(|| format!("stage `{}`", s.name))?,
-        ),
+        Params::Ingest(p) => {
+            let holds = shard.map(|sh| move |rel: &str| sh.holds(rel));
+            let keep = holds.as_ref().map(|h| h as &(dyn Fn(&str) -> bool + Sync));
+            if let Some(sh) = shard {
+                params["shard"] = sh.tag().into();
+            }
+            Some(
+                p.scan(&plan.base_dir, stat_cache, keep)
+                    .with_context(|| format!("stage `{}`", s.name))?,
+            )
+        }
         _ => None,
     };
     let input_fps: Vec<&str> = inputs.iter().map(|(_, f)| f.as_str()).collect();
@@ -126,7 +148,14 @@ fn run_stages(
 ) -> Result<()> {
     let cache = plan.open_cache()?;
     tracing::debug!(cache = %plan.cache_dir.display(), base = %plan.base_dir.display(), "opened cache");
-    let _lock = cache.lock(|lock| events.emit(Event::Waiting { lock }))?;
+    let shard = opts.shard;
+    let waiting = |lock: &std::path::Path| events.emit(Event::Waiting { lock });
+    // The shards of one job on one node share the lock: each writes only its own parts.
+    let _lock = if shard.is_some() {
+        cache.lock_shared(waiting)?
+    } else {
+        cache.lock(waiting)?
+    };
     let litter = cache.remove_stale_temps();
     if litter > 0 {
         tracing::debug!(files = litter, "removed temporary files of runs that died");
@@ -136,16 +165,47 @@ fn run_stages(
     } else {
         opts.targets.iter().filter_map(|t| plan.index_of(t)).collect()
     };
-    let selected = plan.closure(&targets);
+    let mut selected = plan.closure(&targets);
+    if shard.is_some() {
+        let runs = shard::per_image(plan);
+        let later: Vec<String> = selected
+            .iter()
+            .filter(|&&i| !runs[i])
+            .map(|&i| format!("`{}`", plan.stage(i).name))
+            .collect();
+        if let Some(&first) = selected.iter().find(|&&i| !runs[i]) {
+            events.emit(Event::Warning {
+                stage: &plan.stage(first).name,
+                message: format!(
+                    "{} run{} after the merge: {} every shard's rows (run `pipeline run FILE` without --shard \
+                     once every shard has finished)",
+                    later.join(", "),
+                    if later.len() == 1 { "s" } else { "" },
+                    if later.len() == 1 { "it needs" } else { "they need" },
+                ),
+            })?;
+        }
+        selected.retain(|&i| runs[i]);
+    }
     let mut stat_cache = cache.stat_cache();
     let mut done: Vec<Option<Resolved>> = (0..plan.spec.stages.len()).map(|_| None).collect();
+    // The merge: each per-image stage's parts made by the shards of a complete set, if any.
+    let mut parts: Vec<Option<Vec<String>>> = vec![None; plan.spec.stages.len()];
+    let runs = shard::per_image(plan);
     for &i in &selected {
         *current = Some(i);
         let s = plan.stage(i);
         let kind = s.params.kind();
         // Timed from here: for `ingest`, scanning and hashing the files is its work.
         let started = Instant::now();
-        let resolved = resolve(plan, i, &done, &mut stat_cache)?;
+        if shard.is_none() && runs[i] {
+            parts[i] = if matches!(s.params, Params::Ingest(_)) {
+                shard_parts(plan, i, &cache, &mut stat_cache)?
+            } else {
+                part_fingerprints(plan, i, &parts)
+            };
+        }
+        let resolved = resolve_with(plan, i, &done, &mut stat_cache, shard)?;
         cache.save_stat_cache(&stat_cache)?;
         tracing::debug!(
             stage = %s.name,
@@ -202,7 +262,15 @@ fn run_stages(
                     fingerprint: &resolved.fingerprint,
                     reasons: &reasons,
                 })?;
-                let record = execute(plan, &cache, &resolved, &done, &stat_cache)
+                let donors = match (&s.params, &parts[i]) {
+                    (Params::Resize(_), Some(fps)) => fps
+                        .iter()
+                        .filter(|fp| matches!(cache.lookup(fp), crate::cache::store::Lookup::Present(_)))
+                        .map(|fp| cache.data_path(fp))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let record = execute(plan, &cache, &resolved, &done, &stat_cache, shard.is_some(), donors)
                     .with_context(|| format!("stage `{}` failed", s.name))?;
                 counts.0 += 1;
                 events.emit(Event::Ran {
@@ -219,12 +287,84 @@ fn run_stages(
             cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
             gate(&cache, &record, &s.params, &s.name, fresh, events)?;
         }
-        cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
+        // A shard's artifacts are parts, not what the stage stands for.
+        if shard.is_none() {
+            cache.set_last_fingerprint(&plan.spec.name, &s.name, &resolved.fingerprint)?;
+        }
         done[i] = Some(resolved);
     }
     *current = None;
+    if let Some(shard) = shard {
+        for r in done.iter().flatten() {
+            if let Some(scan) = &r.scan {
+                let entry = shard_entry(plan, r, scan, &stat_cache, shard);
+                cache.put_shard_entry(
+                    &shard::entry_key(plan, r.index, shard),
+                    &serde_json::to_vec_pretty(&entry)?,
+                )?;
+            }
+        }
+    }
     tracing::debug!(ran = counts.0, "run finished");
     Ok(())
+}
+
+/// What a finished shard leaves for the merge about its `ingest` part: its fingerprint and
+/// its files' stat-cache lines.
+fn shard_entry(plan: &Plan, r: &Resolved, scan: &Scan, stat_cache: &StatCache, shard: Shard) -> shard::Entry {
+    let prefix = scan.root.join("").to_string_lossy().into_owned();
+    let keys: Vec<String> = scan.files.iter().map(|f| format!("{prefix}{}", f.path)).collect();
+    let lines = keys
+        .iter()
+        .filter_map(|k| stat_cache.entry(k).map(|(stat, sha)| (k.clone(), stat, sha)));
+    shard::Entry {
+        shard: shard.tag(),
+        ingest: r.fingerprint.clone(),
+        params: plan.stage(r.index).params.to_json(),
+        stat: String::from_utf8_lossy(&StatCache::text_of(lines)).into_owned(),
+        files: scan.files.len() as u64,
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// The `ingest` parts of the newest complete set of shards of stage `i` (their files'
+/// hashes learned into `stat_cache`, so the merge reads none of them again); `None` when no
+/// set is complete.
+fn shard_parts(plan: &Plan, i: usize, cache: &Cache, stat_cache: &mut StatCache) -> Result<Option<Vec<String>>> {
+    let entries = cache.shard_entries(&shard::set_key(plan, i))?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let Some(set) = shard::complete_set(entries, &plan.stage(i).params.to_json()) else {
+        return Ok(None);
+    };
+    for entry in &set {
+        stat_cache.absorb(entry.stat.as_bytes());
+    }
+    tracing::debug!(stage = %plan.stage(i).name, shards = set.len(), "merging shards");
+    Ok(Some(set.into_iter().map(|e| e.ingest).collect()))
+}
+
+/// The fingerprints the shards gave stage `i`'s parts: its params over each part of its
+/// inputs, as each shard resolved them.
+fn part_fingerprints(plan: &Plan, i: usize, parts: &[Option<Vec<String>>]) -> Option<Vec<String>> {
+    let s = plan.stage(i);
+    let inputs: Vec<&Vec<String>> = plan.inputs[i]
+        .iter()
+        .map(|&j| parts[j].as_ref())
+        .collect::<Option<_>>()?;
+    let count = inputs.first()?.len();
+    let params = s.params.to_json();
+    Some(
+        (0..count)
+            .map(|k| {
+                let fps: Vec<&str> = inputs.iter().map(|p| p[k].as_str()).collect();
+                crate::pipeline::fingerprint::stage(s.params.kind(), s.params.version(), &params, &fps, None)
+            })
+            .collect(),
+    )
 }
 
 /// What kind of file a stage's artifact is.
@@ -279,6 +419,8 @@ fn execute(
     r: &Resolved,
     done: &[Option<Resolved>],
     stat_cache: &StatCache,
+    shard: bool,
+    donors: Vec<std::path::PathBuf>,
 ) -> Result<Record> {
     let s = plan.stage(r.index);
     if !cache.writable() {
@@ -318,7 +460,7 @@ fn execute(
     // A per-image stage whose input changed (images added or removed) reuses the rows of
     // the images its last artifact in this pipeline holds, when made with the same params.
     let previous = match s.params {
-        Params::Resize(_) => cache
+        Params::Resize(_) if !shard => cache
             .last_fingerprint(&plan.spec.name, &s.name)
             .filter(|fp| *fp != r.fingerprint)
             .and_then(|fp| match cache.lookup(&fp) {
@@ -334,6 +476,7 @@ fn execute(
     let ctx = RunCtx {
         stat_cache: Some(stat_cache),
         previous,
+        donors,
         input,
         images_root,
         skip_errors: ingest.is_some_and(|p| p.skip_errors),

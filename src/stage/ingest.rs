@@ -313,8 +313,15 @@ pub struct Scan {
 }
 
 impl Ingest {
-    /// Lists, labels and hashes the images (re-hashing only files whose stat changed).
-    pub fn scan(&self, base: &Path, stat_cache: &mut StatCache) -> Result<Scan> {
+    /// Lists, labels and hashes the images (re-hashing only files whose stat changed); with
+    /// `keep`, only the files whose path (relative to the image folder) it holds (a shard's),
+    /// which are the only ones read.
+    pub fn scan(
+        &self,
+        base: &Path,
+        stat_cache: &mut StatCache,
+        keep: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    ) -> Result<Scan> {
         let root = base.join(&self.path);
         if !root.is_dir() {
             bail!(
@@ -340,6 +347,25 @@ impl Ingest {
             _ => (walk(&root, &self.extensions, &stat_cache.folders)?, None),
         };
         tracing::debug!(files = found.len(), "listed and stat'ed");
+        let (found, csv_labels) = match keep {
+            None => (found, csv_labels),
+            Some(keep) => {
+                let all = found.len();
+                let kept: Vec<bool> = found.iter().map(|(rel, _)| keep(rel)).collect();
+                fn select<T>(v: Vec<T>, kept: &[bool]) -> Vec<T> {
+                    v.into_iter().zip(kept).filter(|(_, k)| **k).map(|(x, _)| x).collect()
+                }
+                let csv_labels = csv_labels.map(|l| select(l, &kept));
+                let found = select(found, &kept);
+                if found.is_empty() && all > 0 {
+                    bail!(
+                        "this shard holds none of the {all} images in {}: use fewer shards",
+                        root.display()
+                    );
+                }
+                (found, csv_labels)
+            }
+        };
         if found.is_empty() {
             bail!(
                 "no images found in {} (looked for files ending in .{})",

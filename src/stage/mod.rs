@@ -72,6 +72,8 @@ pub struct RunCtx<'a> {
     /// The artifact this stage produced last time in this pipeline, when its kind, version
     /// and params equal this run's: a per-image stage reuses the rows of images it holds.
     pub previous: Option<PathBuf>,
+    /// For `resize` in a merge of shards: the shards' parts, whose rows it reuses the same way.
+    pub donors: Vec<PathBuf>,
     /// File hashes known by stat (from this run's scan): a per-image stage that reads a
     /// source file again checks it is unchanged by its stat instead of hashing it again.
     pub stat_cache: Option<&'a crate::cache::stat_cache::StatCache>,

@@ -197,10 +197,7 @@ impl Resize {
         }
         let [h, w] = self.size;
         let shape = [h as usize, w as usize, 3];
-        let reuse = ctx
-            .previous
-            .as_deref()
-            .and_then(|p| Reusable::open(p, &ctx.integrity, &meta, shape));
+        let reuse = Reusable::open(ctx.previous.iter().chain(&ctx.donors), &ctx.integrity, &meta, shape);
         if let Some(r) = &reuse
             && let Some(out) = self.run_segmented(ctx, root, input, r, shape)?
         {
@@ -405,6 +402,9 @@ impl Resize {
         let written = writer.finish()?;
         let fps: Vec<&str> = segments.iter().map(|s| s.trim_end_matches(".arrow")).collect();
         let mut summary = serde_json::json!({ "reused": reused, "segments": fps });
+        if !ctx.donors.is_empty() {
+            summary["shards"] = ctx.donors.len().into();
+        }
         if !outcomes.skipped.is_empty() {
             summary["skipped"] = super::ingest::skipped_json(&outcomes.skipped);
         }
@@ -482,48 +482,60 @@ fn read_with_stat(path: &std::path::Path) -> std::io::Result<(Vec<u8>, crate::da
     Ok((bytes, stat))
 }
 
-/// The rows of the last artifact this stage made (same params), by image id: an image's
-/// pixels depend only on its bytes (the id is their SHA-256) and the params, so they are
-/// copied, not decoded again. Only used when the upstream `ingest` has the same params
-/// (decode limits, error policy) as then; anything unexpected just means decoding afresh.
+/// Artifacts made before with this stage's params whose rows a new artifact reuses: the
+/// stage's last artifact in this pipeline, and in a merge of shards, the shards' parts. Their
+/// segments (or the artifacts themselves) become the new artifact's first segments, in order.
 struct Reusable {
-    data: Mapped,
-    rows: HashMap<String, usize>,
-    /// The file name of the last artifact.
-    file: String,
+    donors: Vec<Donor>,
+    /// Image `id` -> (donor, row in it); the first donor holding an image gives it.
+    rows: HashMap<String, (usize, usize)>,
 }
 
-impl Reusable {
+/// One artifact [`Reusable`] draws on, with where its segments start among all of them.
+struct Donor {
+    data: Mapped,
+    /// The artifact's file name.
+    file: String,
+    /// The index of its first segment in [`Reusable::segments`].
+    first_segment: usize,
+}
+
+impl Donor {
     fn open(
         path: &std::path::Path,
         integrity: &std::sync::Arc<dyn crate::data::integrity::Integrity>,
         input: &dataset::Meta,
         shape: [usize; 3],
-    ) -> Option<Reusable> {
+    ) -> Option<Donor> {
         let data = match Mapped::open(path, integrity) {
             Ok(d) => d,
             Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "last artifact not reusable");
+                tracing::debug!(path = %path.display(), error = %e, "artifact not reusable");
                 return None;
             }
         };
         let ingest = |lineage: &[crate::data::lineage::LineageEntry]| {
-            lineage
-                .iter()
-                .find(|e| e.kind == super::ingest::Ingest::KIND)
-                .map(|e| e.params.clone())
+            lineage.iter().find(|e| e.kind == super::ingest::Ingest::KIND).map(|e| {
+                // A shard's part was ingested with the same params but for its shard.
+                let mut params = e.params.clone();
+                if let Some(p) = params.as_object_mut() {
+                    p.remove("shard");
+                }
+                params
+            })
         };
         if data.meta.pixels != Some((shape, Dtype::Uint8)) || ingest(&data.meta.lineage) != ingest(&input.lineage) {
             return None;
         }
-        let ids = data.ids().ok()?;
-        let rows = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
         let file = path.file_name()?.to_str()?.to_string();
-        Some(Reusable { data, rows, file })
+        Some(Donor {
+            data,
+            file,
+            first_segment: 0,
+        })
     }
 
-    /// The segment files a segmented successor starts from: the last artifact's segments, or
-    /// the last artifact itself.
+    /// Its segment files: its own segments, or itself.
     fn segments(&self) -> Vec<String> {
         if self.data.meta.segments.is_empty() {
             vec![self.file.clone()]
@@ -531,23 +543,56 @@ impl Reusable {
             self.data.meta.segments.clone()
         }
     }
+}
 
-    /// Where the image `id` is in [`Reusable::segments`], if the last artifact holds it.
-    fn locate(&self, id: &str) -> Option<(u16, u32)> {
-        let j = *self.rows.get(id)?;
-        match self.data.segment_of(j) {
-            Some((_, at)) => Some(at),
-            None => Some((0, u32::try_from(j).ok()?)),
+impl Reusable {
+    /// The donors among `paths` that hold pixels of this shape from the same ingest params;
+    /// `None` when none does.
+    fn open<'p>(
+        paths: impl Iterator<Item = &'p std::path::PathBuf>,
+        integrity: &std::sync::Arc<dyn crate::data::integrity::Integrity>,
+        input: &dataset::Meta,
+        shape: [usize; 3],
+    ) -> Option<Reusable> {
+        let mut donors: Vec<Donor> = paths.filter_map(|p| Donor::open(p, integrity, input, shape)).collect();
+        let mut rows = HashMap::new();
+        let mut first_segment = 0;
+        for (d, donor) in donors.iter_mut().enumerate() {
+            donor.first_segment = first_segment;
+            first_segment += donor.segments().len();
+            for (i, id) in donor.data.ids().ok()?.into_iter().enumerate() {
+                rows.entry(id).or_insert((d, i));
+            }
         }
+        (!donors.is_empty()).then_some(Reusable { donors, rows })
+    }
+
+    /// The segment files a segmented successor starts from: every donor's, in order.
+    fn segments(&self) -> Vec<String> {
+        self.donors.iter().flat_map(Donor::segments).collect()
+    }
+
+    /// Where the image `id` is in [`Reusable::segments`], if a donor holds it.
+    fn locate(&self, id: &str) -> Option<(u16, u32)> {
+        let &(d, j) = self.rows.get(id)?;
+        let donor = &self.donors[d];
+        let (segment, row) = match donor.data.segment_of(j) {
+            Some((_, at)) => at,
+            None => (0, u32::try_from(j).ok()?),
+        };
+        Some((u16::try_from(donor.first_segment + usize::from(segment)).ok()?, row))
     }
 
     /// Lets go of the pages copied so far (see [`Mapped::release_pages`]).
     fn release(&self) {
-        self.data.release_pages();
+        for donor in &self.donors {
+            donor.data.release_pages();
+        }
     }
 
     fn pixels(&self, id: &str) -> Option<&[u8]> {
-        self.data.stored_u8(*self.rows.get(id)?).ok()
+        let &(d, j) = self.rows.get(id)?;
+        self.donors[d].data.stored_u8(j).ok()
     }
 }
 
@@ -616,6 +661,7 @@ mod tests {
             integrity: crate::data::integrity::testing::trusting(),
             model_record: None,
             previous: None,
+            donors: Vec::new(),
             stat_cache: None,
         };
         let stage = Resize {

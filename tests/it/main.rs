@@ -20,6 +20,8 @@ mod init;
 mod interop;
 mod report;
 mod serve;
+mod shards;
 mod shared;
+mod slurm;
 mod train;
 mod validate;
