@@ -57,7 +57,9 @@ impl Kind for Resize {
     const KIND: &'static str = "resize";
     /// 2: Pillow-exact kernels (Nearest, Lanczos3 ported; Pillow's pass order).
     /// 3: DCT-scaled JPEG decoding for large downscales (`jpeg_scaling`).
-    const VERSION: u32 = 3;
+    /// 4: the scaled decoder's portable colour conversion: the same bytes on every x86-64
+    ///    SIMD level (its SSSE3 path rounds otherwise).
+    const VERSION: u32 = 4;
     const PARAMS: &'static [&'static str] = &["size", "filter", "mode", "fill", "jpeg_scaling"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {

@@ -11,6 +11,7 @@ mod compare;
 mod compat;
 mod completions;
 mod concurrent;
+mod cpus;
 mod crash;
 mod diagnose;
 mod events;

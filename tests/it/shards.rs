@@ -164,3 +164,39 @@ fn shards_on_four_machines_merge_on_a_fifth_through_s3() {
     let copied = run(&reader, url, &env).ok();
     assert!(STAGES.iter().all(|s| copied.cached(s)), "{}", copied.stdout);
 }
+
+#[test]
+fn a_shard_killed_mid_run_and_run_again_completes_and_the_merge_is_whole() {
+    // Where the kill points of a shard are, on a throwaway copy.
+    let traced = machine().run_env(
+        &["run", "pipeline.yaml", "--shard", "1/2"],
+        &[("PIPELINE_KILL_TRACE", "1")],
+    );
+    let point = traced
+        .stderr
+        .lines()
+        .find(|l| l.ends_with("resize: artifact in place, record not written"))
+        .and_then(|l| l.strip_prefix("kill point ")?.split(':').next())
+        .unwrap_or_else(|| panic!("no such kill point in:\n{}", traced.stderr))
+        .to_string();
+    let p = machine();
+    p.run(&["run", "pipeline.yaml", "--shard", "0/2"]).ok();
+    let killed = p.run_env(
+        &["run", "pipeline.yaml", "--shard", "1/2"],
+        &[("PIPELINE_KILL_AT", &point)],
+    );
+    assert_eq!(killed.code, -1, "{}", killed.stderr);
+    // Run again (a resubmitted task): what finished is reused, the rest is made.
+    let again = p.run(&["run", "pipeline.yaml", "--shard", "1/2"]).ok();
+    assert!(
+        again.cached("ingest") && again.cached("split") && again.ran("resize"),
+        "{}",
+        again.stdout
+    );
+    let merged = p.run(&["run", "pipeline.yaml"]).ok();
+    assert_contains!(merged.line("resize"), "(0 decoded, 60 reused from 2 shards)");
+    p.run(&["cache", "verify", "pipeline.yaml"]).ok();
+    let (one, one_fps) = single();
+    assert_eq!(fingerprints(&p), one_fps);
+    assert_eq!(exported(&p, &[], &[]), exported(&one, &[], &[]));
+}
