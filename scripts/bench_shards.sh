@@ -75,14 +75,19 @@ s3 = boto3.client("s3")
 keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="sharded/")
         for o in page.get("Contents", [])]
 os.makedirs(folder, exist_ok=True)
+# One request per object, streamed (the fastest boto3 goes against this server here; its
+# threaded download_file took 5x longer).
 if mode == "down":
     start = time.time()
     for k in keys:
-        s3.download_file("bench", k, os.path.join(folder, k.replace("/", "_")))
+        with open(os.path.join(folder, k.replace("/", "_")), "wb") as f:
+            for part in s3.get_object(Bucket="bench", Key=k)["Body"].iter_chunks(1 << 20):
+                f.write(part)
 else:
     start = time.time()
     for k in keys:
-        s3.upload_file(os.path.join(folder, k.replace("/", "_")), "bench", prefix + k)
+        with open(os.path.join(folder, k.replace("/", "_")), "rb") as f:
+            s3.put_object(Bucket="bench", Key=prefix + k, Body=f)
 size = sum(os.path.getsize(os.path.join(folder, k.replace("/", "_"))) for k in keys)
 print(f"{time.time() - start:.2f} {len(keys)} {size}")
 PY

@@ -432,14 +432,15 @@ impl Cache {
         {
             return Ok(());
         }
-        for source in self.pixel_sources(record) {
-            let found = self
-                .record(&source)
-                .with_context(|| format!("{fingerprint} reads its pixels from {source}, which is not in the cache"))?;
-            self.publish(&found)?;
-        }
+        // A record there was published after what it reads its pixels from: one look suffices.
         let key = remote_record_key(fingerprint);
         if remote.head(&key)?.is_none() {
+            for source in self.pixel_sources(record) {
+                let found = self.record(&source).with_context(|| {
+                    format!("{fingerprint} reads its pixels from {source}, which is not in the cache")
+                })?;
+                self.publish(&found)?;
+            }
             remote.put_file(&remote_data_key(record), &self.data_file(fingerprint, record.format))?;
             crate::data::fault::point(|| format!("{}: data published, record not", record.stage));
             // The committed bytes (a record parsed and written again could differ in a float's
@@ -692,17 +693,32 @@ impl Cache {
     /// there is one, else of this one.
     pub fn shard_entries(&self, set: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
+        let dir = self.root.join("shards").join(set);
         if let Some(remote) = self.remote.as_deref() {
+            // Copied here once: a copy of the listed size and time is not fetched again.
             let prefix = format!("shards/{set}/");
-            for (key, ..) in remote.list(&format!("shards/{set}"))? {
+            for (key, size, modified) in remote.list(&format!("shards/{set}"))? {
                 let Some(rel) = key.strip_prefix(&prefix) else { continue };
-                if let Some(bytes) = remote.get(&key)? {
+                let local = dir.join(rel);
+                let known =
+                    fs::metadata(&local).is_ok_and(|m| m.len() == size && m.modified().is_ok_and(|t| t == modified));
+                if known && let Ok(bytes) = fs::read(&local) {
                     out.push((rel.to_string(), bytes));
+                    continue;
                 }
+                let Some(bytes) = remote.get(&key)? else { continue };
+                if self.writable
+                    && let Some(parent) = local.parent()
+                    && fs::create_dir_all(parent).is_ok()
+                    && self.write_atomic(&local, &bytes).is_ok()
+                    && let Ok(file) = fs::File::options().write(true).open(&local)
+                {
+                    let _ = file.set_modified(modified);
+                }
+                out.push((rel.to_string(), bytes));
             }
             return Ok(out);
         }
-        let dir = self.root.join("shards").join(set);
         for count in fs::read_dir(&dir).into_iter().flatten().flatten() {
             for entry in fs::read_dir(count.path()).into_iter().flatten().flatten() {
                 if let Ok(bytes) = fs::read(entry.path()) {

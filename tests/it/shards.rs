@@ -159,6 +159,12 @@ fn shards_on_four_machines_merge_on_a_fifth_through_s3() {
     let (one, one_fps) = single();
     assert_eq!(fps, one_fps);
     assert_eq!(exported(&merge, &[], &[]), exported(&one, &[], &[]));
+    // Warm on the merge machine: whatever the number of shards, the listing, one of the
+    // shards' entries (copied here once) and one look per stage.
+    let before = s3.requests();
+    let warm = run(&merge, url, &env).ok();
+    assert!(STAGES.iter().all(|s| warm.cached(s)), "{}", warm.stdout);
+    assert_eq!(s3.requests() - before, 2 + STAGES.len());
     // And a sixth machine finds everything in the shared cache.
     let reader = machine();
     let copied = run(&reader, url, &env).ok();

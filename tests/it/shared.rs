@@ -67,7 +67,7 @@ impl S3 {
     }
 
     /// The requests the server has answered so far (its access log).
-    fn requests(&self) -> usize {
+    pub fn requests(&self) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
