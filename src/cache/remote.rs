@@ -257,33 +257,45 @@ impl ObjectStorage {
     fn explain(&self, what: &str, key: &str, e: object_store::Error) -> anyhow::Error {
         use object_store::Error as E;
         let at = format!("{}/{key}", self.url);
-        match &e {
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow::anyhow!(
+        let text = format!("{e}");
+        let refused = [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "403 Forbidden",
+        ];
+        if matches!(e, E::PermissionDenied { .. } | E::Unauthenticated { .. })
+            || refused.iter().any(|r| text.contains(r))
+        {
+            return anyhow::anyhow!(
                 "cannot {what} {at}: the object storage at {} refused the credentials ({e}); check \
                  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                 self.endpoint
-            ),
-            _ if format!("{e}").contains("NoSuchBucket") => {
-                let bucket = self
-                    .url
-                    .as_str()
-                    .trim_start_matches("s3://")
-                    .split('/')
-                    .next()
-                    .unwrap_or_default();
-                anyhow::anyhow!(
-                    "cannot {what} {at}: the bucket `{bucket}` does not exist at {}; create it or point the \
-                     cache at another bucket",
-                    self.endpoint
-                )
-            }
-            E::Generic { .. } => anyhow::anyhow!(
-                "cannot {what} {at}: the object storage at {} did not answer ({e}); check that it runs \
-                 and that the endpoint is right",
-                self.endpoint
-            ),
-            _ => anyhow::anyhow!("cannot {what} {at} (at {}): {e}", self.endpoint),
+            );
         }
+        if text.contains("NoSuchBucket") {
+            let bucket = self
+                .url
+                .as_str()
+                .trim_start_matches("s3://")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            return anyhow::anyhow!(
+                "cannot {what} {at}: the bucket `{bucket}` does not exist at {}; create it or point the cache at \
+                 another bucket",
+                self.endpoint
+            );
+        }
+        // No HTTP status at all: nothing answered (refused, unreachable, timed out).
+        if matches!(e, E::Generic { .. }) && !text.contains("status code") {
+            return anyhow::anyhow!(
+                "cannot {what} {at}: the object storage at {} did not answer ({e}); check that it runs and that \
+                 the endpoint is right",
+                self.endpoint
+            );
+        }
+        anyhow::anyhow!("cannot {what} {at} (at {}): {e}", self.endpoint)
     }
 }
 

@@ -26,11 +26,22 @@ pub struct S3 {
 
 impl S3 {
     pub fn start(bucket: &str) -> S3 {
+        S3::start_with(bucket, &[])
+    }
+
+    /// A server that checks credentials against its own users (it has none: every key is
+    /// refused), once the bucket is made.
+    fn checking_credentials(bucket: &str) -> S3 {
+        S3::start_with(bucket, &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")])
+    }
+
+    fn start_with(bucket: &str, env: &[(&str, &str)]) -> S3 {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -369,13 +380,19 @@ fn an_unusable_shared_cache_stops_before_any_work_and_loses_nothing() {
     assert_eq!(missing.code, 2, "{}", missing.stderr);
     assert_contains!(missing.stderr, "the bucket `no-such-bucket` does not exist");
 
+    let guarded = S3::checking_credentials("guarded");
+    let refused = run(&p, "s3://guarded/x", &guarded.env());
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert_contains!(refused.stderr, "refused the credentials");
+    assert_contains!(refused.stderr, "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+
     let scheme = run(&p, "gs://team/x", &s3.env());
     assert_eq!(scheme.code, 2, "{}", scheme.stderr);
     assert_contains!(
         scheme.stderr,
         "starts with s3:// (S3-compatible object storage) or file://"
     );
-    for r in [&down, &missing, &scheme] {
+    for r in [&down, &missing, &refused, &scheme] {
         assert_not_contains!(r.stderr, SECRET);
     }
 
