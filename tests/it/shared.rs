@@ -442,3 +442,98 @@ fn a_run_killed_between_publishing_data_and_record_leaves_nothing_trusted() {
     first.run(&["cache", "verify", "pipeline.yaml"]).ok();
     assert_eq!(data(&first), data(&second));
 }
+
+/// A TCP relay to the server that stops relaying (closes every connection and refuses new
+/// ones) once it has passed `budget` requests: the server going away in the middle of a run.
+struct Relay {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: u16, budget: usize) -> Relay {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let (flag, seen) = (flag.clone(), seen.clone());
+                let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_in, mut c_out) = (server, client);
+                // Client to server: count request lines; past the budget, cut both ways.
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let requests = buf[..n].windows(11).filter(|w| w == b" HTTP/1.1\r\n").count();
+                        if seen.fetch_add(requests, Ordering::SeqCst) + requests > budget {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                        if flag.load(Ordering::SeqCst) || s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_in.shutdown(std::net::Shutdown::Both);
+                    let _ = s_out.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_in, &mut c_out);
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Relay { port, stop }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread so it sees the flag and lets go of the port.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn the_server_going_away_mid_run_fails_the_run_and_the_rerun_finishes_the_work() {
+    let s3 = S3::start("team");
+    let p = machine();
+    // The server answers a dozen requests, then is gone: a few stages are published.
+    let relay = Relay::start(s3.port, 12);
+    let cut = run(&p, "s3://team/x", &aws_env(&format!("http://127.0.0.1:{}", relay.port)));
+    assert_eq!(cut.code, 1, "{}\n{}", cut.stdout, cut.stderr);
+    // Cut while resize's data went up: resize is committed here, its publishing failed.
+    assert_contains!(
+        cut.stderr,
+        "stage `resize` failed: cannot upload s3://team/x/artifacts/"
+    );
+    assert_contains!(cut.stderr, "did not answer");
+    assert!(cut.ran("ingest") && cut.ran("split"), "{}", cut.stdout);
+    drop(relay);
+    // Back (straight to the server now): what ran is cached here and gets published; the
+    // rest runs.
+    let rerun = run(&p, "s3://team/x", &s3.env()).ok();
+    assert!(rerun.cached("ingest") && rerun.cached("resize"), "{}", rerun.stdout);
+    assert!(
+        STAGES.iter().all(|s| rerun.cached(s) || rerun.ran(s)),
+        "{}",
+        rerun.stdout
+    );
+    let other = machine();
+    let copied = run(&other, "s3://team/x", &s3.env()).ok();
+    assert!(STAGES.iter().all(|s| copied.cached(s)), "{}", copied.stdout);
+    assert_eq!(data(&other), data(&p));
+}
