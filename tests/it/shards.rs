@@ -178,13 +178,7 @@ fn a_shard_killed_mid_run_and_run_again_completes_and_the_merge_is_whole() {
         &["run", "pipeline.yaml", "--shard", "1/2"],
         &[("PIPELINE_KILL_TRACE", "1")],
     );
-    let point = traced
-        .stderr
-        .lines()
-        .find(|l| l.ends_with("resize: artifact in place, record not written"))
-        .and_then(|l| l.strip_prefix("kill point ")?.split(':').next())
-        .unwrap_or_else(|| panic!("no such kill point in:\n{}", traced.stderr))
-        .to_string();
+    let point = traced.kill_point("resize: artifact in place, record not written");
     let p = machine();
     p.run(&["run", "pipeline.yaml", "--shard", "0/2"]).ok();
     let killed = p.run_env(

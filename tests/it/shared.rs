@@ -417,13 +417,7 @@ fn a_run_killed_between_publishing_data_and_record_leaves_nothing_trusted() {
         &["run", "pipeline.yaml", "--cache", "s3://team/trace"],
         &[env_ref.clone(), vec![("PIPELINE_KILL_TRACE", "1")]].concat(),
     );
-    let point = traced
-        .stderr
-        .lines()
-        .find(|l| l.ends_with("resize: data published, record not"))
-        .and_then(|l| l.strip_prefix("kill point ")?.split(':').next())
-        .unwrap_or_else(|| panic!("no such kill point in:\n{}", traced.stderr))
-        .to_string();
+    let point = traced.kill_point("resize: data published, record not");
 
     let first = machine();
     let killed = first.run_env(

@@ -69,6 +69,17 @@ impl Run {
         self.line(stage).split_whitespace().nth(1) == Some("cached")
     }
 
+    /// The number of the kill point `what` in a run with `PIPELINE_KILL_TRACE=1` (its
+    /// stderr lists `kill point N: what`), for `PIPELINE_KILL_AT`.
+    pub fn kill_point(&self, what: &str) -> String {
+        self.stderr
+            .lines()
+            .find(|l| l.ends_with(what))
+            .and_then(|l| l.strip_prefix("kill point ")?.split(':').next())
+            .unwrap_or_else(|| panic!("no kill point `{what}` in:\n{}", self.stderr))
+            .to_string()
+    }
+
     pub fn ok(self) -> Self {
         assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
