@@ -8,7 +8,13 @@
 //! artifacts/<fingerprint>.json                       the record: written last, with a
 //!                                                    conditional create, the commit point
 //! artifacts/<fingerprint>.<blake3 prefix>.<ext>      the data, named by its bytes too
+//! uploads/<id>.json                                  a multipart upload in progress (its
+//!                                                    key and id), removed when it ends
 //! ```
+//!
+//! An upload in parts that a killed process never finished keeps its parts on S3 (billed,
+//! invisible to a listing); its `uploads/` note lets `cache gc` abort it once it is older
+//! than its grace period.
 //!
 //! The data object's name carries the first 32 hex digits of its BLAKE3, so two machines that
 //! publish one fingerprint with different bytes (training is not bit-reproducible across
@@ -29,6 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
@@ -137,6 +144,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64, SystemTime)>>;
     /// Removes the object; removing what is not there is no error.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Ends the unfinished upload the note `marker` (under `uploads/`) describes, dropping its
+    /// parts, and removes the note; an upload that has since finished is left as it is.
+    fn abort_upload(&self, marker: &str) -> Result<()>;
     /// Requests sent so far (for the logs and the request-count tests).
     fn requests(&self) -> u64;
     /// The URL it was opened with (no credentials), for messages.
@@ -149,6 +159,9 @@ pub struct ObjectStorage {
     /// Where requests go and which variable said so, for messages.
     endpoint: String,
     store: Arc<dyn ObjectStore>,
+    /// The same store's multipart API where it has one (S3): uploads in parts are then
+    /// noted under `uploads/`, so parts a killed process left can be found and dropped.
+    multipart: Option<Arc<dyn MultipartStore>>,
     prefix: Path,
     runtime: tokio::runtime::Runtime,
     requests: AtomicU64,
@@ -192,7 +205,8 @@ fn endpoint() -> String {
 impl ObjectStorage {
     /// Opens the storage a URL names; nothing is sent until the first operation.
     pub fn open(url: &Url) -> Result<ObjectStorage> {
-        let (store, prefix, endpoint): (Arc<dyn ObjectStore>, &str, String) =
+        type Stores = (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>);
+        let ((store, multipart), prefix, endpoint): (Stores, &str, String) =
             if let Some(rest) = url.as_str().strip_prefix("s3://") {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
                 use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
@@ -218,12 +232,13 @@ impl ObjectStorage {
                 let store = builder
                     .build()
                     .map_err(|e| anyhow::anyhow!("cannot use the cache {url}: {e}"))?;
-                (Arc::new(store), prefix, endpoint())
+                let store = Arc::new(store);
+                ((store.clone(), Some(store)), prefix, endpoint())
             } else if let Some(path) = url.as_str().strip_prefix("file://") {
                 std::fs::create_dir_all(path).with_context(|| format!("cannot create the cache folder {path}"))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| anyhow::anyhow!("cannot use the cache {url}: {e}"))?;
-                (Arc::new(store), "", format!("the folder {path}"))
+                ((Arc::new(store), None), "", format!("the folder {path}"))
             } else {
                 bail!("{}", Url::parse(url.as_str()).err().unwrap_or_default());
             };
@@ -237,6 +252,7 @@ impl ObjectStorage {
             url: url.clone(),
             endpoint,
             store,
+            multipart,
             prefix: Path::from(prefix),
             runtime,
             requests: AtomicU64::new(0),
@@ -358,6 +374,9 @@ impl Storage for ObjectStorage {
             file.read_to_end(&mut bytes)?;
             return self.put(key, bytes);
         }
+        if let Some(multipart) = &self.multipart {
+            return self.put_parts_noted(multipart, key, &mut file, from);
+        }
         self.runtime.block_on(async {
             self.sent();
             let upload = self
@@ -464,12 +483,150 @@ impl Storage for ObjectStorage {
         })
     }
 
+    fn abort_upload(&self, marker: &str) -> Result<()> {
+        let Some(multipart) = &self.multipart else {
+            return self.delete(marker);
+        };
+        if let Some(text) = self.get(marker)? {
+            // A note that is not one (damaged, or not ours) only goes.
+            if let Ok(note) = serde_json::from_slice::<UploadNote>(&text) {
+                self.sent();
+                let path = self.path(&note.key);
+                self.runtime.block_on(async {
+                    match multipart.abort_multipart(&path, &note.upload_id).await {
+                        // NoSuchUpload: it finished (or was aborted) before its note went.
+                        Err(e)
+                            if !format!("{e}").contains("NoSuchUpload")
+                                && !matches!(e, object_store::Error::NotFound { .. }) =>
+                        {
+                            Err(self.explain("abort the upload of", &note.key, e))
+                        }
+                        _ => Ok(()),
+                    }
+                })?;
+            }
+        }
+        self.delete(marker)
+    }
+
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
     fn url(&self) -> &Url {
         &self.url
+    }
+}
+
+/// Where the shared cache keeps an artifact's record.
+pub fn record_key(fingerprint: &str) -> String {
+    format!("artifacts/{fingerprint}.json")
+}
+
+/// Where the shared cache keeps an artifact's data: named by its bytes (`blake3`) too, so two
+/// machines that made one fingerprint with different bytes never overwrite each other's data.
+pub fn data_key(fingerprint: &str, blake3: &str, extension: &str) -> String {
+    let sum = blake3.get(..32).unwrap_or(blake3);
+    format!("artifacts/{fingerprint}.{sum}.{extension}")
+}
+
+/// What `uploads/<id>.json` says of an upload in parts while it runs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadNote {
+    /// The key the upload writes.
+    key: String,
+    /// The storage's id of the upload.
+    upload_id: String,
+}
+
+impl ObjectStorage {
+    /// Uploads a large file in parts through the store's multipart API, [`PARTS_IN_FLIGHT`]
+    /// at a time, with a note under `uploads/` for as long as the upload is unfinished: a
+    /// process killed mid-upload leaves parts only S3 sees, and the note is how `cache gc`
+    /// finds them. A failed upload is aborted here.
+    fn put_parts_noted(
+        &self,
+        multipart: &Arc<dyn MultipartStore>,
+        key: &str,
+        file: &mut std::fs::File,
+        from: &FsPath,
+    ) -> Result<()> {
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            self.sent();
+            let id = multipart
+                .create_multipart(&path)
+                .await
+                .map_err(|e| self.explain("upload", key, e))?;
+            let hash = blake3::hash(format!("{key}\n{id}").as_bytes()).to_hex();
+            let marker = format!("uploads/{}.json", &hash[..32]);
+            let note = serde_json::to_vec(&UploadNote {
+                key: key.to_string(),
+                upload_id: id.clone(),
+            })?;
+            self.sent();
+            if let Err(e) = self.store.put(&self.path(&marker), PutPayload::from(note)).await {
+                let _ = multipart.abort_multipart(&path, &id).await;
+                return Err(self.explain("upload", &marker, e));
+            }
+            let sent = async {
+                let mut tasks = tokio::task::JoinSet::new();
+                let mut parts: Vec<Option<PartId>> = Vec::new();
+                loop {
+                    let mut buf = vec![0u8; PART_BYTES];
+                    let n = read_full(file, &mut buf).with_context(|| format!("cannot read {}", from.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    while tasks.len() >= PARTS_IN_FLIGHT {
+                        self.part_done(&mut tasks, &mut parts, key).await?;
+                    }
+                    let (idx, multipart, path, id) = (parts.len(), multipart.clone(), path.clone(), id.clone());
+                    parts.push(None);
+                    self.sent();
+                    tasks.spawn(async move { (idx, multipart.put_part(&path, &id, idx, PutPayload::from(buf)).await) });
+                    crate::data::fault::point(|| format!("{key}: part {} of an upload sent", idx + 1));
+                }
+                while !tasks.is_empty() {
+                    self.part_done(&mut tasks, &mut parts, key).await?;
+                }
+                let parts = parts.into_iter().flatten().collect();
+                self.sent();
+                multipart
+                    .complete_multipart(&path, &id, parts)
+                    .await
+                    .map_err(|e| self.explain("upload", key, e))?;
+                anyhow::Ok(())
+            }
+            .await;
+            if sent.is_err() {
+                let _ = multipart.abort_multipart(&path, &id).await;
+            }
+            // A note left behind (a failed delete) names a finished or aborted upload: `cache
+            // gc` then only removes it.
+            self.sent();
+            let _ = self.store.delete(&self.path(&marker)).await;
+            sent
+        })
+    }
+
+    /// Waits for one of the part uploads in `tasks` and puts its id in its place.
+    async fn part_done(
+        &self,
+        tasks: &mut tokio::task::JoinSet<(usize, object_store::Result<PartId>)>,
+        parts: &mut [Option<PartId>],
+        key: &str,
+    ) -> Result<()> {
+        match tasks.join_next().await {
+            Some(Ok((idx, Ok(part)))) => {
+                parts[idx] = Some(part);
+                Ok(())
+            }
+            Some(Ok((_, Err(e)))) => Err(self.explain("upload", key, e)),
+            Some(Err(e)) => Err(anyhow::anyhow!("an upload of {key} stopped: {e}")),
+            None => Ok(()),
+        }
     }
 }
 

@@ -104,6 +104,13 @@ pub struct Record {
     pub created_unix: u64,
 }
 
+impl Record {
+    /// Where a shared cache keeps this artifact's data.
+    pub fn shared_data_key(&self) -> String {
+        remote::data_key(&self.fingerprint, &self.blake3, self.format.extension())
+    }
+}
+
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
@@ -184,6 +191,16 @@ impl Cache {
             cache.remote = Some(storage);
         }
         Ok(cache)
+    }
+
+    /// The shared cache behind this one, if any.
+    pub fn shared_storage(&self) -> Option<&dyn Storage> {
+        self.remote.as_deref()
+    }
+
+    /// [`Cache::lookup`] in this directory only: nothing is copied from a shared cache.
+    pub fn lookup_here(&self, fingerprint: &str) -> Lookup {
+        self.lookup_local(fingerprint)
     }
 
     /// Whether artifacts can be stored here (a read-only cache is still read).
@@ -311,7 +328,7 @@ impl Cache {
     /// shared cache does not have it. A copy that does not match its record is removed from
     /// the shared cache (record first), so what this run computes instead can replace it.
     fn fetch(&self, remote: &dyn Storage, fingerprint: &str) -> std::result::Result<bool, String> {
-        let key = remote_record_key(fingerprint);
+        let key = remote::record_key(fingerprint);
         let text = match remote.get(&key) {
             Ok(Some(text)) => text,
             Ok(None) => return Ok(false),
@@ -319,7 +336,7 @@ impl Cache {
         };
         let damaged = |record: Option<&Record>, what: String| {
             let mut keys = vec![key.clone()];
-            keys.extend(record.map(remote_data_key));
+            keys.extend(record.map(Record::shared_data_key));
             for k in keys {
                 if let Err(e) = remote.delete(&k) {
                     tracing::debug!(error = %e, key = k, "damaged copy not removed from the shared cache");
@@ -350,7 +367,7 @@ impl Cache {
         let copied = (|| -> Result<Option<String>> {
             let mut file = fs::File::create(&temp).with_context(|| format!("cannot write {}", temp.display()))?;
             let mut hasher = ChunkHasher::new();
-            let got = remote.download(&remote_data_key(&record), &mut file, &mut |b| hasher.update(b))?;
+            let got = remote.download(&record.shared_data_key(), &mut file, &mut |b| hasher.update(b))?;
             file.sync_all()?;
             let (chunks, blake3) = hasher.finish();
             Ok(match got {
@@ -433,7 +450,7 @@ impl Cache {
             return Ok(());
         }
         // A record there was published after what it reads its pixels from: one look suffices.
-        let key = remote_record_key(fingerprint);
+        let key = remote::record_key(fingerprint);
         if remote.head(&key)?.is_none() {
             for source in self.pixel_sources(record) {
                 let found = self.record(&source).with_context(|| {
@@ -441,7 +458,7 @@ impl Cache {
                 })?;
                 self.publish(&found)?;
             }
-            remote.put_file(&remote_data_key(record), &self.data_file(fingerprint, record.format))?;
+            remote.put_file(&record.shared_data_key(), &self.data_file(fingerprint, record.format))?;
             crate::data::fault::point(|| format!("{}: data published, record not", record.stage));
             // The committed bytes (a record parsed and written again could differ in a float's
             // last digit, and every machine's copy is to be the same file).
@@ -861,18 +878,6 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut text = serde_json::to_vec_pretty(value)?;
     text.push(b'\n');
     Ok(text)
-}
-
-/// Where the shared cache keeps an artifact's record.
-fn remote_record_key(fingerprint: &str) -> String {
-    format!("artifacts/{fingerprint}.json")
-}
-
-/// Where the shared cache keeps an artifact's data: named by its bytes too, so two machines
-/// that made one fingerprint with different bytes never overwrite each other's data.
-fn remote_data_key(record: &Record) -> String {
-    let sum = record.blake3.get(..32).unwrap_or(&record.blake3);
-    format!("artifacts/{}.{sum}.{}", record.fingerprint, record.format.extension())
 }
 
 /// The fingerprint an artifact's data file is named by.

@@ -240,6 +240,27 @@ pub struct CacheArgs {
     /// `gc`: say what would be removed, remove nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// `gc` of a shared cache (`s3://…`): nothing younger than this goes, since a run on
+    /// another machine may be writing it; longer than any run (`90s`, `30m`, `24h`, `7d`).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub grace: Option<std::time::Duration>,
+}
+
+/// An age: a number and a unit (`s`, `m`, `h` or `d`).
+fn parse_age(value: &str) -> Result<std::time::Duration, String> {
+    let unit_at = value.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(unit_at);
+    let seconds = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("`{value}` needs a unit: s, m, h or d (e.g. `24h`)")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * seconds < 1e12 => Ok(std::time::Duration::from_secs_f64(n * seconds)),
+        _ => Err(format!("`{value}` is not an age: a number >= 0 and a unit, e.g. `24h`")),
+    }
 }
 
 #[derive(Args, Debug)]

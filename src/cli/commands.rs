@@ -244,6 +244,7 @@ fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
         let opts = crate::ops::gc::GcOptions {
             keep_recent_days: args.keep_recent,
             dry_run: args.dry_run,
+            grace: args.grace.unwrap_or(crate::ops::gc::DEFAULT_GRACE),
         };
         let text = crate::ops::gc::gc(&plans, &opts, |lock| {
             eprintln!("waiting for the pipeline run that holds {}", lock.display());
@@ -258,8 +259,8 @@ fn cache(args: CacheArgs, out: &mut dyn Write) -> Result<()> {
             format!("{:?}", args.action).to_lowercase()
         );
     };
-    if args.keep_recent.is_some() || args.dry_run {
-        anyhow::bail!("--keep-recent and --dry-run are options of `cache gc`");
+    if args.keep_recent.is_some() || args.dry_run || args.grace.is_some() {
+        anyhow::bail!("--keep-recent, --dry-run and --grace are options of `cache gc`");
     }
     let plan = load_file(file, &[])?;
     match args.action {

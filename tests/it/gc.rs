@@ -3,6 +3,7 @@
 
 use std::process::{Command, Stdio};
 
+use crate::shared::S3;
 use crate::support::{BASIC, Project};
 
 /// The fingerprints of the committed artifacts (`cache ls`, one line each).
@@ -126,4 +127,112 @@ fn runs_beside_gc_lose_nothing_they_need() {
     }
     let run = p.run(&["run", "pipeline.yaml"]).ok();
     assert!(run.stdout.lines().all(|l| !l.contains(" ran ")), "{}", run.stdout);
+}
+
+/// `cache gc` of a shared cache on a real S3 server (moto), where no lock orders machines:
+/// nothing younger than the grace period goes, so runs writing now lose nothing; past it (here
+/// `--grace 0s`), what no given file needs goes, with data no record commits and the parts of
+/// an upload a killed run left; what the file needs stays and a new machine still copies it.
+#[test]
+fn gc_of_a_shared_cache_spares_the_young_and_takes_what_killed_runs_left() {
+    let s3 = S3::start("team");
+    let mut env = s3.env();
+    env.push(("PIPELINE_CACHE", "s3://team/g".to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fn with<'a>(env: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
+        [env, &[extra]].concat()
+    }
+    // 120 images at 224x224: resize's 18 MB go up in parts.
+    let machine = || {
+        let p = Project::new();
+        p.kaggle_images(&["cat", "dog"], 60)
+            .pipeline(&BASIC.replace("size: [8, 8]", "size: [224, 224]"));
+        p.write(
+            "small.yaml",
+            &BASIC
+                .replace("size: [8, 8]", "size: [6, 6]")
+                .replace("name: t", "name: s"),
+        );
+        p
+    };
+    // Where the kill after resize's first part falls, found on a machine of the same history.
+    let tracer = machine();
+    tracer
+        .run_env(&["run", "small.yaml", "--cache", "s3://team/trace"], &env)
+        .ok();
+    let traced = tracer.run_env(
+        &["run", "pipeline.yaml", "--cache", "s3://team/trace"],
+        &with(&env, ("PIPELINE_KILL_TRACE", "1")),
+    );
+    let point = traced.kill_point("part 1 of an upload sent");
+
+    let p = machine();
+    p.run_env(&["run", "small.yaml"], &env).ok();
+    let killed = p.run_env(
+        &["run", "pipeline.yaml"],
+        &with(&env, ("PIPELINE_KILL_AT", point.as_str())),
+    );
+    assert_eq!(killed.code, -1, "{}", killed.stderr);
+    assert_eq!(s3.open_uploads("team"), 1, "the killed run's upload is open");
+    assert_eq!(s3.keys("team", "g/uploads/").len(), 1, "and noted");
+    // Data a run killed between data and record left.
+    let orphan = format!("g/artifacts/{}.0123456789abcdef0123456789abcdef.arrow", "ab".repeat(32));
+    s3.put("team", &orphan, b"left by a killed run");
+
+    // Everything is younger than a day: nothing goes from the shared cache.
+    let gc = p.run_env(&["cache", "gc", "pipeline.yaml"], &env).ok();
+    assert_contains!(
+        gc.stdout,
+        "shared cache s3://team/g: freed 0 artifact(s), 0 other object(s) and 0 unfinished upload(s)"
+    );
+    let listed = s3.keys("team", "g/");
+    let dry = p
+        .run_env(&["cache", "gc", "pipeline.yaml", "--grace", "0s", "--dry-run"], &env)
+        .ok();
+    assert_eq!(s3.keys("team", "g/"), listed, "a dry run removes nothing");
+    assert_eq!(s3.open_uploads("team"), 1);
+    for stage in ["resize", "mean_subtract", "normalize"] {
+        assert_contains!(dry.stdout, &format!("would remove  s / {stage} ({stage})"));
+    }
+    assert_contains!(
+        dry.stdout,
+        &format!("would remove  s3://team/{orphan} (no record commits it")
+    );
+    assert_contains!(dry.stdout, "would abort  the upload noted in s3://team/g/uploads/");
+    assert_contains!(
+        dry.stdout,
+        "would free 3 artifact(s), 1 other object(s) and 1 unfinished upload(s)"
+    );
+
+    let gc = p.run_env(&["cache", "gc", "pipeline.yaml", "--grace", "0s"], &env).ok();
+    assert_contains!(
+        gc.stdout,
+        "freed 3 artifact(s), 1 other object(s) and 1 unfinished upload(s)"
+    );
+    assert_eq!(s3.open_uploads("team"), 0, "the killed upload's parts are dropped");
+    let left = s3.keys("team", "g/");
+    assert!(
+        !left.iter().any(|k| k.starts_with("g/uploads/") || *k == orphan),
+        "{left:?}"
+    );
+    // ingest and split (shared by both files): record and data each.
+    assert_eq!(left.len(), 4, "{left:?}");
+
+    // The rerun publishes what the kill stopped; another machine then copies every stage,
+    // and computes again what went.
+    p.run_env(&["run", "pipeline.yaml"], &env).ok();
+    let other = machine();
+    let copied = other.run_env(&["run", "pipeline.yaml"], &env).ok();
+    for stage in ["ingest", "split", "resize", "mean_subtract", "normalize"] {
+        assert!(copied.cached(stage), "{}", copied.stdout);
+    }
+    let small = other.run_env(&["run", "small.yaml"], &env).ok();
+    assert!(small.cached("split") && small.ran("resize"), "{}", small.stdout);
+    let again = p
+        .run_env(&["cache", "gc", "pipeline.yaml", "small.yaml", "--grace", "0s"], &env)
+        .ok();
+    assert_contains!(
+        again.stdout,
+        "freed 0 artifact(s), 0 other object(s) and 0 unfinished upload(s)"
+    );
 }

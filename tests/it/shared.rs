@@ -77,6 +77,49 @@ impl S3 {
         assert!(answer.starts_with("HTTP/1.1 200"), "bucket not created: {answer}");
     }
 
+    /// Sends one unsigned request (this server does not check signatures) and returns the
+    /// answer's status line and body.
+    fn request(&self, method: &str, target: &str, body: &[u8]) -> (String, String) {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            conn,
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        conn.write_all(body).unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        let status = answer.lines().next().unwrap_or_default().to_string();
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        (status, body)
+    }
+
+    /// Writes an object as another tool would (no record, no checks).
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let (status, _) = self.request("PUT", &format!("/{bucket}/{key}"), bytes);
+        assert!(status.starts_with("HTTP/1.1 200"), "{key} not written: {status}");
+    }
+
+    /// The keys of the objects under `prefix`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (_, body) = self.request(
+            "GET",
+            &format!("/{bucket}?list-type=2&max-keys=1000&prefix={prefix}"),
+            b"",
+        );
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    /// How many uploads in parts are open (begun, neither finished nor aborted).
+    pub fn open_uploads(&self, bucket: &str) -> usize {
+        let (_, body) = self.request("GET", &format!("/{bucket}?uploads"), b"");
+        body.matches("<UploadId>").count()
+    }
+
     /// The requests the server has answered so far (its access log).
     pub fn requests(&self) -> usize {
         std::fs::read_to_string(&self.log)
