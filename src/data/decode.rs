@@ -171,16 +171,19 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
 /// The version tag of the JPEG decoding used by [`decode_rgb8_for`], for fingerprints:
 /// decoders differ by a few levels per pixel, so a change of decoder or of the scaling rule
 /// must change every artifact made with it.
-pub const SCALED_JPEG_DECODER: &str = "jpeg-decoder 0.3 DCT-scaled (1/4, 1/8) else zune-jpeg 0.5";
+pub const SCALED_JPEG_DECODER: &str = "jpeg-decoder 0.3 DCT-scaled 1/4 at 8x the target, else zune-jpeg 0.5";
 
-/// Like [`decode_rgb8`], but a JPEG at least 4 times larger than `target` (width, height,
-/// upright) on both sides is decoded in the DCT domain at 1/4 or 1/8 scale, the smallest
-/// whose output still covers the target (libjpeg-turbo's scaled decode, OpenCV's
-/// `IMREAD_REDUCED_COLOR_k`, Pillow's `draft`): most of the inverse DCT, upsampling and
-/// colour conversion work is skipped, and the resize after it has less to read. Measured
-/// here, `jpeg-decoder`'s 1/2 scale is slower than `zune-jpeg`'s full decode, so 1/2 is not
-/// used. Anything else (PNG, CMYK, 16-bit, a decode error) goes through [`decode_rgb8`], so
-/// errors are always its errors.
+/// Like [`decode_rgb8`], but a JPEG at least 8 times larger than `target` (width, height,
+/// upright) on both sides is decoded in the DCT domain at 1/4 scale, so the reduced image is
+/// still at least twice the target on each side, Pillow's `reducing_gap` rule (`draft` as
+/// `Image.thumbnail` uses it; OpenCV's `IMREAD_REDUCED_COLOR_4`): most of the inverse DCT,
+/// upsampling and colour conversion work is skipped, and the resize after it has a
+/// sixteenth of the pixels to read, while the result stays as close to a full decode as
+/// Pillow's reduced decode is (`bench/jpeg_fidelity.py`). Reducing further than twice the
+/// target left the resize too few pixels (a 128x128 JPEG to 32x32 came out 7 levels off on
+/// average); `jpeg-decoder`'s 1/8 scale rounds its DC half a level low and its 1/2 scale is
+/// slower than `zune-jpeg`'s full decode, so neither is used. Anything else (PNG, CMYK,
+/// 16-bit, a decode error) goes through [`decode_rgb8`], so errors are always its errors.
 pub fn decode_rgb8_for(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -> Result<Rgb8Image, DecodeError> {
     if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
         && let Some(img) = decode_jpeg_scaled(bytes, limits, target)
@@ -211,9 +214,14 @@ fn decode_jpeg_scaled(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -
         Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
     );
     let (tw, th) = if swaps { (target.1, target.0) } else { target };
-    let k = [8u32, 4]
-        .into_iter()
-        .find(|k| w.div_ceil(*k) >= tw && h.div_ceil(*k) >= th)?;
+    // Pillow's `reducing_gap` rule (`Image.thumbnail`, `draft`): the reduced image is still
+    // at least twice the target on each side, so the resize after it does the rest.
+    // 1/4 only: jpeg-decoder's 1/8 path (DC only) truncates where libjpeg rounds, half a
+    // level low in Y, Cb and Cr, so a red or blue channel came out a level low on average.
+    let k = 4u32;
+    if w / (2 * tw.max(1)) < k || h / (2 * th.max(1)) < k {
+        return None;
+    }
     let (sw, sh) = decoder
         .scale(u16::try_from(w.div_ceil(k)).ok()?, u16::try_from(h.div_ceil(k)).ok()?)
         .ok()?;
@@ -535,6 +543,35 @@ mod tests {
             bottom[2] > 200 && bottom[0] < 60,
             "bottom should be blue, got {bottom:?}"
         );
+    }
+
+    /// A `w x h` JPEG with detail in every block (seeded texture).
+    fn textured_jpeg(w: u32, h: u32) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 13) % 97 + (i / 3 % w) % 128) as u8)
+            .collect();
+        let mut out = Vec::new();
+        JpegEncoder::new_with_quality(&mut out, 90)
+            .encode(&pixels, w, h, ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_jpeg_is_reduced_only_while_it_stays_twice_the_target() {
+        let limits = DecodeLimits::default();
+        // Pillow's reducing_gap rule: 1/4 of 256 is 64, twice a 32 target: reduced.
+        let big = decode_rgb8_for(&textured_jpeg(256, 200), &limits, (32, 25)).unwrap();
+        assert_eq!((big.width, big.height), (64, 50));
+        // 1/4 of 128 is 32, the target itself: decoded whole (the old rule reduced it).
+        let whole = decode_rgb8_for(&textured_jpeg(128, 128), &limits, (32, 32)).unwrap();
+        assert_eq!(whole, decode(&textured_jpeg(128, 128)).unwrap());
+        // One side short of 8x the target: decoded whole.
+        let wide = decode_rgb8_for(&textured_jpeg(512, 200), &limits, (32, 32)).unwrap();
+        assert_eq!((wide.width, wide.height), (512, 200));
+        // Never 1/8 (its DC rounds half a level low): 1/4 however large the reduction.
+        let huge = decode_rgb8_for(&textured_jpeg(1024, 1024), &limits, (16, 16)).unwrap();
+        assert_eq!((huge.width, huge.height), (256, 256));
     }
 
     #[test]

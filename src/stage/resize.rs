@@ -35,8 +35,8 @@ pub struct Resize {
     pub filter: Filter,
     pub mode: Mode,
     pub fill: [u8; 3],
-    /// JPEGs at least 4 times the target on both sides decode in the DCT domain at 1/4 or
-    /// 1/8 scale (see [`crate::data::decode::decode_rgb8_for`]); `jpeg_scaling: off` decodes every
+    /// JPEGs at least 8 times the target on both sides decode in the DCT domain at 1/4
+    /// scale (see [`crate::data::decode::decode_rgb8_for`]); `jpeg_scaling: off` decodes every
     /// image at full size.
     pub jpeg_scaling: bool,
 }
@@ -59,7 +59,9 @@ impl Kind for Resize {
     /// 3: DCT-scaled JPEG decoding for large downscales (`jpeg_scaling`).
     /// 4: the scaled decoder's portable colour conversion: the same bytes on every x86-64
     ///    SIMD level (its SSSE3 path rounds otherwise).
-    const VERSION: u32 = 4;
+    /// 5: reduced JPEG decoding keeps at least twice the target (Pillow's `reducing_gap`
+    ///    rule), at 1/4 only.
+    const VERSION: u32 = 5;
     const PARAMS: &'static [&'static str] = &["size", "filter", "mode", "fill", "jpeg_scaling"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {

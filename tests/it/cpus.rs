@@ -16,7 +16,7 @@ const PIPELINE: &str = "name: q\nseed: 7\nstages:\n  ingest: {kind: ingest, path
                         mean_subtract: {kind: mean_subtract, mean: fit}\n  \
                         normalize: {kind: normalize, method: per_image}\n";
 
-/// Shipped photos as PNGs, as 500x375 JPEGs (decoded at 1/4 scale) and as small progressive-free
+/// Shipped photos as PNGs, as 1024x768 JPEGs (decoded at 1/4 scale) and as small progressive-free
 /// JPEGs (decoded whole).
 fn project() -> Project {
     let repo = env!("CARGO_MANIFEST_DIR");
@@ -29,7 +29,7 @@ fn project() -> Project {
                 .to_rgb8();
             let (w, h, ext) = match i % 3 {
                 0 => (32, 32, "png"),
-                1 => (500, 375, "jpg"),
+                1 => (1024, 768, "jpg"),
                 _ => (160, 120, "jpg"),
             };
             let img = image::imageops::resize(&photo, w, h, image::imageops::FilterType::CatmullRom);

@@ -15,6 +15,7 @@ mod cpus;
 mod crash;
 mod diagnose;
 mod events;
+mod fidelity;
 mod gc;
 mod hostile;
 mod init;
