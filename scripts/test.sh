@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, with its set-up: the Python packages the tests use (pyarrow, polars and
-# numpy for the interop tests, moto's S3 server, which the shared-cache tests start on
-# 127.0.0.1) and qemu-user (to run the binary as older CPUs) are installed, and a one-node
+# numpy for the interop tests, Pillow and pypng for the decoding corpus, moto's S3 server,
+# which the shared-cache tests start on 127.0.0.1), qemu-user (to run the binary as older
+# CPUs) and libjpeg-turbo-progs (an arithmetic-coded JPEG) are installed, and a one-node
 # Slurm cluster is started for the sharded-run test (scripts/slurm.sh; stopped by its PIDs
 # when the tests end); then every Rust unit and integration test runs. In release: the tests
 # run the binary on real pixels and train models, and the build is the one
@@ -9,11 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-# qemu-x86_64 runs the binary as CPUs without AVX-512, AVX2 or SSSE3 (tests/it/cpus.rs).
-if [ "$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 > /dev/null; then
+# qemu-x86_64 runs the binary as CPUs without AVX-512, AVX2 or SSSE3 (tests/it/cpus.rs);
+# libjpeg-turbo's cjpeg writes the arithmetic-coded JPEG of tests/python/decode_corpus.py.
+missing=""
+if [ "$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 > /dev/null; then missing="qemu-user"; fi
+if ! command -v cjpeg > /dev/null; then missing="$missing libjpeg-turbo-progs"; fi
+if [ -n "$missing" ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends qemu-user > /dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing > /dev/null
 fi
 slurm=$(mktemp -d)
 trap 'scripts/slurm.sh stop "$slurm"; rm -rf "$slurm"' EXIT

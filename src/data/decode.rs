@@ -21,8 +21,13 @@
 //!   `IMREAD_COLOR`); 16-bit samples become 8-bit through the `image` crate's
 //!   conversion (`to_rgb8`); palette PNGs are expanded.
 //! * No panics on any input: every failure is a [`DecodeError`]. Truncated
-//!   pixel data is an error; a file missing only its trailer (PNG `IEND`,
-//!   JPEG `EOI`) but with complete image data still decodes, as in most viewers.
+//!   pixel data is an error; a PNG missing only its `IEND` trailer still decodes.
+//!   A JPEG must reach its end-of-image marker (`EOI`): one that stops before it
+//!   is refused, as Pillow refuses it (OpenCV would fill the rest with grey), so
+//!   no half image is ever used ([`jpeg_markers`]).
+//! * Application segments and comments a Rust decoder refuses but libjpeg skips
+//!   (a short Adobe APP14, say) do not make a JPEG unusable: it is decoded again
+//!   without them.
 
 use std::fmt;
 use std::io::{Cursor, ErrorKind};
@@ -30,6 +35,8 @@ use std::io::{Cursor, ErrorKind};
 use image::error::ImageError;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use crate::data::jpeg_markers::{self, Walk};
 
 /// A decoded image: 8-bit RGB, row-major HWC, `pixels.len() == width * height * 3`.
 #[derive(Clone, PartialEq, Eq)]
@@ -119,7 +126,15 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let (format, name) = match image::guess_format(bytes) {
+    // `FF D8` alone is the start of a JPEG (cut short), which `guess_format` does not know.
+    let guessed = image::guess_format(bytes).or_else(|e| {
+        if bytes.starts_with(&[0xFF, 0xD8]) {
+            Ok(ImageFormat::Jpeg)
+        } else {
+            Err(e)
+        }
+    });
+    let (format, name) = match guessed {
         Ok(ImageFormat::Jpeg) => (ImageFormat::Jpeg, "JPEG"),
         Ok(ImageFormat::Png) => (ImageFormat::Png, "PNG"),
         Ok(other) => {
@@ -132,11 +147,57 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
         }
         Err(_) => return Err(DecodeError::UnknownFormat),
     };
-    if format == ImageFormat::Jpeg
-        && let Some(img) = decode_jpeg_direct(bytes, limits)
-    {
-        return Ok(img);
+    if format == ImageFormat::Jpeg {
+        match jpeg_markers::walk(bytes) {
+            Walk::Truncated { at } => {
+                return Err(DecodeError::Corrupt {
+                    format: name,
+                    message: format!(
+                        "the file is truncated: its {at} bytes end before the image does (no end-of-image marker)"
+                    ),
+                });
+            }
+            Walk::Complete { segments } => {
+                if let Some(coding) = jpeg_markers::unsupported_coding(bytes, &segments) {
+                    return Err(DecodeError::UnsupportedFeature {
+                        format: name,
+                        message: coding,
+                    });
+                }
+            }
+        }
+        if let Some(img) = decode_jpeg_direct(bytes, limits) {
+            return Ok(img);
+        }
     }
+    let first = decode_with_image(bytes, format, name, limits);
+    match first {
+        // libjpeg (Pillow, OpenCV) skips application segments and comments it cannot read;
+        // the Rust decoders refuse some (a short Adobe APP14): decode once more without them.
+        Err(DecodeError::Corrupt { .. } | DecodeError::UnsupportedFeature { .. }) if format == ImageFormat::Jpeg => {
+            match jpeg_markers::without_skippable_segments(bytes) {
+                Some(cleaned) => decode_with_image(&cleaned, format, name, limits).or(first),
+                None => first,
+            }
+        }
+        // Likewise a PNG critical chunk nobody knows: Pillow and libpng-based readers skip it.
+        Err(DecodeError::Corrupt { .. }) if format == ImageFormat::Png => {
+            match crate::data::png_chunks::without_unknown_critical(bytes) {
+                Some(cleaned) => decode_with_image(&cleaned, format, name, limits).or(first),
+                None => first,
+            }
+        }
+        other => other,
+    }
+}
+
+/// [`decode_rgb8`] through the `image` crate, once the format is known.
+fn decode_with_image(
+    bytes: &[u8],
+    format: ImageFormat,
+    name: &'static str,
+    limits: &DecodeLimits,
+) -> Result<Rgb8Image, DecodeError> {
     let to_error = |err| decode_error(err, name);
 
     // Phase 1: parse the header only. Dimension limits are left to our own check
@@ -186,6 +247,7 @@ pub const SCALED_JPEG_DECODER: &str = "jpeg-decoder 0.3 DCT-scaled 1/4 at 8x the
 /// 16-bit, a decode error) goes through [`decode_rgb8`], so errors are always its errors.
 pub fn decode_rgb8_for(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -> Result<Rgb8Image, DecodeError> {
     if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
+        && matches!(jpeg_markers::walk(bytes), Walk::Complete { .. })
         && let Some(img) = decode_jpeg_scaled(bytes, limits, target)
     {
         return Ok(img);
@@ -344,9 +406,54 @@ pub fn header_dimensions(path: &std::path::Path) -> Result<(u32, u32), String> {
         .map_err(|e| one_line(&e))
 }
 
-/// A decoder message on one line (some end with or contain newlines).
+/// A decoder's message as one plain sentence: on one line (some contain newlines), without
+/// the `image` crate's "Format error decoding Png:" preamble (the error says the format),
+/// without Rust debug text (`ChunkType { type: IHDR, critical: true, … }` becomes `IHDR`, a
+/// trailing `InvalidBlockType` becomes "invalid block type"), quotes or a final full stop.
 fn one_line(message: &impl fmt::Display) -> String {
-    message.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut text = message.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    for preamble in [
+        "Format error decoding Png: ",
+        "Format error decoding Jpeg: ",
+        "Format error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(preamble) {
+            text = rest.to_string();
+        }
+    }
+    const CHUNK: &str = "ChunkType { type: ";
+    while let Some(at) = text.find(CHUNK) {
+        let rest = &text[at + CHUNK.len()..];
+        let name: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+        let end = rest.find('}').map_or(text.len(), |e| at + CHUNK.len() + e + 1);
+        text.replace_range(at..end, &name);
+    }
+    // A debug enum variant at the end, after a sentence: its words.
+    if let Some((head, last)) = text.rsplit_once(". ")
+        && last.len() > 1
+        && last.chars().all(|c| c.is_ascii_alphabetic())
+        && last.starts_with(|c: char| c.is_ascii_uppercase())
+        && last.chars().skip(1).any(|c| c.is_ascii_uppercase())
+    {
+        let mut words = String::new();
+        for (i, c) in last.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                words.push(' ');
+            }
+            words.push(c.to_ascii_lowercase());
+        }
+        text = format!("{head} ({words})");
+    }
+    let text = text.trim().trim_matches('"').trim_end_matches('.').trim();
+    let mut chars = text.chars();
+    match chars.next() {
+        // "Unknown filter method" reads on after "corrupt PNG data: " in lower case; an
+        // acronym ("IDAT or fdAT chunk is missing") keeps its case.
+        Some(first) if chars.next().is_some_and(|c| c.is_ascii_lowercase()) => {
+            first.to_lowercase().chain(text.chars().skip(1)).collect()
+        }
+        _ => text.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -572,6 +679,33 @@ mod tests {
         // Never 1/8 (its DC rounds half a level low): 1/4 however large the reduction.
         let huge = decode_rgb8_for(&textured_jpeg(1024, 1024), &limits, (16, 16)).unwrap();
         assert_eq!((huge.width, huge.height), (256, 256));
+    }
+
+    #[test]
+    fn decoder_messages_become_plain_sentences() {
+        let cases = [
+            (
+                "Format error decoding Png: CRC error: expected 0x5c06e38 have 0xfac06e38 while decoding \
+                 ChunkType { type: IHDR, critical: true, private: false, reserved: false, safecopy: false } chunk.",
+                "CRC error: expected 0x5c06e38 have 0xfac06e38 while decoding IHDR chunk",
+            ),
+            (
+                "Format error decoding Png: Corrupt deflate stream. InvalidBlockType",
+                "corrupt deflate stream (invalid block type)",
+            ),
+            (
+                "Format error decoding Jpeg: \"Premature End of image\"",
+                "premature End of image",
+            ),
+            (
+                "Format error decoding Png: Unknown filter method 255.",
+                "unknown filter method 255",
+            ),
+            ("IDAT or fdAT chunk is missing.", "IDAT or fdAT chunk is missing"),
+        ];
+        for (raw, plain) in cases {
+            assert_eq!(one_line(&raw), plain);
+        }
     }
 
     #[test]
