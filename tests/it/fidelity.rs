@@ -44,3 +44,22 @@ fn every_kind_of_file_decodes_as_pillow_does_or_is_refused_in_plain_words() {
     assert_contains!(out, "jpeg-short-app14.jpg: mean");
     assert_contains!(out, "refused  dog.");
 }
+
+/// PngSuite's images (tests/fixtures/pngsuite): every colour type and bit depth, interlaced
+/// or not, with transparency; each is used and within 2 levels of Pillow's decode.
+#[test]
+fn the_png_suite_decodes_as_pillow_does() {
+    let work = tempfile::tempdir().unwrap();
+    let suite = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pngsuite");
+    let out = crate::support::python(
+        "decode_corpus.py",
+        &[
+            env!("CARGO_BIN_EXE_pipeline"),
+            work.path().to_str().unwrap(),
+            "--images",
+            suite,
+        ],
+    );
+    assert_contains!(out, "28 files: 28 used, 0 refused");
+    assert_contains!(out, "0 problem(s)");
+}

@@ -26,6 +26,7 @@ Needs Pillow, numpy, pyarrow and pypng (and `cjpeg` for the arithmetic-coded fil
 import argparse
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -234,14 +235,20 @@ yaml.write_text(
     f"name: corpus\ncache: cache\nstages:\n  ingest:\n    kind: ingest\n    path: {images}\n    labels: prefix\n"
     f"    on_error: skip\n  resize:\n    kind: resize\n    size: [{size}, {size}]\n    jpeg_scaling: off\n"
 )
-run = subprocess.run([args.binary, "run", str(yaml), "--json"], capture_output=True, text=True, check=True)
+# The images may live outside the work folder (`--images`): let the pipeline read them.
+env = dict(os.environ, PIPELINE_DATA_ROOTS=str(images))
+run = subprocess.run([args.binary, "run", str(yaml), "--json"], capture_output=True, text=True, env=env)
+if run.returncode != 0:
+    sys.exit(f"the run failed:\n{run.stdout}\n{run.stderr}")
 skipped = {}
 for line in run.stdout.splitlines():
     event = json.loads(line)
     for entry in (event.get("summary") or {}).get("skipped") or []:
         skipped[Path(entry["path"]).name] = entry["reason"]
 out = work / "corpus.arrow"
-subprocess.run([args.binary, "export", str(yaml), "--stage", "resize", "-o", str(out)], check=True, capture_output=True)
+subprocess.run(
+    [args.binary, "export", str(yaml), "--stage", "resize", "-o", str(out)], check=True, capture_output=True, env=env
+)
 table = ipc.open_file(out).read_all()
 ours = {
     Path(p).name: np.asarray(v, np.int16).reshape(size, size, 3)
@@ -249,7 +256,8 @@ ours = {
 }
 
 problems = 0
-files = sorted(f for f in images.iterdir() if f.is_file())
+# What `ingest` lists (its default extensions); a README beside the images is not one.
+files = sorted(f for f in images.iterdir() if f.is_file() and f.suffix.lower() in (".jpg", ".jpeg", ".png"))
 used = far = 0
 for f in files:
     ref = reference(f, size)
