@@ -2,9 +2,11 @@
 
 usage: floor.py CORPUS_DIR --size S [--workers W] [--chunk C] [--src-size 500x375]
 
-Each image is decoded with cv2.imread at the smallest DCT scale whose output still covers
-SxS: the largest k in (1, 2, 4, 8) with ceil(W/k) >= S and ceil(H/k) >= S (500x375: S=224
--> k=1, IMREAD_COLOR; S=64 -> k=4, IMREAD_REDUCED_COLOR_4). Nothing else: no resize, no
+Each image is decoded with cv2.imread at the scale `resize` decodes it at (`--k` to choose
+another): 1/4 when that is still at least twice SxS on each side (W // (2S) >= 4 and
+H // (2S) >= 4, Pillow's reducing_gap rule), else whole (500x375: S=224 and S=64 -> k=1,
+IMREAD_COLOR; S=32 -> k=4, IMREAD_REDUCED_COLOR_4, as 500 // 64 = 7 and 375 // 64 = 5).
+Nothing else: no resize, no
 arithmetic, nothing written. One OpenCV thread per process. --workers W > 1 uses a
 multiprocessing.Pool of W processes (chunked imap).
 
@@ -26,7 +28,8 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def dct_scale(w, h, s):
-    return max(k for k in FLAGS if math.ceil(w / k) >= s and math.ceil(h / k) >= s)
+    """The scale `resize` decodes at (its `jpeg_scaling: auto` rule)."""
+    return 4 if w // (2 * s) >= 4 and h // (2 * s) >= 4 else 1
 
 
 _W = {}
@@ -51,10 +54,11 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--src-size", default="500x375", help="WxH of the corpus images")
+    ap.add_argument("--k", type=int, choices=sorted(FLAGS), help="decode at 1/k (default: resize's rule)")
     args = ap.parse_args()
 
     w, h = (int(v) for v in args.src_size.split("x"))
-    k = dct_scale(w, h, args.size)
+    k = args.k or dct_scale(w, h, args.size)
     if k == 1 and (w < args.size or h < args.size):
         print(f"floor: note: {w}x{h} is smaller than {args.size}; decoding at full scale", file=sys.stderr)
     t0 = time.perf_counter()
