@@ -82,15 +82,7 @@ pub fn gc(plans: &[Plan], opts: &GcOptions, waiting: impl FnOnce(&Path) -> Resul
         }
         freed += g.bytes();
         let _ = match g {
-            Garbage::Artifact(r) => writeln!(
-                text,
-                "{verb}  {} / {} ({}) {}  {}",
-                r.pipeline,
-                r.stage,
-                r.kind,
-                &r.fingerprint[..12.min(r.fingerprint.len())],
-                megabytes(r.bytes)
-            ),
+            Garbage::Artifact(r) => writeln!(text, "{verb}  {}", artifact(r)),
             Garbage::Orphan { path, bytes } => writeln!(
                 text,
                 "{verb}  {} (no record commits it)  {}",
@@ -146,15 +138,7 @@ fn sweep_shared(
         }
         freed += g.bytes();
         let _ = match g {
-            SharedGarbage::Artifact(r) => writeln!(
-                text,
-                "{verb}  {} / {} ({}) {}  {}  from {url}",
-                r.pipeline,
-                r.stage,
-                r.kind,
-                &r.fingerprint[..12.min(r.fingerprint.len())],
-                megabytes(r.bytes)
-            ),
+            SharedGarbage::Artifact(r) => writeln!(text, "{verb}  {}  from {url}", artifact(r)),
             SharedGarbage::Orphan { key, bytes, age } => writeln!(
                 text,
                 "{verb}  {url}/{key} (no record commits it; {} old)  {}",
@@ -217,6 +201,18 @@ fn keep_with_sources(cache: &Cache, fingerprint: &str, needed: &mut BTreeSet<Str
     for source in cache.pixel_sources(&record) {
         keep_with_sources(cache, &source, needed);
     }
+}
+
+/// An artifact as a removal line names it: pipeline / stage (kind), fingerprint, size.
+fn artifact(r: &crate::cache::store::Record) -> String {
+    format!(
+        "{} / {} ({}) {}  {}",
+        r.pipeline,
+        r.stage,
+        r.kind,
+        &r.fingerprint[..12.min(r.fingerprint.len())],
+        megabytes(r.bytes)
+    )
 }
 
 fn megabytes(bytes: u64) -> String {
