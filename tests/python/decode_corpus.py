@@ -10,8 +10,10 @@ as `resize` does; `convert("RGB")`) resized the same way (bilinear):
   JPEG  baseline, progressive, optimized Huffman tables, restart intervals; 4:4:4, 4:2:2,
         4:2:0 and 4:1:1 subsampling; grayscale; CMYK (Adobe, inverted); every EXIF
         orientation; a broken EXIF block; an ICC profile; comments and APPn segments; a
-        malformed APP14 (Adobe) segment; a malformed COM segment; arithmetic coding (with
-        libjpeg-turbo's `cjpeg`, where installed: refused by name: a coding the decoders lack)
+        malformed APP14 (Adobe) segment; a malformed COM segment; and, with libjpeg-turbo's
+        `cjpeg` where installed, 4:4:0, 4:1:1 across, mixed sampling factors, RGB without the
+        YCbCr transform, the float DCT, a restart every MCU, and arithmetic coding (refused
+        by name: a coding the decoders lack)
   PNG   RGB, RGBA, gray, gray + alpha, palette, palette + tRNS, 1/2/4-bit palettes and
         grays, 16-bit RGB, RGBA and gray, Adam7-interlaced (8- and 16-bit), APNG (its first
         frame), a text chunk, an sRGB/gAMA/iCCP chunk
@@ -137,6 +139,19 @@ def generate(out: Path) -> None:
         rgb.save(ppm)
         arith = subprocess.run(["cjpeg", "-arithmetic", str(ppm)], capture_output=True, check=True).stdout
         save("jpeg-arithmetic", arith, "jpg")
+        # What Pillow does not write: 4:4:0, 4:1:1 across, mixed factors, RGB without the
+        # YCbCr transform, the float DCT, a restart every MCU.
+        for kind, opts in [
+            ("cjpeg-440", ["-sample", "1x2"]),
+            ("cjpeg-411h", ["-sample", "4x1"]),
+            ("cjpeg-mixed-factors", ["-sample", "2x2,2x1,1x2"]),
+            ("cjpeg-rgb", ["-rgb"]),
+            ("cjpeg-rgb-progressive", ["-rgb", "-progressive"]),
+            ("cjpeg-float-dct", ["-dct", "float"]),
+            ("cjpeg-restart-1", ["-restart", "1B"]),
+        ]:
+            data = subprocess.run(["cjpeg", *opts, str(ppm)], capture_output=True, check=True).stdout
+            save(kind, data, "jpg")
 
     save("png-rgb", pillow_png(rgb), "png")
     save("png-rgba", pillow_png(photo(90, 70, 20).convert("RGBA")), "png")
