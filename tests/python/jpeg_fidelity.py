@@ -21,6 +21,7 @@ different decoder rounds its inverse DCT and chroma upsampling otherwise, by a l
 more is a bug). `tests/it/fidelity.rs` runs it. Needs Pillow, numpy and pyarrow.
 """
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,10 +79,15 @@ def export(images: Path, size: int, scaling: str) -> dict:
         f"    labels: prefix\n  resize:\n    kind: resize\n    size: [{size}, {size}]\n"
         f"    jpeg_scaling: {scaling}\n"
     )
-    subprocess.run([args.binary, "run", str(yaml)], check=True, stdout=subprocess.DEVNULL)
+    # The images may live outside the work folder (`--images`): let the pipeline read them.
+    env = dict(os.environ, PIPELINE_DATA_ROOTS=str(images))
+    subprocess.run([args.binary, "run", str(yaml)], check=True, stdout=subprocess.DEVNULL, env=env)
     out = work / f"{name}.arrow"
     subprocess.run(
-        [args.binary, "export", str(yaml), "--stage", "resize", "-o", str(out)], check=True, stdout=subprocess.DEVNULL
+        [args.binary, "export", str(yaml), "--stage", "resize", "-o", str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=env,
     )
     table = ipc.open_file(out).read_all()
     paths = table.column("path").to_pylist()
