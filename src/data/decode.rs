@@ -396,6 +396,60 @@ fn decode_error(err: ImageError, format: &'static str) -> DecodeError {
     }
 }
 
+/// What a user should know of a JPEG that decoded: its EXIF block cannot be read (or names
+/// no orientation there is), so its orientation is ignored, as Pillow (with a warning) and
+/// OpenCV do. `None` for a readable block, no block, or a PNG.
+pub fn exif_note(bytes: &[u8]) -> Option<String> {
+    let Walk::Complete { segments } = jpeg_markers::walk(bytes) else {
+        return None;
+    };
+    let tiff = segments.iter().find_map(|&(marker, offset, len)| {
+        let payload = bytes.get(offset + 4..offset + len)?;
+        (marker == 0xE1).then(|| payload.strip_prefix(b"Exif\0\0")).flatten()
+    })?;
+    let ignored = "so its orientation is ignored (as Pillow and OpenCV do)";
+    let Some(entries) = exif_ifd0(tiff) else {
+        return Some(format!("its EXIF block cannot be read, {ignored}"));
+    };
+    match entries.into_iter().find(|(tag, _)| *tag == 0x0112) {
+        Some((_, value)) if !(1..=8).contains(&value) => {
+            Some(format!("its EXIF orientation is {value}, not one of 1 to 8, {ignored}"))
+        }
+        _ => None,
+    }
+}
+
+/// The (tag, first 16-bit value) pairs of a TIFF block's first IFD, or `None` when its
+/// header or IFD does not fit in it.
+fn exif_ifd0(tiff: &[u8]) -> Option<Vec<(u16, u16)>> {
+    let big = match tiff.get(..4)? {
+        b"MM\0*" => true,
+        b"II*\0" => false,
+        _ => return None,
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        let b: [u8; 2] = tiff.get(at..at + 2)?.try_into().ok()?;
+        Some(if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    };
+    let b: [u8; 4] = tiff.get(4..8)?.try_into().ok()?;
+    let ifd = if big {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    } as usize;
+    let count = usize::from(u16_at(ifd)?);
+    (0..count)
+        .map(|i| {
+            let entry = ifd.checked_add(2 + 12 * i)?;
+            Some((u16_at(entry)?, u16_at(entry + 8)?))
+        })
+        .collect()
+}
+
 /// Width and height as an image file's header states them (before EXIF rotation), without
 /// decoding its pixels: what `pipeline init` reports of a folder. The error is one line.
 pub fn header_dimensions(path: &std::path::Path) -> Result<(u32, u32), String> {
@@ -679,6 +733,24 @@ mod tests {
         // Never 1/8 (its DC rounds half a level low): 1/4 however large the reduction.
         let huge = decode_rgb8_for(&textured_jpeg(1024, 1024), &limits, (16, 16)).unwrap();
         assert_eq!((huge.width, huge.height), (256, 256));
+    }
+
+    #[test]
+    fn an_unreadable_exif_block_is_noted_and_ignored() {
+        let jpeg = red_blue_jpeg();
+        assert_eq!(exif_note(&jpeg), None);
+        assert_eq!(exif_note(&with_exif_orientation(&jpeg, 6)), None);
+        let odd = exif_note(&with_exif_orientation(&jpeg, 9)).unwrap();
+        assert!(odd.starts_with("its EXIF orientation is 9, not one of 1 to 8"), "{odd}");
+        // An IFD that claims more entries than the block holds.
+        let mut broken = jpeg[..2].to_vec();
+        broken.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x12]);
+        broken.extend_from_slice(b"Exif\0\0II*\0\x08\0\0\0\x40\0");
+        broken.extend_from_slice(&jpeg[2..]);
+        let note = exif_note(&broken).unwrap();
+        assert!(note.starts_with("its EXIF block cannot be read"), "{note}");
+        // Still decoded, upright as stored.
+        assert_eq!(decode(&broken).map(|i| (i.width, i.height)).unwrap(), (8, 4));
     }
 
     #[test]

@@ -120,6 +120,14 @@ impl Sink for Text<'_> {
                         f["reason"].as_str().unwrap_or("?")
                     )?;
                 }
+                for f in record.summary["notes"].as_array().into_iter().flatten() {
+                    writeln!(
+                        out,
+                        "   note {}: {}",
+                        f["path"].as_str().unwrap_or("?"),
+                        f["note"].as_str().unwrap_or("?")
+                    )?;
+                }
             }
             Event::Report {
                 kind, report, fresh, ..

@@ -168,7 +168,7 @@ impl Resize {
         root: &std::path::Path,
         rel: &str,
         id: &str,
-    ) -> Result<Vec<u8>, (bool, String)> {
+    ) -> Result<(Vec<u8>, Option<String>), (bool, String)> {
         let file = root.join(rel);
         let (bytes, stat) = read_with_stat(&file).map_err(|e| (true, format!("cannot read: {e}")))?;
         let known = ctx
@@ -181,7 +181,8 @@ impl Resize {
                 format!("changed since ingest (its SHA-256 is no longer {id}); run `pipeline run` again to re-ingest"),
             ));
         }
-        self.image_to_pixels(&bytes, &ctx.limits).map_err(|e| (true, e))
+        let pixels = self.image_to_pixels(&bytes, &ctx.limits).map_err(|e| (true, e))?;
+        Ok((pixels, crate::data::decode::exif_note(&bytes)))
     }
 
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
@@ -238,9 +239,9 @@ impl Resize {
                         .zip(&rows.id)
                         .map(|(rel, id)| {
                             if let Some(pixels) = reuse.as_ref().and_then(|r| r.pixels(id)) {
-                                return Ok((pixels.to_vec(), true));
+                                return Ok((pixels.to_vec(), true, None));
                             }
-                            self.load_row(ctx, root, rel, id).map(|p| (p, false))
+                            self.load_row(ctx, root, rel, id).map(|(p, note)| (p, false, note))
                         })
                         .collect();
                     let paths: Vec<&str> = rows.path.iter().map(String::as_str).collect();
@@ -275,6 +276,9 @@ impl Resize {
         let mut summary = serde_json::Map::new();
         if !outcomes.skipped.is_empty() {
             summary.insert("skipped".into(), super::ingest::skipped_json(&outcomes.skipped));
+        }
+        if !outcomes.notes.is_empty() {
+            summary.insert("notes".into(), notes_json(&outcomes.notes));
         }
         if reuse.is_some() {
             summary.insert("reused".into(), outcomes.reused.into());
@@ -335,7 +339,10 @@ impl Resize {
             for chunk in new_rows.chunks(writer.meta.rows_per_batch()) {
                 let results: Vec<RowResult> = chunk
                     .par_iter()
-                    .map(|&i| self.load_row(ctx, root, &all.path[i], &all.id[i]).map(|p| (p, false)))
+                    .map(|&i| {
+                        self.load_row(ctx, root, &all.path[i], &all.id[i])
+                            .map(|(p, note)| (p, false, note))
+                    })
                     .collect();
                 let paths: Vec<&str> = chunk.iter().map(|&i| all.path[i].as_str()).collect();
                 let (pixels, keep) = outcomes.sort(ctx, root, &paths, results, row_len);
@@ -412,6 +419,9 @@ impl Resize {
         if !outcomes.skipped.is_empty() {
             summary["skipped"] = super::ingest::skipped_json(&outcomes.skipped);
         }
+        if !outcomes.notes.is_empty() {
+            summary["notes"] = notes_json(&outcomes.notes);
+        }
         Ok(Some(Output {
             written,
             fitted: serde_json::Value::Null,
@@ -422,7 +432,9 @@ impl Resize {
 
 /// Per row: the pixels and whether they were reused, or (whether `on_error: skip` may skip
 /// it, the reason).
-type RowResult = Result<(Vec<u8>, bool), (bool, String)>;
+/// A row's pixels, whether they were reused, and a note on its file (an EXIF block that
+/// cannot be read, say); or whether `on_error: skip` may skip it, and why it failed.
+type RowResult = Result<(Vec<u8>, bool, Option<String>), (bool, String)>;
 
 /// What became of the images so far. Files that do not decode are, under `on_error: skip`
 /// (on `ingest`), left out and recorded; otherwise all listed in one error. A file changed
@@ -431,6 +443,8 @@ type RowResult = Result<(Vec<u8>, bool), (bool, String)>;
 struct Outcomes {
     failures: Vec<String>,
     skipped: Vec<(String, String)>,
+    /// Files used with a note (path, note).
+    notes: Vec<(String, String)>,
     reused: u64,
 }
 
@@ -449,10 +463,13 @@ impl Outcomes {
         let mut keep = Vec::with_capacity(results.len());
         for (k, r) in results.into_iter().enumerate() {
             match r {
-                Ok((p, was_reused)) => {
+                Ok((p, was_reused, note)) => {
                     pixels.extend_from_slice(&p);
                     keep.push(k);
                     self.reused += u64::from(was_reused);
+                    if let Some(note) = note {
+                        self.notes.push((paths[k].to_string(), note));
+                    }
                 }
                 Err((true, why)) if ctx.skip_errors => self.skipped.push((paths[k].to_string(), why)),
                 Err((_, why)) => self.failures.push(format!("{}: {why}", root.join(paths[k]).display())),
@@ -473,6 +490,14 @@ impl Outcomes {
         }
         Ok(())
     }
+}
+
+/// The record's list of files used with a note: `[{"path": …, "note": …}]`.
+fn notes_json(notes: &[(String, String)]) -> serde_json::Value {
+    notes
+        .iter()
+        .map(|(p, n)| serde_json::json!({ "path": p, "note": n }))
+        .collect()
 }
 
 /// A file's bytes and the stat of the very file read (not of a path that may have been

@@ -42,6 +42,11 @@ fn every_kind_of_file_decodes_as_pillow_does_or_is_refused_in_plain_words() {
         assert!(line.contains(".bad-") || line.contains("arithmetic"), "{out}");
     }
     assert_contains!(out, "jpeg-short-app14.jpg: mean");
+    // A broken EXIF block: used upright as stored, with a note that says so.
+    assert_contains!(
+        out,
+        "jpeg-broken-exif.jpg: its EXIF block cannot be read, so its orientation is ignored"
+    );
     assert_contains!(out, "refused  dog.");
 }
 

@@ -255,11 +255,13 @@ env = dict(os.environ, PIPELINE_DATA_ROOTS=str(images))
 run = subprocess.run([args.binary, "run", str(yaml), "--json"], capture_output=True, text=True, env=env)
 if run.returncode != 0:
     sys.exit(f"the run failed:\n{run.stdout}\n{run.stderr}")
-skipped = {}
+skipped, notes = {}, {}
 for line in run.stdout.splitlines():
-    event = json.loads(line)
-    for entry in (event.get("summary") or {}).get("skipped") or []:
+    summary = json.loads(line).get("summary") or {}
+    for entry in summary.get("skipped") or []:
         skipped[Path(entry["path"]).name] = entry["reason"]
+    for entry in summary.get("notes") or []:
+        notes[Path(entry["path"]).name] = entry["note"]
 out = work / "corpus.arrow"
 subprocess.run(
     [args.binary, "export", str(yaml), "--stage", "resize", "-o", str(out)], check=True, capture_output=True, env=env
@@ -305,5 +307,7 @@ for f in files:
         print(f"  PROBLEM: {f.name}: {100 * share:.2f}% of values beyond 2 levels of Pillow's, max {d.max()}")
     else:
         print(f"ok       {f.name}: mean {d.mean():.2f}, max {d.max()}")
+    if f.name in notes:
+        print(f"note     {f.name}: {notes[f.name]}")
 print(f"{len(files)} files: {used} used, {len(skipped)} refused; {far} further than 2 levels from Pillow; {problems} problem(s)")
 sys.exit(1 if problems else 0)
