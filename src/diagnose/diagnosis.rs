@@ -196,14 +196,15 @@ impl Diagnosis {
     }
 
     /// The verdict in one sentence: the most fundamental blocking cause (not the symptom,
-    /// a collapse to one class, when something caused it), or that training works.
+    /// a collapse to one class or outputs hovering near chance, when something caused it),
+    /// or that training works.
     pub fn headline(&self) -> String {
         let blocking = |r: &&Ranked| r.blocking;
         let cause = self
             .verdict
             .iter()
             .filter(blocking)
-            .find(|r| r.cause != Cause::Collapsed)
+            .find(|r| r.cause < Cause::Hovering)
             .or_else(|| self.verdict.iter().find(blocking));
         match cause {
             Some(r) => format!("{}.", capitalize(r.title)),

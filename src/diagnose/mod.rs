@@ -31,6 +31,9 @@ pub enum Cause {
     Underfitting,
     Overfitting,
     MoreDataHelps,
+    /// The seed's symptom: every output near 1/K (0.50 and 0.45 for two classes), though the
+    /// predictions are not all one class; seen in the training history.
+    Hovering,
     /// The symptom itself, seen in the training history.
     Collapsed,
 }
@@ -52,6 +55,7 @@ impl Cause {
             Cause::Underfitting => "underfitting",
             Cause::Overfitting => "overfitting",
             Cause::MoreDataHelps => "more data helps",
+            Cause::Hovering => "the trained model's probabilities hover near chance",
             Cause::Collapsed => "the trained model predicts one class",
         }
     }
@@ -62,19 +66,21 @@ impl Cause {
         match self {
             Cause::LearningRateTooHigh => "lower the learning rate (`--check lr_range` suggests a value)",
             Cause::LearningRateTooLow => "raise the learning rate (`--check lr_range` suggests a value)",
-            Cause::NotUsingInputs | Cause::Collapsed if !first => "fix the causes ranked above",
+            Cause::NotUsingInputs | Cause::Hovering | Cause::Collapsed if !first => "fix the causes ranked above",
             Cause::NotUsingInputs => {
                 "check that the labels belong to the images (`pipeline audit FILE` shows where each label comes \
                  from), then try the learning rate `--check lr_range` suggests"
             }
-            Cause::Collapsed => "run every check (`pipeline diagnose FILE` without `--check`) to find its cause",
+            Cause::Hovering | Cause::Collapsed => {
+                "run every check (`pipeline diagnose FILE` without `--check`) to find its cause"
+            }
             _ => "",
         }
     }
 
     /// Whether training is broken (as opposed to merely improvable).
     pub fn blocking(self) -> bool {
-        self <= Cause::NotUsingInputs || self == Cause::Collapsed
+        self <= Cause::NotUsingInputs || self >= Cause::Hovering
     }
 }
 

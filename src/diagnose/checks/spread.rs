@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::check::metrics::{COLLAPSE_MAJORITY, COLLAPSE_SPREAD};
+use crate::check::metrics::COLLAPSE_MAJORITY;
 use crate::diagnose::checks::{Ctx, finding, result};
 use crate::diagnose::probe;
 use crate::diagnose::{Cause, CheckResult, Finding, Status};
@@ -11,6 +11,11 @@ use crate::stage::train::Epoch;
 
 /// The check's name, as `--check` takes it.
 pub const NAME: &str = "spread";
+
+/// Outputs hover near chance when every probability lies within this, divided by the number
+/// of classes K, of 1/K: 0.35..0.65 for two classes. The seed's outputs (0.50, 0.45) do; the
+/// healthy example's (0.04..1.00) are far outside.
+const HOVER_BAND: f64 = 0.3;
 
 /// The trained model's predictions per epoch, from the `train` stage's history.
 pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
@@ -35,9 +40,6 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
         anyhow::bail!("the training history is empty");
     };
     let k = ctx.data.classes.len() as f64;
-    let center = 1.0 / k;
-    let narrow = e.val_probability_min >= center - COLLAPSE_SPREAD / 2.0
-        && e.val_probability_max <= center + COLLAPSE_SPREAD / 2.0;
     let diverged = summary["diverged"].as_bool().unwrap_or(false) || !e.val_probability_min.is_finite();
     let summary_line = if diverged {
         format!(
@@ -54,26 +56,30 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
         )
     };
     let mut findings = Vec::new();
-    if diverged || e.val_majority_fraction >= COLLAPSE_MAJORITY || narrow {
+    let symptom = if diverged {
+        Some(Cause::Collapsed)
+    } else {
+        symptom(e.val_majority_fraction, e.val_probability_min, e.val_probability_max, k)
+    };
+    if symptom == Some(Cause::Collapsed) {
         findings.push(finding(Cause::Collapsed, NAME, summary_line.clone(), String::new()));
-    } else if let Some(f) = stopped_short(ctx, history.len(), e)? {
-        findings.push(f);
-    } else if chosen == history.len() && history.len() >= 3 {
-        let tail = &history[history.len() - 3..];
-        if tail.windows(2).all(|w| w[1].val_loss < w[0].val_loss) {
-            findings.push(finding(
-                Cause::TooFewEpochs,
-                NAME,
-                format!(
-                    "the val loss was still falling at the last epoch ({})",
-                    tail.iter()
-                        .map(|t| format!("{:.3}", t.val_loss))
-                        .collect::<Vec<_>>()
-                        .join(" -> ")
-                ),
-                ctx.set("epochs", 2 * history.len()),
-            ));
+    } else {
+        if symptom == Some(Cause::Hovering) {
+            let band = HOVER_BAND / k;
+            let evidence = format!(
+                "every val probability of the trained model (epoch {chosen}) lies within {:.2}..{:.2}, no \
+                 further than {band:.2} from chance (1/{k}), though it predicts more than one class ({:.1}% as \
+                 its most common): it barely tells the classes apart. Training has not moved its outputs; the \
+                 usual causes, each with its check: an L2 penalty that outweighs the data (`regularization`), a \
+                 learning rate too low (`lr_range`), too few steps (`spread`), inputs the model does not use \
+                 (`baseline`); what they found ranks above this",
+                e.val_probability_min,
+                e.val_probability_max,
+                100.0 * e.val_majority_fraction
+            );
+            findings.push(finding(Cause::Hovering, NAME, evidence, String::new()));
         }
+        findings.extend(too_few_epochs(ctx, &history, chosen, e)?);
     }
     let per_epoch: Vec<_> = history
         .iter()
@@ -87,9 +93,52 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
         NAME,
         summary_line,
         findings,
-        &[Cause::Collapsed, Cause::TooFewEpochs],
+        &[Cause::Collapsed, Cause::Hovering, Cause::TooFewEpochs],
         json!({"chosen_epoch": chosen, "epochs": per_epoch}),
     ))
+}
+
+/// The symptom the trained model's val predictions show: one class for nearly all of them
+/// ([`Cause::Collapsed`]), or every probability near 1/K though more than one class is
+/// predicted ([`Cause::Hovering`], the seed's 0.50 and 0.45); `None` for neither. `k` is the
+/// number of classes.
+fn symptom(majority: f64, p_min: f64, p_max: f64, k: f64) -> Option<Cause> {
+    let center = 1.0 / k;
+    let band = HOVER_BAND / k;
+    if majority >= COLLAPSE_MAJORITY {
+        Some(Cause::Collapsed)
+    } else if p_min >= center - band && p_max <= center + band {
+        Some(Cause::Hovering)
+    } else {
+        None
+    }
+}
+
+/// Too few epochs: training stopped short of the baseline's run ([`stopped_short`]), or the
+/// val loss still fell over the last three epochs and the last was the one kept.
+fn too_few_epochs(ctx: &Ctx<'_>, history: &[Epoch], chosen: usize, e: &Epoch) -> Result<Option<Finding>> {
+    if let Some(f) = stopped_short(ctx, history.len(), e)? {
+        return Ok(Some(f));
+    }
+    if chosen != history.len() || history.len() < 3 {
+        return Ok(None);
+    }
+    let tail = &history[history.len() - 3..];
+    if !tail.windows(2).all(|w| w[1].val_loss < w[0].val_loss) {
+        return Ok(None);
+    }
+    Ok(Some(finding(
+        Cause::TooFewEpochs,
+        NAME,
+        format!(
+            "the val loss was still falling at the last epoch ({})",
+            tail.iter()
+                .map(|t| format!("{:.3}", t.val_loss))
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        ),
+        ctx.set("epochs", 2 * history.len()),
+    )))
 }
 
 /// Training that ran fewer steps than the `baseline` check's short run and ended worse than
@@ -123,4 +172,26 @@ fn stopped_short(ctx: &Ctx<'_>, epochs: usize, e: &Epoch) -> Result<Option<Findi
         change: ctx.set("epochs", wanted),
         blocking: e.val_loss >= 0.95 * chance,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_near_chance_hover_and_one_class_collapses() {
+        // The seed's outputs, 0.5004899 and 0.45264441, with both classes predicted.
+        assert_eq!(symptom(0.55, 0.45264441, 0.5473551, 2.0), Some(Cause::Hovering));
+        // Strong L2 over 10 epochs on the shipped photos: 0.42..0.61.
+        assert_eq!(symptom(0.6, 0.42, 0.61, 2.0), Some(Cause::Hovering));
+        // Everything one class, however spread.
+        assert_eq!(symptom(0.97, 0.45, 0.55, 2.0), Some(Cause::Collapsed));
+        assert_eq!(symptom(1.0, 0.01, 0.99, 2.0), Some(Cause::Collapsed));
+        // The healthy example: 0.04..1.00; and the 4-epoch L2 case: 0.35..0.73.
+        assert_eq!(symptom(0.53, 0.04, 1.0, 2.0), None);
+        assert_eq!(symptom(0.65, 0.35, 0.73, 2.0), None);
+        // Ten classes: near 0.1 is within 0.07..0.13.
+        assert_eq!(symptom(0.2, 0.075, 0.125, 10.0), Some(Cause::Hovering));
+        assert_eq!(symptom(0.2, 0.0, 0.4, 10.0), None);
+    }
 }
