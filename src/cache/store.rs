@@ -131,6 +131,9 @@ pub struct Cache {
     shared: bool,
     /// Artifacts can be stored (else the cache is only read).
     writable: bool,
+    /// Lookups only look at the shared cache (its record and the data object's size),
+    /// copying nothing: what `status` needs.
+    look_only: bool,
 }
 
 /// Whether this process may create files in `dir` (false on a read-only file system).
@@ -165,6 +168,7 @@ impl Cache {
             checked: Default::default(),
             shared,
             writable: true,
+            look_only: false,
         };
         for sub in ["artifacts", "pipelines", "tmp"] {
             let dir = root.join(sub);
@@ -191,6 +195,16 @@ impl Cache {
             cache.remote = Some(storage);
         }
         Ok(cache)
+    }
+
+    /// This cache, whose lookups only look at the shared cache behind it: an artifact there
+    /// counts as present when its record is valid and its data object has the recorded size,
+    /// and nothing is copied (`status`; a run then copies and checks it whole).
+    pub fn looking_only(self) -> Cache {
+        Cache {
+            look_only: true,
+            ..self
+        }
     }
 
     /// The shared cache behind this one, if any.
@@ -316,6 +330,13 @@ impl Cache {
         if matches!(local, Lookup::Present(_)) {
             return local;
         }
+        if self.look_only {
+            return match self.peek(remote, fingerprint) {
+                Ok(Some(record)) => Lookup::Present(Box::new(record)),
+                Ok(None) => local,
+                Err(why) => Lookup::Damaged(why),
+            };
+        }
         match self.fetch(remote, fingerprint) {
             Ok(true) => self.lookup_local(fingerprint),
             Ok(false) => local,
@@ -408,6 +429,44 @@ impl Cache {
             }
         }
         Ok(true)
+    }
+
+    /// An artifact's record in the shared cache, when it is valid and its data object (and
+    /// each segment's) has the recorded size; nothing is downloaded but the record.
+    fn peek(&self, remote: &dyn Storage, fingerprint: &str) -> std::result::Result<Option<Record>, String> {
+        let text = match remote.get(&remote::record_key(fingerprint)) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("{e:#}")),
+        };
+        let record = match serde_json::from_slice::<Record>(&text) {
+            Ok(r) if r.fingerprint == fingerprint => r,
+            _ => return Err(format!("its record in the shared cache {} is not valid", remote.url())),
+        };
+        match remote.head(&record.shared_data_key()) {
+            Ok(Some(n)) if n == record.bytes => {}
+            Ok(Some(n)) => {
+                return Err(format!(
+                    "its data object in the shared cache {} has {n} bytes, the record says {}",
+                    remote.url(),
+                    record.bytes
+                ));
+            }
+            Ok(None) => {
+                return Err(format!(
+                    "its data object is missing from the shared cache {}",
+                    remote.url()
+                ));
+            }
+            Err(e) => return Err(format!("{e:#}")),
+        }
+        for seg in record.summary["segments"].as_array().into_iter().flatten() {
+            let seg = seg.as_str().unwrap_or_default();
+            if seg != fingerprint && !matches!(self.lookup(seg), Lookup::Present(_)) {
+                return Err(format!("a file holding its pixels ({seg}) is missing or damaged"));
+            }
+        }
+        Ok(Some(record))
     }
 
     /// The artifacts `record`'s rows read their pixels from: a segmented artifact's

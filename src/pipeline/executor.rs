@@ -583,7 +583,8 @@ pub fn resolve_closure(plan: &Plan, cache: &Cache, targets: &[usize]) -> Result<
 
 /// Computes every stage's status without running anything.
 pub fn status(plan: &Plan) -> Result<Vec<StageStatus>> {
-    let cache = plan.open_cache()?;
+    // A shared cache is only looked at: status copies nothing.
+    let cache = plan.open_cache()?.looking_only();
     let done = resolve_closure(plan, &cache, &plan.order)?;
     let mut out = Vec::new();
     for &i in &plan.order {

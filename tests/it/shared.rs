@@ -254,6 +254,22 @@ fn a_second_machine_copies_every_stage_from_s3_and_recomputes_nothing() {
 
     // Another machine: the same files, an empty local cache.
     let second = machine();
+    // `status` only looks: every stage fresh, by each record and its data object's size,
+    // and nothing copied.
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let before = s3.requests();
+    let status = second
+        .run_env(&["status", "pipeline.yaml", "--cache", "s3://team/cats"], &env_ref)
+        .ok();
+    for stage in STAGES {
+        assert_contains!(status.line(stage), "fresh", "{}", status.stdout);
+    }
+    assert_eq!(
+        s3.requests() - before,
+        1 + 2 * STAGES.len(),
+        "a listing, then a record and a look per stage"
+    );
+    assert!(artifacts(&second).is_empty(), "status copied {:?}", artifacts(&second));
     let before = s3.requests();
     let copied = run(&second, "s3://team/cats", &env).ok();
     assert!(STAGES.iter().all(|s| copied.cached(s)), "{}", copied.stdout);
@@ -272,7 +288,6 @@ fn a_second_machine_copies_every_stage_from_s3_and_recomputes_nothing() {
 
     // What reads the cache copies too: `export` on a third machine, nothing run there.
     let third = machine();
-    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     third
         .run_env(
             &[
