@@ -76,7 +76,12 @@ impl Predictor {
         chain.reverse();
         let mut resize = None;
         let mut steps = Vec::new();
+        // The ingest stage's decode limits: an image training could not have used is refused.
+        let mut limits = DecodeLimits::default();
         for &i in &chain {
+            if let Params::Ingest(p) = &plan.stage(i).params {
+                limits = p.limits;
+            }
             let s = plan.stage(i);
             let fp = &done[i].as_ref().context("stage not resolved")?.fingerprint;
             let entry = lineage.iter().find(|e| &e.fingerprint == fp).with_context(|| {
@@ -95,7 +100,7 @@ impl Predictor {
             classes,
             resize: resize.context("the model's data has no resize stage")?,
             steps,
-            limits: DecodeLimits::default(),
+            limits,
             fingerprint: fp.clone(),
             stage: plan.stage(train).name.clone(),
             lineage: lineage

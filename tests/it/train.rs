@@ -37,6 +37,25 @@ fn predict_gives_the_probabilities_evaluate_gave() {
     assert_contains!(other.stderr, "is not built for the current pipeline");
 }
 
+/// Regression: `predict` (and `serve`) decoded under the default limits, not the ones
+/// `ingest` set, so an image the training data could not hold was classified.
+#[test]
+fn predict_refuses_what_the_ingest_limits_refuse() {
+    let p = Project::new();
+    p.learnable_images(40).pipeline(&format!(
+        "{}  train:\n    kind: train\n    model: logistic\n    epochs: 1\n",
+        TRAIN_DATA.replace("    path: images\n", "    path: images\n    max_pixels: 200\n")
+    ));
+    p.run(&["run", "pipeline.yaml"]).ok();
+    p.image("big.png", 20, 20, 1);
+    let out = p.run(&["predict", "pipeline.yaml", "big.png"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert_contains!(
+        format!("{}{}", out.stdout, out.stderr),
+        "exceeds the limit of 20000x20000 and 200 pixels"
+    );
+}
+
 #[test]
 fn training_is_deterministic_for_a_seed() {
     let p = Project::new();
