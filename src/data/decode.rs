@@ -180,9 +180,10 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
                 None => first,
             }
         }
-        // Likewise a PNG critical chunk nobody knows: Pillow and libpng-based readers skip it.
+        // Likewise a PNG critical chunk nobody knows, or a wrong CRC on image data: Pillow
+        // reads past both.
         Err(DecodeError::Corrupt { .. }) if format == ImageFormat::Png => {
-            match crate::data::png_chunks::without_unknown_critical(bytes) {
+            match crate::data::png_chunks::as_pillow_reads_it(bytes) {
                 Some(cleaned) => decode_with_image(&cleaned, format, name, limits).or(first),
                 None => first,
             }

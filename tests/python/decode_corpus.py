@@ -16,7 +16,7 @@ as `resize` does; `convert("RGB")`) resized the same way (bilinear):
         by name: a coding the decoders lack)
   PNG   RGB, RGBA, gray, gray + alpha, palette, palette + tRNS, 1/2/4-bit palettes and
         grays, 16-bit RGB, RGBA and gray, Adam7-interlaced (8- and 16-bit), APNG (its first
-        frame), a text chunk, an sRGB/gAMA/iCCP chunk
+        frame), a text chunk, an sRGB/gAMA/iCCP chunk, a wrong CRC on intact image data
   bad   a truncated JPEG and PNG, a PNG with a damaged CRC, an empty file, text named .jpg
 
 Prints one line per file that is rejected although Pillow decodes it (but for a coding
@@ -207,6 +207,10 @@ def generate(out: Path) -> None:
     damaged = bytearray(good_png)
     damaged[idat + 8 + length // 2] ^= 0x55
     save("bad-png-crc", bytes(damaged), "png")
+    # Only the IDAT's CRC wrong, its data intact: Pillow reads it (it checks no IDAT CRC).
+    idat_crc = bytearray(good_png)
+    idat_crc[idat + 8 + length] ^= 0x01
+    save("png-idat-crc-only", bytes(idat_crc), "png")
     ihdr_crc = bytearray(good_png)
     ihdr_crc[29] ^= 0xFF
     save("bad-png-ihdr-crc", bytes(ihdr_crc), "png")
