@@ -105,6 +105,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of `fingerprint` that a shared cache holds as `text`, if it is one.
+    pub fn shared(text: &[u8], fingerprint: &str) -> Option<Record> {
+        serde_json::from_slice::<Record>(text)
+            .ok()
+            .filter(|r| r.fingerprint == fingerprint)
+    }
+
     /// Where a shared cache keeps this artifact's data.
     pub fn shared_data_key(&self) -> String {
         remote::data_key(&self.fingerprint, &self.blake3, self.format.extension())
@@ -210,11 +217,6 @@ impl Cache {
     /// The shared cache behind this one, if any.
     pub fn shared_storage(&self) -> Option<&dyn Storage> {
         self.remote.as_deref()
-    }
-
-    /// [`Cache::lookup`] in this directory only: nothing is copied from a shared cache.
-    pub fn lookup_here(&self, fingerprint: &str) -> Lookup {
-        self.lookup_local(fingerprint)
     }
 
     /// Whether artifacts can be stored here (a read-only cache is still read).
@@ -323,7 +325,7 @@ impl Cache {
     /// With a shared cache, an artifact absent or damaged here is copied from there when it
     /// is there (with what it reads its pixels from), checked against its record first.
     pub fn lookup(&self, fingerprint: &str) -> Lookup {
-        let local = self.lookup_local(fingerprint);
+        let local = self.lookup_here(fingerprint);
         let Some(remote) = self.remote.as_deref() else {
             return local;
         };
@@ -338,7 +340,7 @@ impl Cache {
             };
         }
         match self.fetch(remote, fingerprint) {
-            Ok(true) => self.lookup_local(fingerprint),
+            Ok(true) => self.lookup_here(fingerprint),
             Ok(false) => local,
             Err(why) => Lookup::Damaged(why),
         }
@@ -368,9 +370,9 @@ impl Cache {
                 remote.url()
             )
         };
-        let record: Record = match serde_json::from_slice::<Record>(&text) {
-            Ok(r) if r.fingerprint == fingerprint => r,
-            _ => {
+        let record = match Record::shared(&text, fingerprint) {
+            Some(r) => r,
+            None => {
                 return Err(damaged(
                     None,
                     "its record is not a valid record of this fingerprint".into(),
@@ -439,9 +441,8 @@ impl Cache {
             Ok(None) => return Ok(None),
             Err(e) => return Err(format!("{e:#}")),
         };
-        let record = match serde_json::from_slice::<Record>(&text) {
-            Ok(r) if r.fingerprint == fingerprint => r,
-            _ => return Err(format!("its record in the shared cache {} is not valid", remote.url())),
+        let Some(record) = Record::shared(&text, fingerprint) else {
+            return Err(format!("its record in the shared cache {} is not valid", remote.url()));
         };
         match remote.head(&record.shared_data_key()) {
             Ok(Some(n)) if n == record.bytes => {}
@@ -460,13 +461,19 @@ impl Cache {
             }
             Err(e) => return Err(format!("{e:#}")),
         }
+        self.segments_present(&record)?;
+        Ok(Some(record))
+    }
+
+    /// A segmented artifact is usable only with every segment holding its pixels.
+    fn segments_present(&self, record: &Record) -> std::result::Result<(), String> {
         for seg in record.summary["segments"].as_array().into_iter().flatten() {
             let seg = seg.as_str().unwrap_or_default();
-            if seg != fingerprint && !matches!(self.lookup(seg), Lookup::Present(_)) {
+            if seg != record.fingerprint && !matches!(self.lookup(seg), Lookup::Present(_)) {
                 return Err(format!("a file holding its pixels ({seg}) is missing or damaged"));
             }
         }
-        Ok(Some(record))
+        Ok(())
     }
 
     /// The artifacts `record`'s rows read their pixels from: a segmented artifact's
@@ -526,9 +533,7 @@ impl Cache {
                 Err(_) => json(record)?,
             };
             if remote.put_if_absent(&key, text)? == Created::Exists {
-                let theirs = remote
-                    .get(&key)?
-                    .and_then(|t| serde_json::from_slice::<Record>(&t).ok());
+                let theirs = remote.get(&key)?.and_then(|t| Record::shared(&t, fingerprint));
                 if theirs.is_some_and(|t| t.blake3 != record.blake3) {
                     tracing::warn!(
                         fingerprint,
@@ -546,8 +551,8 @@ impl Cache {
         Ok(())
     }
 
-    /// [`Cache::lookup`] in this directory only.
-    fn lookup_local(&self, fingerprint: &str) -> Lookup {
+    /// [`Cache::lookup`] in this directory only: nothing is copied from a shared cache.
+    pub fn lookup_here(&self, fingerprint: &str) -> Lookup {
         let Ok(text) = fs::read_to_string(self.record_path(fingerprint)) else {
             return Lookup::Absent;
         };
@@ -558,12 +563,8 @@ impl Cache {
             Ok(r) => r,
             Err(_) => return Lookup::Damaged("its record is not valid JSON".into()),
         };
-        // A segmented artifact is usable only with every segment holding its pixels.
-        for seg in record.summary["segments"].as_array().into_iter().flatten() {
-            let seg = seg.as_str().unwrap_or_default();
-            if seg != fingerprint && !matches!(self.lookup(seg), Lookup::Present(_)) {
-                return Lookup::Damaged(format!("a file holding its pixels ({seg}) is missing or damaged"));
-            }
+        if let Err(why) = self.segments_present(&record) {
+            return Lookup::Damaged(why);
         }
         let path = self.data_file(fingerprint, record.format);
         match fs::metadata(&path) {

@@ -90,8 +90,8 @@ impl Cache {
         let mut out = Sweep::default();
         for (key, bytes, modified) in &listing {
             let Some(fp) = record_fingerprint(key) else { continue };
-            match remote.get(key)?.map(|t| serde_json::from_slice::<Record>(&t)) {
-                Some(Ok(r)) if r.fingerprint == fp => {
+            match remote.get(key)?.map(|t| Record::shared(&t, fp)) {
+                Some(Some(r)) => {
                     records.insert(fp.to_string(), (r, *modified));
                 }
                 // Gone since the listing: nothing to do.
@@ -121,11 +121,8 @@ impl Cache {
                 stack.extend(references(record).map(String::from));
             }
         }
-        let named: BTreeSet<String> = records
-            .values()
-            .map(|(r, _)| r.shared_data_key())
-            .chain(records.keys().map(|fp| record_key(fp)))
-            .collect();
+        // Data objects the records name (records themselves were sorted out above).
+        let named: BTreeSet<String> = records.values().map(|(r, _)| r.shared_data_key()).collect();
         for (key, bytes, modified) in &listing {
             if !named.contains(key) && record_fingerprint(key).is_none() && age(*modified) >= grace {
                 out.garbage.push(SharedGarbage::Orphan {

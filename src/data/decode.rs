@@ -171,24 +171,19 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Dec
         }
     }
     let first = decode_with_image(bytes, format, name, limits);
-    match first {
-        // libjpeg (Pillow, OpenCV) skips application segments and comments it cannot read;
-        // the Rust decoders refuse some (a short Adobe APP14): decode once more without them.
-        Err(DecodeError::Corrupt { .. } | DecodeError::UnsupportedFeature { .. }) if format == ImageFormat::Jpeg => {
-            match jpeg_markers::without_skippable_segments(bytes) {
-                Some(cleaned) => decode_with_image(&cleaned, format, name, limits).or(first),
-                None => first,
-            }
+    // libjpeg (Pillow, OpenCV) skips application segments and comments it cannot read, and
+    // Pillow reads past a PNG critical chunk nobody knows and a wrong CRC on image data; the
+    // Rust decoders refuse them: decode once more as the reference decoders read the file.
+    let cleaned = match (&first, format) {
+        (Err(DecodeError::Corrupt { .. } | DecodeError::UnsupportedFeature { .. }), ImageFormat::Jpeg) => {
+            jpeg_markers::without_skippable_segments(bytes)
         }
-        // Likewise a PNG critical chunk nobody knows, or a wrong CRC on image data: Pillow
-        // reads past both.
-        Err(DecodeError::Corrupt { .. }) if format == ImageFormat::Png => {
-            match crate::data::png_chunks::as_pillow_reads_it(bytes) {
-                Some(cleaned) => decode_with_image(&cleaned, format, name, limits).or(first),
-                None => first,
-            }
-        }
-        other => other,
+        (Err(DecodeError::Corrupt { .. }), ImageFormat::Png) => crate::data::png_chunks::as_pillow_reads_it(bytes),
+        _ => None,
+    };
+    match cleaned {
+        Some(cleaned) => decode_with_image(&cleaned, format, name, limits).or(first),
+        None => first,
     }
 }
 
@@ -248,7 +243,6 @@ pub const SCALED_JPEG_DECODER: &str = "jpeg-decoder 0.3 DCT-scaled 1/4 at 8x the
 /// 16-bit, a decode error) goes through [`decode_rgb8`], so errors are always its errors.
 pub fn decode_rgb8_for(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -> Result<Rgb8Image, DecodeError> {
     if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
-        && matches!(jpeg_markers::walk(bytes), Walk::Complete { .. })
         && let Some(img) = decode_jpeg_scaled(bytes, limits, target)
     {
         return Ok(img);
@@ -290,6 +284,11 @@ fn decode_jpeg_scaled(bytes: &[u8], limits: &DecodeLimits, target: (u32, u32)) -
         .ok()?;
     let (sw, sh) = (u32::from(sw), u32::from(sh));
     if sw < tw || sh < th || sw * k > w + k || sh * k > h + k {
+        return None;
+    }
+    // A truncated file goes to `decode_rgb8`, which refuses it; the walk is made only for
+    // files this path decodes, so every JPEG is walked once.
+    if !matches!(jpeg_markers::walk(bytes), Walk::Complete { .. }) {
         return None;
     }
     let raw = decoder.decode().ok()?;
@@ -401,7 +400,7 @@ fn decode_error(err: ImageError, format: &'static str) -> DecodeError {
 /// no orientation there is), so its orientation is ignored, as Pillow (with a warning) and
 /// OpenCV do. `None` for a readable block, no block, or a PNG.
 pub fn exif_note(bytes: &[u8]) -> Option<String> {
-    let Walk::Complete { segments } = jpeg_markers::walk(bytes) else {
+    let Walk::Complete { segments } = jpeg_markers::header(bytes) else {
         return None;
     };
     let tiff = segments.iter().find_map(|&(marker, offset, len)| {

@@ -12,15 +12,26 @@
 /// What the walk found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Walk {
-    /// The file reaches its end-of-image marker; `segments` lists every marker segment before
-    /// it, as (marker, offset of its `FF`, length in bytes including marker and length field).
+    /// The file reaches its end-of-image marker (or, for [`header`], its first scan);
+    /// `segments` lists every marker segment before it, as (marker, offset of its `FF`,
+    /// length in bytes including marker and length field).
     Complete { segments: Vec<(u8, usize, usize)> },
     /// The data stops at `at` before the end-of-image marker.
     Truncated { at: usize },
 }
 
-/// Walks `bytes`, which start with `FF D8` (else `Truncated { at: 0 }`).
+/// Walks `bytes`, which start with `FF D8` (else `Truncated { at: 0 }`), to the end.
 pub fn walk(bytes: &[u8]) -> Walk {
+    walk_to(bytes, false)
+}
+
+/// [`walk`] up to the first start of scan (included), skipping the entropy-coded data: what
+/// the frame and application segments say, at the cost of the header alone.
+pub fn header(bytes: &[u8]) -> Walk {
+    walk_to(bytes, true)
+}
+
+fn walk_to(bytes: &[u8], header_only: bool) -> Walk {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return Walk::Truncated { at: 0 };
     }
@@ -57,6 +68,9 @@ pub fn walk(bytes: &[u8]) -> Walk {
         }
         i += len.max(2);
         segments.push((marker, start, 2 + len));
+        if marker == 0xDA && header_only {
+            return Walk::Complete { segments };
+        }
         if marker == 0xDA {
             // Entropy-coded data: up to the first FF not followed by 00, a restart or fill.
             loop {
@@ -161,6 +175,13 @@ mod tests {
         for cut in 0..jpeg.len() {
             assert!(matches!(walk(&jpeg[..cut]), Walk::Truncated { .. }), "cut at {cut}");
         }
+        // The header stops at the scan: a file cut inside the scan data still has one.
+        assert_eq!(
+            header(&jpeg[..17]),
+            Walk::Complete {
+                segments: vec![(0xE0, 2, 8), (0xDA, 10, 5)]
+            }
+        );
         // Trailing bytes after the end (another program's data) are left alone.
         let mut longer = jpeg.clone();
         longer.extend_from_slice(b"trailing");

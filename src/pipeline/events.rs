@@ -112,21 +112,16 @@ impl Sink for Text<'_> {
                     record.rows,
                     dirty::join(reasons)
                 )?;
-                for f in record.summary["skipped"].as_array().into_iter().flatten() {
-                    writeln!(
-                        out,
-                        "   skipped {}: {}",
-                        f["path"].as_str().unwrap_or("?"),
-                        f["reason"].as_str().unwrap_or("?")
-                    )?;
-                }
-                for f in record.summary["notes"].as_array().into_iter().flatten() {
-                    writeln!(
-                        out,
-                        "   note {}: {}",
-                        f["path"].as_str().unwrap_or("?"),
-                        f["note"].as_str().unwrap_or("?")
-                    )?;
+                // Files left out, then files used with a note: `   skipped PATH: REASON`.
+                for (list, word, field) in [("skipped", "skipped", "reason"), ("notes", "note", "note")] {
+                    for f in record.summary[list].as_array().into_iter().flatten() {
+                        writeln!(
+                            out,
+                            "   {word} {}: {}",
+                            f["path"].as_str().unwrap_or("?"),
+                            f[field].as_str().unwrap_or("?")
+                        )?;
+                    }
                 }
             }
             Event::Report {
