@@ -6,7 +6,7 @@
 # Slurm cluster is started for the sharded-run test (scripts/slurm.sh; stopped by its PIDs
 # when the tests end); then every Rust unit and integration test runs. In release: the tests
 # run the binary on real pixels and train models, and the build is the one
-# `cargo build --release` made.
+# `cargo build --release` made. The Python package is built first, from the same build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
@@ -21,6 +21,11 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing > /dev/null
 fi
+# The Python package (python/), installed as README says into a venv that also sees the
+# packages above; tests/it/python.rs runs its checks with that interpreter.
+python3 -m venv --system-site-packages target/python-env
+target/python-env/bin/pip install --quiet --disable-pip-version-check ./python
+export PIPELINE_PYTHON="$PWD/target/python-env/bin/python"
 slurm=$(mktemp -d)
 trap 'scripts/slurm.sh stop "$slurm"; rm -rf "$slurm"' EXIT
 scripts/slurm.sh start "$slurm"

@@ -1,7 +1,8 @@
 //! `pipeline`: declarative, content-hashed, cached image-classifier pipelines.
 //!
 //! The binary (`src/main.rs`) is the product; this library holds all of it so that the fuzz
-//! targets in `fuzz/` can reach the parsers through [`fuzz`].
+//! targets in `fuzz/` can reach the parsers through [`fuzz`], and the Python package in
+//! `python/` the pipeline through [`embed`].
 
 mod cache;
 mod check;
@@ -19,6 +20,14 @@ mod pipeline;
 mod report;
 mod source;
 mod stage;
+
+/// The pipeline as a library for the Python package (`python/`): a pipeline file opened,
+/// then a stage's frozen preprocessing, cached dataset, model and lineage.
+pub mod embed {
+    pub use crate::data::lineage::LineageEntry;
+    pub use crate::ops::embed::{Dataset, Image, Project, transform};
+    pub use crate::ops::predict::{Frozen, Prediction, Predictor};
+}
 
 /// The closed lists the product defines, for tests that go through every one of them: the
 /// stage kinds in pipeline order, and the checks of `pipeline diagnose` in run order.

@@ -305,13 +305,7 @@ fn consistent_or_fail(consistent: bool) -> Result<()> {
 }
 
 fn known_stage(plan: &Plan, name: &str, flag: &str) -> Result<()> {
-    if plan.index_of(name).is_some() {
-        return Ok(());
-    }
-    let names: Vec<&str> = plan.spec.stages.iter().map(|s| s.name.as_str()).collect();
-    let hint = match did_you_mean(name, names.iter().copied()) {
-        Some(s) => format!("did you mean `{s}`?"),
-        None => format!("stages: {}", names.join(", ")),
-    };
-    Err(Failure::Usage(format!("{flag} {name}: there is no stage `{name}`; {hint}")).into())
+    plan.named(name)
+        .map(drop)
+        .map_err(|why| Failure::Usage(format!("{flag} {name}: {why}")).into())
 }

@@ -14,19 +14,129 @@ use crate::cache::store::{Format, Lookup};
 use crate::data::decode::DecodeLimits;
 use crate::data::lineage::{LineageEntry, Step};
 use crate::model::net::Model;
-use crate::pipeline::executor::resolve_closure;
+use crate::pipeline::executor::{Resolved, resolve_closure};
 use crate::pipeline::plan::Plan;
 use crate::stage::params::Params;
 use crate::stage::resize::Resize;
+
+/// The preprocessing of a pixel stage, frozen: `resize`'s decode-and-resize, then each
+/// element-wise stage's per-image step with the fitted parameters its artifact recorded.
+/// What `predict`, `serve` and the Python package turn new images into, by the code that
+/// made the training data; nothing is re-fitted.
+pub struct Frozen {
+    resize: Resize,
+    steps: Vec<Step>,
+    limits: DecodeLimits,
+}
+
+impl Frozen {
+    /// The preprocessing of the pixel stages from ingest to `last` (the stages are resolved in
+    /// `done`), with the fitted parameters of `lineage`: the entries that made the data. A
+    /// stage without its entry there changed since; `changed` says what to do about it.
+    fn from_lineage(
+        plan: &Plan,
+        done: &[Option<Resolved>],
+        last: usize,
+        lineage: &[LineageEntry],
+        changed: &dyn Fn(&str) -> String,
+    ) -> Result<Frozen> {
+        let mut chain = Vec::new();
+        let mut i = last;
+        loop {
+            chain.push(i);
+            match plan.inputs[i].first() {
+                Some(&j) => i = j,
+                None => break,
+            }
+        }
+        chain.reverse();
+        let mut resize = None;
+        let mut steps = Vec::new();
+        // The ingest stage's decode limits: an image training could not have used is refused.
+        let mut limits = DecodeLimits::default();
+        for &i in &chain {
+            let s = plan.stage(i);
+            if let Params::Ingest(p) = &s.params {
+                limits = p.limits;
+            }
+            let fp = &done[i].as_ref().context("stage not resolved")?.fingerprint;
+            let entry = lineage
+                .iter()
+                .find(|e| &e.fingerprint == fp)
+                .with_context(|| changed(&s.name))?;
+            if let Params::Resize(r) = &s.params {
+                resize = Some(r.clone());
+            }
+            steps.extend(crate::data::lineage::pixel_step(entry)?);
+        }
+        Ok(Frozen {
+            resize: resize
+                .with_context(|| format!("stage `{}` has no resize stage upstream", plan.stage(last).name))?,
+            steps,
+            limits,
+        })
+    }
+
+    /// The preprocessing of pixel stage `stage`, from its artifact, which must be built for
+    /// the pipeline as it is now.
+    pub fn of_stage(plan: &Plan, stage: usize) -> Result<Frozen> {
+        let cache = plan.open_cache()?;
+        let done = resolve_closure(plan, &cache, &[stage])?;
+        let fp = &done[stage].as_ref().context("stage not resolved")?.fingerprint;
+        if !matches!(cache.lookup(fp), Lookup::Present(_)) {
+            bail!(
+                "stage `{}` is not built for the current pipeline; run `pipeline run {}` first",
+                plan.stage(stage).name,
+                plan.file.display()
+            );
+        }
+        let (meta, _) = crate::data::dataset::reader::open(&cache.data_path(fp), &cache.integrity())?;
+        Frozen::from_lineage(plan, &done, stage, &meta.lineage, &|name| {
+            format!("stage `{name}` is not in the lineage of its own artifact; run `pipeline cache verify`")
+        })
+    }
+
+    /// `[height, width, channels]` of one image's values.
+    pub fn shape(&self) -> [usize; 3] {
+        let [h, w] = self.resize.size;
+        [h as usize, w as usize, 3]
+    }
+
+    /// One encoded image (JPEG or PNG bytes) as the stage's values (HWC, RGB); the error says
+    /// why the bytes are not a usable image.
+    pub fn encoded(&self, bytes: &[u8]) -> Result<Vec<f32>, String> {
+        Ok(self.finish(&self.resize.image_to_pixels(bytes, &self.limits)?))
+    }
+
+    /// One decoded image (`u8` RGB, HWC, `width` x `height`) as the stage's values: resized
+    /// and stepped as an encoded one is after decoding, under the same limits.
+    pub fn decoded(&self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, String> {
+        let l = &self.limits;
+        if width > l.max_width || height > l.max_height || u64::from(width) * u64::from(height) > l.max_pixels {
+            return Err(format!(
+                "the image is {width}x{height}, over the decode limits ({}x{}, {} pixels)",
+                l.max_width, l.max_height, l.max_pixels
+            ));
+        }
+        Ok(self.finish(&self.resize.pixels_to_pixels(rgb, width, height)?))
+    }
+
+    /// Resized pixels through the element-wise steps.
+    fn finish(&self, pixels: &[u8]) -> Vec<f32> {
+        let mut row: Vec<f32> = pixels.iter().map(|&v| f32::from(v)).collect();
+        for step in &self.steps {
+            step(&mut row);
+        }
+        row
+    }
+}
 
 /// A trained model with its frozen preprocessing: what `predict` and `serve` classify with
 /// (one code path, so both give the same probabilities for the same bytes).
 pub struct Predictor {
     model: Model,
     pub classes: Vec<String>,
-    resize: Resize,
-    steps: Vec<Step>,
-    limits: DecodeLimits,
+    pub frozen: Frozen,
     /// The model artifact's fingerprint.
     pub fingerprint: String,
     /// The train stage's name.
@@ -63,44 +173,13 @@ impl Predictor {
         let lineage: Vec<LineageEntry> = serde_json::from_value(record.summary["data_lineage"].clone())
             .context("the model lacks its data lineage")?;
         let classes: Vec<String> = serde_json::from_value(record.summary["classes"].clone()).unwrap_or_default();
-        // The preprocessing chain: every pixel stage between ingest and the model, in order.
-        let mut chain = Vec::new();
-        let mut i = plan.data_source(train);
-        loop {
-            chain.push(i);
-            match plan.inputs[i].first() {
-                Some(&j) => i = j,
-                None => break,
-            }
-        }
-        chain.reverse();
-        let mut resize = None;
-        let mut steps = Vec::new();
-        // The ingest stage's decode limits: an image training could not have used is refused.
-        let mut limits = DecodeLimits::default();
-        for &i in &chain {
-            if let Params::Ingest(p) = &plan.stage(i).params {
-                limits = p.limits;
-            }
-            let s = plan.stage(i);
-            let fp = &done[i].as_ref().context("stage not resolved")?.fingerprint;
-            let entry = lineage.iter().find(|e| &e.fingerprint == fp).with_context(|| {
-                format!(
-                    "stage `{}` changed since the model was trained; run `pipeline run` to retrain",
-                    s.name
-                )
-            })?;
-            if let Params::Resize(r) = &s.params {
-                resize = Some(r.clone());
-            }
-            steps.extend(crate::data::lineage::pixel_step(entry)?);
-        }
+        let frozen = Frozen::from_lineage(plan, &done, plan.data_source(train), &lineage, &|name| {
+            format!("stage `{name}` changed since the model was trained; run `pipeline run` to retrain")
+        })?;
         Ok(Predictor {
             model,
             classes,
-            resize: resize.context("the model's data has no resize stage")?,
-            steps,
-            limits,
+            frozen,
             fingerprint: fp.clone(),
             stage: plan.stage(train).name.clone(),
             lineage: lineage
@@ -113,12 +192,12 @@ impl Predictor {
     /// Classifies one encoded image (JPEG or PNG bytes); the error says why the bytes are
     /// not a usable image.
     pub fn classify(&self, bytes: &[u8]) -> Result<Prediction, String> {
-        let pixels = self.resize.image_to_pixels(bytes, &self.limits)?;
-        let mut row: Vec<f32> = pixels.iter().map(|&v| f32::from(v)).collect();
-        for step in &self.steps {
-            step(&mut row);
-        }
-        let probabilities = self.model.forward(&row, 1).map_err(|e| e.to_string())?;
+        self.classify_values(&self.frozen.encoded(bytes)?)
+    }
+
+    /// Classifies one image already preprocessed by [`Predictor::frozen`].
+    pub fn classify_values(&self, row: &[f32]) -> Result<Prediction, String> {
+        let probabilities = self.model.forward(row, 1).map_err(|e| e.to_string())?;
         let label = crate::check::metrics::argmax(&probabilities);
         Ok(Prediction {
             label,

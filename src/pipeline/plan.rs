@@ -57,6 +57,19 @@ impl Plan {
         self.spec.stages.iter().position(|s| s.name == name)
     }
 
+    /// The stage named `name`, or why there is none (with the name it may be a typo of).
+    pub fn named(&self, name: &str) -> Result<usize, String> {
+        if let Some(i) = self.index_of(name) {
+            return Ok(i);
+        }
+        let names: Vec<&str> = self.spec.stages.iter().map(|s| s.name.as_str()).collect();
+        let hint = match did_you_mean(name, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("stages: {}", names.join(", ")),
+        };
+        Err(format!("there is no stage `{name}`; {hint}"))
+    }
+
     /// `targets` and everything they need, in run order.
     pub fn closure(&self, targets: &[usize]) -> Vec<usize> {
         let mut needed = vec![false; self.spec.stages.len()];

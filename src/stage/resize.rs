@@ -146,17 +146,14 @@ impl Resize {
             decode_rgb8(bytes, limits)
         }
         .map_err(|e| e.to_string())?;
-        resize_rgb8(
-            &img.pixels,
-            img.width,
-            img.height,
-            w,
-            h,
-            self.filter,
-            self.mode,
-            self.fill,
-        )
-        .map_err(|e| e.to_string())
+        self.pixels_to_pixels(&img.pixels, img.width, img.height)
+    }
+
+    /// Resizes decoded pixels (`u8` RGB HWC, `width` x `height`) as [`Resize::image_to_pixels`]
+    /// does after decoding.
+    pub fn pixels_to_pixels(&self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
+        let [h, w] = self.size;
+        resize_rgb8(rgb, width, height, w, h, self.filter, self.mode, self.fill).map_err(|e| e.to_string())
     }
 
     /// One image's pixels from its file: read, checked unchanged since ingest (by the stat the

@@ -20,6 +20,7 @@ mod gc;
 mod hostile;
 mod init;
 mod interop;
+mod python;
 mod report;
 mod serve;
 mod shards;
