@@ -25,7 +25,7 @@ mod stage;
 /// then a stage's frozen preprocessing, cached dataset, model and lineage.
 pub mod embed {
     pub use crate::data::lineage::LineageEntry;
-    pub use crate::ops::embed::{Dataset, Image, Project, transform};
+    pub use crate::ops::embed::{Dataset, Image, Project, on_pool, transform};
     pub use crate::ops::predict::{Frozen, Prediction, Predictor};
 }
 

@@ -24,6 +24,12 @@ create_exception!(
     "A pipeline file, a stage, an image or the cache could not be used; the message is the CLI's."
 );
 
+/// Runs `f` without the GIL, on the process's thread pool ([`embed::on_pool`]: a forked
+/// `DataLoader` worker gets one of its own).
+fn work<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+    py.detach(|| embed::on_pool(f))
+}
+
 fn err(e: anyhow::Error) -> PyErr {
     PipelineError::new_err(format!("{e:#}"))
 }
@@ -135,9 +141,7 @@ impl Project {
     #[new]
     #[pyo3(signature = (file, sets = Vec::new(), cache = None))]
     fn new(py: Python<'_>, file: PathBuf, sets: Vec<String>, cache: Option<String>) -> PyResult<Project> {
-        let inner = py
-            .detach(|| embed::Project::open(&file, &sets, cache.as_deref()))
-            .map_err(err)?;
+        let inner = work(py, || embed::Project::open(&file, &sets, cache.as_deref())).map_err(err)?;
         Ok(Project { inner })
     }
 
@@ -156,12 +160,11 @@ impl Project {
     #[pyo3(signature = (stage = None))]
     fn frozen(&self, py: Python<'_>, stage: Option<String>) -> PyResult<Frozen> {
         let inner = &self.inner;
-        let (name, frozen) = py
-            .detach(|| {
-                let i = inner.pixel_stage(stage.as_deref())?;
-                Ok::<_, anyhow::Error>((inner.stage_name(i).to_string(), inner.frozen(i)?))
-            })
-            .map_err(err)?;
+        let (name, frozen) = work(py, || {
+            let i = inner.pixel_stage(stage.as_deref())?;
+            Ok::<_, anyhow::Error>((inner.stage_name(i).to_string(), inner.frozen(i)?))
+        })
+        .map_err(err)?;
         Ok(Frozen {
             stage: name,
             inner: frozen,
@@ -170,19 +173,18 @@ impl Project {
 
     #[pyo3(signature = (stage = None))]
     fn predictor(&self, py: Python<'_>, stage: Option<String>) -> PyResult<Predictor> {
-        let inner = py.detach(|| self.inner.predictor(stage.as_deref())).map_err(err)?;
+        let inner = work(py, || self.inner.predictor(stage.as_deref())).map_err(err)?;
         Ok(Predictor { inner })
     }
 
     #[pyo3(signature = (stage = None, partition = None))]
     fn dataset(&self, py: Python<'_>, stage: Option<String>, partition: Option<String>) -> PyResult<Dataset> {
         let inner = &self.inner;
-        let (name, data) = py
-            .detach(|| {
-                let i = inner.pixel_stage(stage.as_deref())?;
-                Ok::<_, anyhow::Error>((inner.stage_name(i).to_string(), inner.dataset(i, partition.as_deref())?))
-            })
-            .map_err(err)?;
+        let (name, data) = work(py, || {
+            let i = inner.pixel_stage(stage.as_deref())?;
+            Ok::<_, anyhow::Error>((inner.stage_name(i).to_string(), inner.dataset(i, partition.as_deref())?))
+        })
+        .map_err(err)?;
         Ok(Dataset {
             stage: name,
             inner: Arc::new(data),
@@ -191,13 +193,13 @@ impl Project {
 
     /// The lineage of the dataset stage `stage` is or stands for, as JSON text.
     fn lineage(&self, py: Python<'_>, stage: String) -> PyResult<String> {
-        let entries = py.detach(|| self.inner.lineage(&stage)).map_err(err)?;
+        let entries = work(py, || self.inner.lineage(&stage)).map_err(err)?;
         serde_json::to_string(&entries).map_err(|e| err(e.into()))
     }
 
     /// `[(stage, fingerprint)]` for the pipeline as it is now, built or not.
     fn fingerprints(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
-        py.detach(|| self.inner.fingerprints()).map_err(err)
+        work(py, || self.inner.fingerprints()).map_err(err)
     }
 }
 
@@ -220,7 +222,7 @@ impl Frozen {
     /// The values of `items` (see [`image`]), `f32` HWC rows one after another.
     fn run(&self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<Buffer> {
         let images = images(items)?;
-        let values = py.detach(|| embed::transform(&self.inner, &images)).map_err(err)?;
+        let values = work(py, || embed::transform(&self.inner, &images)).map_err(err)?;
         Ok(Buffer::of_f32(values))
     }
 }
@@ -257,20 +259,19 @@ impl Predictor {
     fn run(&self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<Buffer> {
         let images = images(items)?;
         let p = &self.inner;
-        let probs = py
-            .detach(|| {
-                let values = embed::transform(&p.frozen, &images)?;
-                let len = p.frozen.shape().iter().product::<usize>().max(1);
-                let mut out = Vec::new();
-                for (k, row) in values.chunks(len).enumerate() {
-                    let prediction = p
-                        .classify_values(row)
-                        .map_err(|why| anyhow::anyhow!("image {k}: {why}"))?;
-                    out.extend(prediction.probabilities);
-                }
-                Ok::<_, anyhow::Error>(out)
-            })
-            .map_err(err)?;
+        let probs = work(py, || {
+            let values = embed::transform(&p.frozen, &images)?;
+            let len = p.frozen.shape().iter().product::<usize>().max(1);
+            let mut out = Vec::new();
+            for (k, row) in values.chunks(len).enumerate() {
+                let prediction = p
+                    .classify_values(row)
+                    .map_err(|why| anyhow::anyhow!("image {k}: {why}"))?;
+                out.extend(prediction.probabilities);
+            }
+            Ok::<_, anyhow::Error>(out)
+        })
+        .map_err(err)?;
         Ok(Buffer::of_f32(probs))
     }
 }
@@ -334,7 +335,7 @@ impl Dataset {
     /// The `f32` values of rows `ks`, one after another, made on every core.
     fn values(&self, py: Python<'_>, ks: Vec<usize>) -> PyResult<Buffer> {
         let data = &self.inner;
-        let values = py.detach(|| data.values(&ks)).map_err(err)?;
+        let values = work(py, || data.values(&ks)).map_err(err)?;
         Ok(Buffer::of_f32(values))
     }
 

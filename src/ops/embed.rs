@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
@@ -53,24 +54,63 @@ impl Image {
 /// The values of `images` after `frozen`, one row after another, made on every core.
 pub fn transform(frozen: &Frozen, images: &[Image]) -> Result<Vec<f32>> {
     let len = frozen.shape().iter().product::<usize>();
-    let mut out = vec![0.0f32; images.len() * len];
+    rows(images.len(), len, |k, row| {
+        let values = images[k].values(frozen, k)?;
+        if values.len() != row.len() {
+            bail!("image {k}: {} values where the stage makes {}", values.len(), row.len());
+        }
+        row.copy_from_slice(&values);
+        Ok(())
+    })
+}
+
+/// `n` rows of `len` values, row `k` filled by `fill(k, row)`, on every core.
+fn rows(n: usize, len: usize, fill: impl Fn(usize, &mut [f32]) -> Result<()> + Sync) -> Result<Vec<f32>> {
+    let mut out = vec![0.0f32; n * len];
     out.par_chunks_mut(len.max(1))
-        .zip(images.par_iter().enumerate())
-        .try_for_each(|(row, (k, image))| -> Result<()> {
-            let values = image.values(frozen, k)?;
-            if values.len() != row.len() {
-                bail!("image {k}: {} values where the stage makes {}", values.len(), row.len());
-            }
-            row.copy_from_slice(&values);
-            Ok(())
-        })?;
+        .take(n)
+        .enumerate()
+        .try_for_each(|(k, row)| fill(k, row))?;
     Ok(out)
+}
+
+/// Runs `f` on this process's thread pool. In a forked copy of the process (a `DataLoader`
+/// worker) the threads of the parent's pool do not exist, and work handed to them would
+/// never end: there `f` runs on a pool made for the copy (everything it hands to the pool,
+/// hashing included, goes there).
+pub fn on_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    static PARENT: OnceLock<u32> = OnceLock::new();
+    static CHILD: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    if *PARENT.get_or_init(|| pid) == pid {
+        return f();
+    }
+    let pool = {
+        let mut child = CHILD.lock().unwrap_or_else(|e| e.into_inner());
+        match &*child {
+            Some((p, pool)) if *p == pid => Some(Arc::clone(pool)),
+            _ => match rayon::ThreadPoolBuilder::new().build() {
+                Ok(pool) => {
+                    let pool = Arc::new(pool);
+                    *child = Some((pid, Arc::clone(&pool)));
+                    Some(pool)
+                }
+                Err(_) => None,
+            },
+        }
+    };
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }
 
 impl Project {
     /// Loads the pipeline file with `--set` overrides `sets`, its cache where `cache` says
     /// (a folder or a shared cache's URL) when given; the error is the CLI's.
     pub fn open(file: &Path, sets: &[String], cache: Option<&str>) -> Result<Project> {
+        // The process whose thread pool the rest uses, known before any fork.
+        on_pool(|| ());
         let mut plan = plan::load(file, sets).map_err(|e| anyhow!("{}", e.rendered.trim_end()))?;
         if let Some(cache) = cache {
             plan.set_cache(cache).map_err(|e| anyhow!(e))?;
@@ -275,22 +315,20 @@ impl Dataset {
     /// every core.
     pub fn values(&self, ks: &[usize]) -> Result<Vec<f32>> {
         let len = self.mapped.row_len();
-        let mut out = vec![0.0f32; ks.len() * len];
-        out.par_chunks_mut(len.max(1))
-            .zip(ks.par_iter())
-            .try_for_each(|(dst, &k)| -> Result<()> {
-                let mut row = Vec::with_capacity(len);
-                self.mapped.pixels_into(self.row(k)?, &mut row)?;
-                if row.len() != dst.len() {
-                    bail!(
-                        "row {k} holds {} values where the dataset's rows hold {}",
-                        row.len(),
-                        dst.len()
-                    );
-                }
-                dst.copy_from_slice(&row);
-                Ok(())
-            })?;
+        let out = rows(ks.len(), len, |j, dst| {
+            let k = ks[j];
+            let mut row = Vec::with_capacity(len);
+            self.mapped.pixels_into(self.row(k)?, &mut row)?;
+            if row.len() != dst.len() {
+                bail!(
+                    "row {k} holds {} values where the dataset's rows hold {}",
+                    row.len(),
+                    dst.len()
+                );
+            }
+            dst.copy_from_slice(&row);
+            Ok(())
+        })?;
         self.count(ks.len() * len);
         Ok(out)
     }

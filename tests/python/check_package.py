@@ -14,7 +14,8 @@ standardization, a small CNN), and checks that:
 - every file the CLI refuses is refused with the CLI's message, and so are an image past
   the decode limits, a typo in a stage's name, a stage that is not built;
 - `dataset` gives each partition's rows as exported, `resize`'s in place (no copy);
-- a batch `transform` lets another Python thread run (the GIL is released);
+- a batch `transform` lets another Python thread run (the GIL is released), and a forked
+  child (a DataLoader worker) reads and transforms as the parent does;
 - with --rss-mb, a pass over a `resize` artifact of that size in batches of 64 keeps the
   process's resident memory within 96 MiB of where it started (pages are dropped as it goes).
 
@@ -22,6 +23,7 @@ Prints what it checked; exits 1 on the first difference.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -270,6 +272,27 @@ thread.join()
 if during < 0.2 * alone:
     fail(f"another thread ran at {during / alone:.0%} of its rate during a {seconds:.2f} s batch: the GIL is held")
 print(f"GIL: another thread ran at {during / alone:.0%} of its rate alone during a {seconds:.2f} s batch")
+
+# A forked copy of the process (a DataLoader worker) reads and transforms too: the thread
+# pool the parent used above does not exist there.
+def in_child(q):
+    data = p.dataset("normalize", "train")
+    q.put((data.values([0, 1]).tobytes(), p.transform([png, png]).tobytes()))
+
+
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+child = ctx.Process(target=in_child, args=(queue,))
+child.start()
+try:
+    values, transformed = queue.get(timeout=60)
+except Exception:
+    child.kill()
+    fail("a forked child did not finish reading the dataset within 60 s")
+child.join()
+if values != p.dataset("normalize", "train").values([0, 1]).tobytes() or transformed != p.transform([png, png]).tobytes():
+    fail("a forked child read other values")
+print("fork: a forked child reads and transforms as the parent does")
 
 if args.rss_mb:
     # A `resize` artifact of --rss-mb MiB (tiny images made 224x224), read in batches of 64.
