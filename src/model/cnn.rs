@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::mlp::{DenseSpec, Mlp, MlpCache, MlpSpec, dead_fraction, init_weight};
+use super::mlp::{DenseSpec, Mlp, MlpCache, MlpSpec, dead_units, fraction_of, init_weight};
 use super::ops::{self, View};
 use super::{Grads, LayerStats, ModelError, Stats, Tensor, check_batch, check_l2};
 
@@ -205,9 +205,11 @@ impl Cnn {
             );
             let dw = conv.weight.like(dw);
             let db = conv.bias.like(ops::col_sums(&dz, conv.c_out));
+            let dead_units = dead_units(&cache.relu, conv.c_out);
             layers.push(LayerStats {
                 name: format!("conv{i}"),
-                dead_fraction: Some(dead_fraction(&cache.relu, conv.c_out)),
+                dead_fraction: Some(fraction_of(&dead_units)),
+                dead_units,
                 weight_grad_norm: dw.l2_norm(),
                 bias_grad_norm: db.l2_norm(),
             });

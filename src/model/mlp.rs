@@ -341,10 +341,15 @@ impl Mlp {
             );
             let dw = layer.weight.like(dw);
             let db = layer.bias.like(ops::col_sums(&dz, n_out));
-            let dead_fraction = (i + 1 < n).then(|| dead_fraction(&cache.hidden[i], n_out));
+            let dead_units = if i + 1 < n {
+                dead_units(&cache.hidden[i], n_out)
+            } else {
+                Vec::new()
+            };
             stats.push(LayerStats {
                 name: format!("dense{i}"),
-                dead_fraction,
+                dead_fraction: (i + 1 < n).then(|| fraction_of(&dead_units)),
+                dead_units,
                 weight_grad_norm: dw.l2_norm(),
                 bias_grad_norm: db.l2_norm(),
             });
@@ -382,12 +387,16 @@ pub(crate) fn pattern_of(cache: &MlpCache) -> Vec<usize> {
     cache.hidden.iter().flatten().map(|v| usize::from(*v > 0.0)).collect()
 }
 
-/// Fraction of the `units` columns of `a` (rows × units) that are exactly 0
-/// in every row.
-pub(crate) fn dead_fraction(a: &[f32], units: usize) -> f32 {
+/// Which of the `units` columns of `a` (rows × units) are exactly 0 in every row.
+pub(crate) fn dead_units(a: &[f32], units: usize) -> Vec<bool> {
     let mut alive = vec![false; units];
     for row in a.chunks_exact(units) {
         alive.iter_mut().zip(row).for_each(|(al, v)| *al |= *v != 0.0);
     }
-    alive.iter().filter(|a| !**a).count() as f32 / units as f32
+    alive.iter().map(|a| !a).collect()
+}
+
+/// The fraction of `dead` that is true (0 when empty).
+pub(crate) fn fraction_of(dead: &[bool]) -> f32 {
+    dead.iter().filter(|d| **d).count() as f32 / dead.len().max(1) as f32
 }

@@ -27,11 +27,13 @@
 //!
 //! # Determinism
 //! Init and shuffling use ChaCha8 streams derived from the seed
-//! (`ops::rng_for`); all matmuls are single-threaded sgemm and all
-//! reductions run in a fixed order, so the same seed and data give
-//! bit-identical weights on the same machine. (sgemm picks its SIMD kernel at
-//! run time, so a CPU with different vector features may differ in the last
-//! bits.)
+//! (`ops::rng_for`); every matmul is a single-threaded sgemm and every
+//! reduction runs in a fixed order. A training step runs its shards of a
+//! fixed number of rows on every core and merges them in shard order
+//! (`train::loss_grad_sharded`), so the same seed and data give bit-identical
+//! weights on the same machine whatever the number of threads. (sgemm picks
+//! its SIMD kernel at run time, so a CPU with different vector features may
+//! differ in the last bits.)
 
 pub mod cnn;
 pub mod io;
@@ -108,6 +110,10 @@ pub struct LayerStats {
     /// ReLUs"); LeakyReLU/Tanh/Sigmoid are practically never 0 everywhere.
     /// `None` for the output layer.
     pub dead_fraction: Option<f32>,
+    /// Which units `dead_fraction` counts (empty for the output layer): what a batch
+    /// computed in shards merges.
+    #[serde(skip)]
+    pub dead_units: Vec<bool>,
     /// L2 norm of the weight gradient (including the l2 term).
     pub weight_grad_norm: f32,
     /// L2 norm of the bias gradient.

@@ -27,7 +27,8 @@ const PARTS: &[(&str, &str)] = &[("val", "val"), ("test", "test"), ("train", "tr
 impl Kind for Evaluate {
     const KIND: &'static str = "evaluate";
     // 2: predictions that are not numbers are counted and flagged (`non_finite`).
-    const VERSION: u32 = 2;
+    // 3: predictions made in chunks of 64 rows on every core.
+    const VERSION: u32 = 3;
     const PARAMS: &'static [&'static str] = &["partitions"];
 
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {

@@ -118,7 +118,9 @@ fn sizes(node: &crate::source::yaml::Node, field: &str, diags: &mut Vec<Diagnost
 impl Kind for Train {
     const KIND: &'static str = "train";
     // 2: the history's prediction shares leave out predictions that are not numbers.
-    const VERSION: u32 = 2;
+    // 3: a step's gradients are computed in shards of 16 rows on every core and merged in
+    //    shard order (the same weights at any `-j`; other last bits than version 2's).
+    const VERSION: u32 = 3;
     const PARAMS: &'static [&'static str] = &[
         "model",
         "hidden",
@@ -466,16 +468,19 @@ impl Train {
 
 /// Class probabilities of `rows` (indices into `data`), in batches.
 pub fn predict_rows(model: &Model, data: &Mapped, rows: &[usize], labels: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
-    let mut probs = Vec::with_capacity(rows.len() * model.classes());
-    let mut x = Vec::new();
-    for chunk in rows.chunks(256) {
-        x.clear();
-        for &i in chunk {
-            data.pixels_into(i, &mut x)?;
-        }
-        probs.extend(model.forward(&x, chunk.len()).map_err(|e| anyhow::anyhow!("{e}"))?);
-    }
-    Ok((probs, rows.iter().map(|&i| labels[i]).collect()))
+    use rayon::prelude::*;
+    // Chunks of a fixed size on every core, in order: the same probabilities whatever `-j`.
+    let parts = rows
+        .par_chunks(64)
+        .map(|chunk| {
+            let mut x = Vec::with_capacity(chunk.len() * data.row_len());
+            for &i in chunk {
+                data.pixels_into(i, &mut x)?;
+            }
+            model.forward(&x, chunk.len()).map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((parts.concat(), rows.iter().map(|&i| labels[i]).collect()))
 }
 
 /// Train-time augmentation of one image (HWC), drawn from `rng`: `hflip` mirrors half the

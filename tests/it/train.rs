@@ -70,6 +70,26 @@ fn training_is_deterministic_for_a_seed() {
     assert_eq!(model(&p), first, "same seed, same weights");
 }
 
+/// A step's gradients are computed in shards on every core and merged in a fixed order: the
+/// same weights and predictions on one core or two.
+#[test]
+fn training_gives_the_same_weights_on_one_core_or_two() {
+    let p = Project::new();
+    p.learnable_images(60).pipeline(&format!(
+        "{TRAIN_DATA}  train:\n    kind: train\n    model: cnn\n    blocks: [4]\n    hidden: [8]\n    \
+         epochs: 3\n    batch_size: 40\n  evaluate:\n    kind: evaluate\n    input: train\n"
+    ));
+    let model = |p: &Project| std::fs::read(p.artifact_path("m", "train").with_extension("safetensors")).unwrap();
+    p.run(&["run", "pipeline.yaml", "-j", "1"]).ok();
+    let (one, report) = (model(&p), p.report("m", "evaluate"));
+    let again = p.run(&["run", "pipeline.yaml", "-j", "2", "--force", "train"]).ok();
+    assert!(again.ran("train"), "{}", again.stdout);
+    assert!(model(&p) == one, "-j 1 and -j 2 trained different weights");
+    let again = p.run(&["run", "pipeline.yaml", "-j", "2", "--force", "evaluate"]).ok();
+    assert!(again.ran("evaluate"), "{}", again.stdout);
+    assert_eq!(p.report("m", "evaluate")["predictions"], report["predictions"]);
+}
+
 #[test]
 fn evaluating_on_differently_preprocessed_data_is_refused() {
     let p = Project::new();
