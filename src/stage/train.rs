@@ -22,7 +22,7 @@ use crate::model;
 use crate::model::cnn::CnnSpec;
 use crate::model::mlp::{Activation, DenseSpec, Init, MlpSpec};
 use crate::model::net::{Model, ModelSpec};
-use crate::model::optim::Optimizer;
+use crate::model::optim::{Optimizer, Schedule};
 use crate::source::diag::Diagnostic;
 use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
 
@@ -55,6 +55,14 @@ pub struct Train {
     pub optimizer: Opt,
     pub lr: f64,
     pub momentum: f64,
+    /// Nesterov momentum (`optimizer: sgd` with `momentum` > 0).
+    pub nesterov: bool,
+    /// Decoupled weight decay (SGDW, AdamW): weights shrink by `lr·weight_decay` per step.
+    pub weight_decay: f64,
+    /// How the learning rate moves over the steps (`lr` is its peak).
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up from 0 to `lr` (`constant` and `cosine`).
+    pub warmup_epochs: u64,
     pub epochs: u64,
     pub batch_size: u64,
     pub l2: f64,
@@ -79,6 +87,11 @@ const ACTS: &[(&str, Activation)] = &[
 const INITS: &[(&str, Init)] = &[("he", Init::He), ("xavier", Init::Xavier), ("zeros", Init::Zeros)];
 const OPTS: &[(&str, Opt)] = &[("sgd", Opt::Sgd), ("adam", Opt::Adam)];
 const AUGS: &[(&str, Augment)] = &[("hflip", Augment::Hflip), ("crop_pad", Augment::CropPad)];
+const SCHEDULES: &[(&str, Schedule)] = &[
+    ("constant", Schedule::Constant),
+    ("cosine", Schedule::Cosine),
+    ("one_cycle", Schedule::OneCycle),
+];
 
 fn name<T: PartialEq + Copy>(table: &[(&'static str, T)], v: T) -> &'static str {
     table.iter().find(|(_, x)| *x == v).map_or("?", |(n, _)| n)
@@ -130,6 +143,10 @@ impl Kind for Train {
         "optimizer",
         "lr",
         "momentum",
+        "nesterov",
+        "weight_decay",
+        "schedule",
+        "warmup_epochs",
         "epochs",
         "batch_size",
         "l2",
@@ -172,11 +189,13 @@ impl Kind for Train {
         let lr = num("lr", (1e-9, 100.0), 0.001, diags);
         let momentum = num("momentum", (0.0, 0.9999), 0.0, diags);
         let l2 = num("l2", (0.0, 100.0), 0.0, diags);
+        let weight_decay = num("weight_decay", (0.0, 10.0), 0.0, diags);
         let mut int = |key: &str, range, default: u64, diags: &mut Vec<Diagnostic>| match f.get(key) {
             Some(n) => get_u64(n, key, range, diags),
             None => Some(default),
         };
         let epochs = int("epochs", (1, 100_000), 20, diags);
+        let warmup_epochs = int("warmup_epochs", (0, 100_000), 0, diags);
         let batch_size = int("batch_size", (1, 65_536), 64, diags);
         let patience = int("patience", (0, 100_000), 0, diags);
         let seed = f
@@ -207,6 +226,38 @@ impl Kind for Train {
             None => Some(false),
         };
         let keep_last = choice_or(f, "select", &[("best_val", false), ("last", true)], false, diags);
+        let schedule = choice_or(f, "schedule", SCHEDULES, Schedule::Constant, diags);
+        let nesterov_node = f.get("nesterov");
+        let nesterov = match nesterov_node {
+            Some(n) => get_choice(n, "nesterov", &[("true", true), ("false", false)], diags),
+            None => Some(false),
+        };
+        if let (Some(n), Some(true)) = (nesterov_node, nesterov)
+            && (optimizer != Some(Opt::Sgd) || momentum.is_some_and(|m| m <= 0.0))
+        {
+            diags.push(
+                Diagnostic::new(n.span, "`nesterov` needs `optimizer: sgd` with a `momentum` above 0")
+                    .with_help("add `optimizer: sgd` and `momentum: 0.9`, or remove `nesterov`"),
+            );
+        }
+        if let (Some(n), Some(Schedule::OneCycle)) = (f.get("warmup_epochs"), schedule) {
+            diags.push(
+                Diagnostic::new(
+                    n.span,
+                    "`warmup_epochs` does not apply to `schedule: one_cycle` (its rise is its warm-up)",
+                )
+                .with_help("remove `warmup_epochs`, or use `schedule: cosine`"),
+            );
+        }
+        if let (Some(w), Some(e)) = (warmup_epochs, epochs)
+            && w >= e
+            && let Some(n) = f.get("warmup_epochs")
+        {
+            diags.push(Diagnostic::new(
+                n.span,
+                format!("`warmup_epochs` must be fewer than `epochs` ({e})"),
+            ));
+        }
         if diags.len() > before {
             return None;
         }
@@ -220,6 +271,10 @@ impl Kind for Train {
             optimizer: optimizer?,
             lr: lr?,
             momentum: momentum?,
+            nesterov: nesterov?,
+            weight_decay: weight_decay?,
+            schedule: schedule?,
+            warmup_epochs: warmup_epochs?,
             epochs: epochs?,
             batch_size: batch_size?,
             l2: l2?,
@@ -240,6 +295,10 @@ impl Kind for Train {
             "optimizer": name(OPTS, self.optimizer),
             "lr": self.lr,
             "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+            "schedule": name(SCHEDULES, self.schedule),
+            "warmup_epochs": self.warmup_epochs,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "l2": self.l2,
@@ -262,6 +321,9 @@ impl Kind for Train {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Epoch {
     pub epoch: u64,
+    /// The learning rate of the epoch's last step (absent from records before schedules).
+    #[serde(default, deserialize_with = "crate::check::metrics::null_as_nan")]
+    pub lr: f64,
     #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
     pub train_loss: f64,
     #[serde(deserialize_with = "crate::check::metrics::null_as_nan")]
@@ -314,10 +376,12 @@ impl Train {
 
     /// The configured optimizer (fresh state) with learning rate `lr`.
     pub fn optimizer_with_lr(&self, lr: f64) -> Optimizer {
-        match self.optimizer {
+        let opt = match self.optimizer {
+            Opt::Sgd if self.nesterov => Optimizer::nesterov(lr as f32, self.momentum as f32),
             Opt::Sgd => Optimizer::sgd(lr as f32, self.momentum as f32),
             Opt::Adam => Optimizer::adam(lr as f32),
-        }
+        };
+        opt.with_weight_decay(self.weight_decay as f32)
     }
 
     pub fn run(&self, ctx: &RunCtx<'_>) -> Result<Output> {
@@ -350,6 +414,9 @@ impl Train {
         let mut diverged = false;
         ctx.progress.set_length(self.epochs);
         let started = std::time::Instant::now();
+        let per_epoch = train.len().div_ceil(bs) as u64;
+        let (total, warmup) = (self.epochs * per_epoch, self.warmup_epochs * per_epoch);
+        let mut step = 0u64;
         for epoch in 0..self.epochs {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             for i in (1..order.len()).rev() {
@@ -369,6 +436,8 @@ impl Train {
                 for row in xb.chunks_exact_mut(row_len) {
                     augment(row, shape, &self.augment, &mut rng);
                 }
+                opt.set_lr(self.schedule.lr_at(self.lr, step, total, warmup) as f32);
+                step += 1;
                 let (loss, stats) =
                     model::train::train_batch(&mut model, &mut opt, &xb, &yb, chunk.len(), self.l2 as f32)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -386,6 +455,7 @@ impl Train {
             let stats = last_stats.unwrap_or_default();
             let e = Epoch {
                 epoch: epoch + 1,
+                lr: f64::from(opt.lr()),
                 train_loss: loss_sum / seen.max(1) as f64,
                 train_accuracy: correct as f64 / seen.max(1) as f64,
                 val_loss: m.log_loss,

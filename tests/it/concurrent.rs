@@ -25,16 +25,6 @@ fn verify(p: &Project, file: &str) {
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
 }
 
-/// The record of the artifact a pipeline's stage produced last.
-fn record(p: &Project, name: &str, stage: &str) -> serde_json::Value {
-    let ptr: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.path(&format!("cache/pipelines/{name}/{stage}.json"))).unwrap(),
-    )
-    .unwrap();
-    let fp = ptr["fingerprint"].as_str().unwrap();
-    serde_json::from_str(&std::fs::read_to_string(p.path(&format!("cache/artifacts/{fp}.json"))).unwrap()).unwrap()
-}
-
 #[test]
 fn two_runs_of_one_pipeline_at_once_agree_with_a_lone_run() {
     let lone = Project::new();
@@ -50,8 +40,8 @@ fn two_runs_of_one_pipeline_at_once_agree_with_a_lone_run() {
     verify(&p, "pipeline.yaml");
     for stage in ["resize", "normalize", "train", "evaluate"] {
         assert_eq!(
-            record(&p, "m", stage)["blake3"],
-            record(&lone, "m", stage)["blake3"],
+            p.record("m", stage)["blake3"],
+            lone.record("m", stage)["blake3"],
             "{stage}"
         );
     }
@@ -74,12 +64,12 @@ fn two_pipelines_sharing_a_cache_run_at_once() {
     verify(&p, "a.yaml");
     // Stages before the change are shared, by fingerprint; later ones differ.
     assert_eq!(
-        record(&p, "m", "split")["fingerprint"],
-        record(&p, "other", "split")["fingerprint"]
+        p.record("m", "split")["fingerprint"],
+        p.record("other", "split")["fingerprint"]
     );
     assert_ne!(
-        record(&p, "m", "resize")["fingerprint"],
-        record(&p, "other", "resize")["fingerprint"]
+        p.record("m", "resize")["fingerprint"],
+        p.record("other", "resize")["fingerprint"]
     );
     // Each pipeline's second run finds everything cached.
     for file in ["a.yaml", "b.yaml"] {

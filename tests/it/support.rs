@@ -277,6 +277,14 @@ impl Project {
     }
 
     /// The JSON report of a report stage (`validate`, `evaluate`) of pipeline `name`.
+    /// The record of the artifact pipeline `name`'s stage produced last.
+    pub fn record(&self, name: &str, stage: &str) -> serde_json::Value {
+        let pointer = self.path(&format!("cache/pipelines/{name}/{stage}.json"));
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&pointer).unwrap()).unwrap();
+        let fp = v["fingerprint"].as_str().unwrap();
+        serde_json::from_str(&fs::read_to_string(self.path(&format!("cache/artifacts/{fp}.json"))).unwrap()).unwrap()
+    }
+
     pub fn report(&self, name: &str, stage: &str) -> serde_json::Value {
         let pointer = self.path(&format!("cache/pipelines/{name}/{stage}.json"));
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&pointer).unwrap()).unwrap();

@@ -90,6 +90,57 @@ fn training_gives_the_same_weights_on_one_core_or_two() {
     assert_eq!(p.report("m", "evaluate")["predictions"], report["predictions"]);
 }
 
+/// SGD with Nesterov momentum, decoupled weight decay and a one-cycle schedule: the learning
+/// rate each epoch ended on, in the history, rises to the peak and falls; misuses are refused
+/// where they are written.
+#[test]
+fn a_one_cycle_schedule_moves_the_learning_rate_and_misuses_are_refused() {
+    let p = Project::new();
+    let train = "  train:\n    kind: train\n    model: cnn\n    blocks: [4]\n    hidden: [8]\n    epochs: 10\n    \
+                 batch_size: 16\n    optimizer: sgd\n    momentum: 0.9\n    nesterov: true\n    lr: 0.05\n    \
+                 weight_decay: 0.0001\n    schedule: one_cycle\n";
+    p.learnable_images(40).pipeline(&format!("{TRAIN_DATA}{train}"));
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let record = p.record("m", "train");
+    let lrs: Vec<f64> = record["summary"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["lr"].as_f64().unwrap())
+        .collect();
+    let peak = lrs.iter().cloned().fold(0.0, f64::max);
+    let top = lrs.iter().position(|&l| l == peak).unwrap();
+    assert!(top > 0 && top < 9, "the peak is inside the run: {lrs:?}");
+    assert!(lrs[..=top].windows(2).all(|w| w[0] < w[1]), "rises: {lrs:?}");
+    assert!(lrs[top..].windows(2).all(|w| w[0] > w[1]), "falls: {lrs:?}");
+    assert!(
+        (peak - 0.05).abs() < 1e-6 && lrs[9] < 1e-5,
+        "the peak is `lr`, the end near 0: {lrs:?}"
+    );
+    assert_eq!(record["summary"]["hyperparameters"]["schedule"], "one_cycle");
+    for (change, message) in [
+        (
+            "optimizer: sgd",
+            "`nesterov` needs `optimizer: sgd` with a `momentum` above 0",
+        ),
+        (
+            "schedule: one_cycle",
+            "`warmup_epochs` does not apply to `schedule: one_cycle`",
+        ),
+        ("schedule: onecycle", "did you mean `one_cycle`?"),
+    ] {
+        let bad = match change {
+            "optimizer: sgd" => train.replace("optimizer: sgd", "optimizer: adam"),
+            "schedule: one_cycle" => format!("{train}    warmup_epochs: 2\n"),
+            _ => train.replace("one_cycle", "onecycle"),
+        };
+        p.pipeline(&format!("{TRAIN_DATA}{bad}"));
+        let out = p.run(&["check", "pipeline.yaml"]);
+        assert_eq!(out.code, 2, "{}", out.stdout);
+        assert_contains!(out.stderr, message);
+    }
+}
+
 #[test]
 fn evaluating_on_differently_preprocessed_data_is_refused() {
     let p = Project::new();
