@@ -135,6 +135,8 @@ impl Frozen {
 /// (one code path, so both give the same probabilities for the same bytes).
 pub struct Predictor {
     model: Model,
+    /// Flip test-time augmentation, as the model's `tta` says.
+    hflip_too: bool,
     pub classes: Vec<String>,
     pub frozen: Frozen,
     /// The model artifact's fingerprint.
@@ -178,6 +180,7 @@ impl Predictor {
         })?;
         Ok(Predictor {
             model,
+            hflip_too: crate::stage::train::tta_hflip(&record.summary["hyperparameters"]),
             classes,
             frozen,
             fingerprint: fp.clone(),
@@ -197,7 +200,8 @@ impl Predictor {
 
     /// Classifies one image already preprocessed by [`Predictor::frozen`].
     pub fn classify_values(&self, row: &[f32]) -> Result<Prediction, String> {
-        let probabilities = self.model.forward(row, 1).map_err(|e| e.to_string())?;
+        let probabilities = crate::stage::train::forward_tta(&self.model, row, 1, self.frozen.shape(), self.hflip_too)
+            .map_err(|e| e.to_string())?;
         let label = crate::check::metrics::argmax(&probabilities);
         Ok(Prediction {
             label,

@@ -101,6 +101,7 @@ impl Evaluate {
                  stage `{stage}`: {why}"
             );
         }
+        let hflip_too = super::train::tta_hflip(&record.summary["hyperparameters"]);
         let rows = data.rows()?;
         let parts = rows.partition.as_ref().context("the data has no partition column")?;
         let labels: Vec<u32> = rows.label.iter().map(|&l| l.max(0) as u32).collect();
@@ -113,7 +114,7 @@ impl Evaluate {
             if idx.is_empty() {
                 continue;
             }
-            let (probs, y) = super::train::predict_rows(&model, &data, &idx, &labels)?;
+            let (probs, y) = super::train::predict_rows(&model, &data, &idx, &labels, hflip_too)?;
             let m: Metrics = metrics::compute(&probs, &y, classes);
             if m.collapse.collapsed {
                 collapsed.push(part.to_string());

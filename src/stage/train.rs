@@ -43,6 +43,8 @@ pub enum Opt {
 pub enum Augment {
     Hflip,
     CropPad,
+    CropReflect,
+    Cutout,
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +70,9 @@ pub struct Train {
     pub l2: f64,
     pub seed: Option<u64>,
     pub augment: Vec<Augment>,
+    /// Test-time augmentation: each prediction (val during training, `evaluate`, `predict`)
+    /// is the mean of the image's and its mirror image's probabilities.
+    pub tta_hflip: bool,
     /// Stop after this many epochs without a better `val` accuracy (0: never).
     pub patience: u64,
     /// Train without a `validate` stage upstream (warned about on every run).
@@ -86,7 +91,12 @@ const ACTS: &[(&str, Activation)] = &[
 ];
 const INITS: &[(&str, Init)] = &[("he", Init::He), ("xavier", Init::Xavier), ("zeros", Init::Zeros)];
 const OPTS: &[(&str, Opt)] = &[("sgd", Opt::Sgd), ("adam", Opt::Adam)];
-const AUGS: &[(&str, Augment)] = &[("hflip", Augment::Hflip), ("crop_pad", Augment::CropPad)];
+const AUGS: &[(&str, Augment)] = &[
+    ("hflip", Augment::Hflip),
+    ("crop_pad", Augment::CropPad),
+    ("crop_reflect", Augment::CropReflect),
+    ("cutout", Augment::Cutout),
+];
 const SCHEDULES: &[(&str, Schedule)] = &[
     ("constant", Schedule::Constant),
     ("cosine", Schedule::Cosine),
@@ -152,6 +162,7 @@ impl Kind for Train {
         "l2",
         "seed",
         "augment",
+        "tta",
         "patience",
         "unvalidated",
         "select",
@@ -226,6 +237,20 @@ impl Kind for Train {
             None => Some(false),
         };
         let keep_last = choice_or(f, "select", &[("best_val", false), ("last", true)], false, diags);
+        let tta_hflip = match f.get("tta") {
+            Some(n) => match n.as_seq() {
+                Some(items) => items
+                    .iter()
+                    .map(|i| get_choice(i, "tta", &[("hflip", true)], diags))
+                    .collect::<Option<Vec<bool>>>()
+                    .map(|v| v.contains(&true)),
+                None => {
+                    diags.push(Diagnostic::new(n.span, "`tta` must be a list, e.g. [hflip]"));
+                    None
+                }
+            },
+            None => Some(false),
+        };
         let schedule = choice_or(f, "schedule", SCHEDULES, Schedule::Constant, diags);
         let nesterov_node = f.get("nesterov");
         let nesterov = match nesterov_node {
@@ -280,6 +305,7 @@ impl Kind for Train {
             l2: l2?,
             seed,
             augment: augment?,
+            tta_hflip: tta_hflip?,
             patience: patience?,
             unvalidated: unvalidated?,
         })
@@ -304,6 +330,7 @@ impl Kind for Train {
             "l2": self.l2,
             "seed": self.seed,
             "augment": self.augment.iter().map(|a| name(AUGS, *a)).collect::<Vec<_>>(),
+            "tta": if self.tta_hflip { vec!["hflip"] } else { Vec::new() },
             "patience": self.patience,
             "unvalidated": self.unvalidated,
             "select": if self.keep_last { "last" } else { "best_val" },
@@ -450,7 +477,7 @@ impl Train {
                     break;
                 }
             }
-            let (probs, val_labels) = predict_rows(&model, &data, &val, &labels)?;
+            let (probs, val_labels) = predict_rows(&model, &data, &val, &labels, self.tta_hflip)?;
             let m = metrics::compute(&probs, &val_labels, classes);
             let stats = last_stats.unwrap_or_default();
             let e = Epoch {
@@ -537,8 +564,15 @@ impl Train {
 }
 
 /// Class probabilities of `rows` (indices into `data`), in batches.
-pub fn predict_rows(model: &Model, data: &Mapped, rows: &[usize], labels: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
+pub fn predict_rows(
+    model: &Model,
+    data: &Mapped,
+    rows: &[usize],
+    labels: &[u32],
+    hflip_too: bool,
+) -> Result<(Vec<f32>, Vec<u32>)> {
     use rayon::prelude::*;
+    let shape = data.meta.pixels.map_or([0; 3], |(s, _)| s);
     // Chunks of a fixed size on every core, in order: the same probabilities whatever `-j`.
     let parts = rows
         .par_chunks(64)
@@ -547,7 +581,7 @@ pub fn predict_rows(model: &Model, data: &Mapped, rows: &[usize], labels: &[u32]
             for &i in chunk {
                 data.pixels_into(i, &mut x)?;
             }
-            model.forward(&x, chunk.len()).map_err(|e| anyhow::anyhow!("{e}"))
+            forward_tta(model, &x, chunk.len(), shape, hflip_too).map_err(|e| anyhow::anyhow!("{e}"))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((parts.concat(), rows.iter().map(|&i| labels[i]).collect()))
@@ -555,42 +589,197 @@ pub fn predict_rows(model: &Model, data: &Mapped, rows: &[usize], labels: &[u32]
 
 /// Train-time augmentation of one image (HWC), drawn from `rng`: `hflip` mirrors half the
 /// images; `crop_pad` shifts by up to 4 pixels, filling with zeros (the normalized mean).
+/// Mirrors an HWC image left to right, in place.
+fn hflip(row: &mut [f32], [h, w, c]: [usize; 3]) {
+    for y in 0..h {
+        for x in 0..w / 2 {
+            for ch in 0..c {
+                row.swap((y * w + x) * c + ch, (y * w + (w - 1 - x)) * c + ch);
+            }
+        }
+    }
+}
+
+/// Whether a model's hyperparameters (its record's `summary.hyperparameters`) ask for
+/// flip test-time augmentation.
+pub fn tta_hflip(hyperparameters: &serde_json::Value) -> bool {
+    hyperparameters["tta"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|t| t == "hflip"))
+}
+
+/// Class probabilities of the `n` HWC images of `shape` in `x`; with `hflip`, the mean of
+/// each image's and its mirror image's (test-time augmentation).
+pub fn forward_tta(
+    model: &Model,
+    x: &[f32],
+    n: usize,
+    shape: [usize; 3],
+    hflip_too: bool,
+) -> Result<Vec<f32>, model::ModelError> {
+    let mut p = model.forward(x, n)?;
+    if hflip_too {
+        let mut flipped = x.to_vec();
+        let len = shape.iter().product::<usize>().max(1);
+        flipped.chunks_exact_mut(len).for_each(|row| hflip(row, shape));
+        let q = model.forward(&flipped, n)?;
+        p.iter_mut().zip(&q).for_each(|(a, b)| *a = (*a + b) / 2.0);
+    }
+    Ok(p)
+}
+
 fn augment(row: &mut [f32], shape: [usize; 3], augs: &[Augment], rng: &mut ChaCha8Rng) {
     let [h, w, c] = shape;
     for a in augs {
         match a {
             Augment::Hflip => {
                 if rng.next_u32() & 1 == 1 {
-                    for y in 0..h {
-                        for x in 0..w / 2 {
-                            for ch in 0..c {
-                                row.swap((y * w + x) * c + ch, (y * w + (w - 1 - x)) * c + ch);
-                            }
-                        }
-                    }
+                    hflip(row, shape);
                 }
             }
-            Augment::CropPad => {
-                let dy = (rng.next_u32() % 9) as isize - 4;
-                let dx = (rng.next_u32() % 9) as isize - 4;
+            Augment::CropPad | Augment::CropReflect => {
+                let (dy, dx) = if *a == Augment::CropPad {
+                    ((rng.next_u32() % 9) as isize - 4, (rng.next_u32() % 9) as isize - 4)
+                } else {
+                    let (py, px) = ((h / 8).max(1) as u32, (w / 8).max(1) as u32);
+                    (
+                        (rng.next_u32() % (2 * py + 1)) as isize - py as isize,
+                        (rng.next_u32() % (2 * px + 1)) as isize - px as isize,
+                    )
+                };
                 if dy == 0 && dx == 0 {
                     continue;
                 }
                 let src = row.to_vec();
+                // Reflected about the edge pixel, as PyTorch's `padding_mode="reflect"`.
+                let reflect = |i: isize, n: usize| -> Option<usize> {
+                    let n = n as isize;
+                    let r = if i < 0 {
+                        -i
+                    } else if i >= n {
+                        2 * (n - 1) - i
+                    } else {
+                        i
+                    };
+                    (0..n).contains(&r).then_some(r as usize)
+                };
                 for y in 0..h as isize {
                     for x in 0..w as isize {
                         let (sy, sx) = (y + dy, x + dx);
-                        let inside = sy >= 0 && sx >= 0 && sy < h as isize && sx < w as isize;
+                        let from = if *a == Augment::CropPad {
+                            let inside = sy >= 0 && sx >= 0 && sy < h as isize && sx < w as isize;
+                            inside.then_some((sy as usize, sx as usize))
+                        } else {
+                            reflect(sy, h).zip(reflect(sx, w))
+                        };
                         for ch in 0..c {
-                            row[(y as usize * w + x as usize) * c + ch] = if inside {
-                                src[(sy as usize * w + sx as usize) * c + ch]
-                            } else {
-                                0.0
-                            };
+                            row[(y as usize * w + x as usize) * c + ch] =
+                                from.map_or(0.0, |(sy, sx)| src[(sy * w + sx) * c + ch]);
                         }
                     }
                 }
             }
+            Augment::Cutout => {
+                // A square of a quarter of the side, centred anywhere (cut off at the edges),
+                // set to 0: the mean of normalized data.
+                let (sh, sw) = ((h / 4).max(1), (w / 4).max(1));
+                let cy = (rng.next_u32() % h as u32) as usize;
+                let cx = (rng.next_u32() % w as u32) as usize;
+                for y in cy.saturating_sub(sh / 2)..(cy + sh.div_ceil(2)).min(h) {
+                    for x in cx.saturating_sub(sw / 2)..(cx + sw.div_ceil(2)).min(w) {
+                        row[(y * w + x) * c..][..c].iter_mut().for_each(|v| *v = 0.0);
+                    }
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(h: usize, w: usize) -> Vec<f32> {
+        (0..h * w * 3).map(|i| i as f32 + 1.0).collect()
+    }
+
+    /// `src` shifted by `(dy, dx)` with reflected edges.
+    fn reflected(src: &[f32], h: usize, w: usize, dy: isize, dx: isize) -> Vec<f32> {
+        let r = |i: isize, n: usize| {
+            let n = n as isize;
+            (if i < 0 {
+                -i
+            } else if i >= n {
+                2 * (n - 1) - i
+            } else {
+                i
+            }) as usize
+        };
+        let mut out = vec![0.0; src.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let (sy, sx) = (r(y as isize + dy, h), r(x as isize + dx, w));
+                for c in 0..3 {
+                    out[(y * w + x) * 3 + c] = src[(sy * w + sx) * 3 + c];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn crop_reflect_shifts_by_up_to_an_eighth_with_reflected_edges() {
+        let (h, w) = (32, 24);
+        let src = image(h, w);
+        let mut shifts = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let mut row = src.clone();
+            augment(
+                &mut row,
+                [h, w, 3],
+                &[Augment::CropReflect],
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            );
+            let shift = (-4..=4)
+                .flat_map(|dy| (-3..=3).map(move |dx| (dy, dx)))
+                .find(|&(dy, dx)| reflected(&src, h, w, dy, dx) == row);
+            shifts.insert(shift.expect("a reflect-padded crop within h/8 and w/8"));
+        }
+        assert!(shifts.len() > 40, "shifts drawn: {}", shifts.len());
+    }
+
+    #[test]
+    fn cutout_zeroes_one_square_of_a_quarter_side() {
+        let (h, w) = (32, 32);
+        let src = image(h, w);
+        let mut sizes = std::collections::BTreeSet::new();
+        for seed in 0..100 {
+            let mut row = src.clone();
+            augment(
+                &mut row,
+                [h, w, 3],
+                &[Augment::Cutout],
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            );
+            let zero: Vec<(usize, usize)> = (0..h * w)
+                .filter(|&p| row[p * 3..p * 3 + 3] == [0.0; 3])
+                .map(|p| (p / w, p % w))
+                .collect();
+            let (ys, xs): (Vec<usize>, Vec<usize>) = zero.iter().copied().unzip();
+            let (y0, y1) = (*ys.iter().min().unwrap(), *ys.iter().max().unwrap());
+            let (x0, x1) = (*xs.iter().min().unwrap(), *xs.iter().max().unwrap());
+            assert_eq!(zero.len(), (y1 - y0 + 1) * (x1 - x0 + 1), "one rectangle");
+            assert!(y1 - y0 < 8 && x1 - x0 < 8, "at most 8x8");
+            for p in 0..h * w {
+                if !zero.contains(&(p / w, p % w)) {
+                    assert_eq!(row[p * 3..p * 3 + 3], src[p * 3..p * 3 + 3]);
+                }
+            }
+            sizes.insert(zero.len());
+        }
+        assert!(
+            sizes.contains(&64) && sizes.len() > 3,
+            "whole and cut-off squares: {sizes:?}"
+        );
     }
 }

@@ -276,21 +276,23 @@ impl Project {
         self
     }
 
-    /// The JSON report of a report stage (`validate`, `evaluate`) of pipeline `name`.
     /// The record of the artifact pipeline `name`'s stage produced last.
     pub fn record(&self, name: &str, stage: &str) -> serde_json::Value {
-        let pointer = self.path(&format!("cache/pipelines/{name}/{stage}.json"));
-        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&pointer).unwrap()).unwrap();
-        let fp = v["fingerprint"].as_str().unwrap();
-        serde_json::from_str(&fs::read_to_string(self.path(&format!("cache/artifacts/{fp}.json"))).unwrap()).unwrap()
+        self.artifact_json(name, stage, "json")
     }
 
+    /// The JSON report of a report stage (`validate`, `evaluate`) of pipeline `name`.
     pub fn report(&self, name: &str, stage: &str) -> serde_json::Value {
+        self.artifact_json(name, stage, "report.json")
+    }
+
+    /// The file `artifacts/<fingerprint>.<ext>` of the artifact pipeline `name`'s stage
+    /// produced last, parsed.
+    fn artifact_json(&self, name: &str, stage: &str, ext: &str) -> serde_json::Value {
         let pointer = self.path(&format!("cache/pipelines/{name}/{stage}.json"));
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&pointer).unwrap()).unwrap();
         let fp = v["fingerprint"].as_str().unwrap();
-        serde_json::from_str(&fs::read_to_string(self.path(&format!("cache/artifacts/{fp}.report.json"))).unwrap())
-            .unwrap()
+        serde_json::from_str(&fs::read_to_string(self.path(&format!("cache/artifacts/{fp}.{ext}"))).unwrap()).unwrap()
     }
 }
 

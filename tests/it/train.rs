@@ -37,6 +37,44 @@ fn predict_gives_the_probabilities_evaluate_gave() {
     assert_contains!(other.stderr, "is not built for the current pipeline");
 }
 
+/// Flip test-time augmentation: `evaluate` and `predict` give the same probabilities, the
+/// mean of the image's and its mirror image's, so an image and its mirror get the same ones.
+#[test]
+fn flip_test_time_augmentation_is_used_by_evaluate_and_predict() {
+    let p = Project::new();
+    let cnn = "  train:\n    kind: train\n    model: cnn\n    blocks: [4]\n    hidden: [8]\n    epochs: 5\n    \
+               batch_size: 16\n    augment: [crop_reflect, cutout]\n";
+    let evaluate = "  evaluate:\n    kind: evaluate\n    input: train\n";
+    p.learnable_images(40);
+    let probabilities = |p: &Project, image: &str| -> Vec<f64> {
+        let out = p.run(&["predict", "pipeline.yaml", image, "--json"]).ok();
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        serde_json::from_value(doc["predictions"][0]["probabilities"].clone()).unwrap()
+    };
+    let gap = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let evaluated = |p: &Project| p.report("m", "evaluate")["predictions"][0].clone();
+    p.pipeline(&format!("{TRAIN_DATA}{cnn}{evaluate}"));
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let path = format!("images/{}", evaluated(&p)["path"].as_str().unwrap());
+    let image = image::open(p.path(&path)).unwrap().to_rgb8();
+    image::imageops::flip_horizontal(&image)
+        .save(p.path("mirror.png"))
+        .unwrap();
+    let plain = gap(&probabilities(&p, &path), &probabilities(&p, "mirror.png"));
+    p.pipeline(&format!("{TRAIN_DATA}{cnn}    tta: [hflip]\n{evaluate}"));
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let (a, b) = (probabilities(&p, &path), probabilities(&p, "mirror.png"));
+    assert!(
+        gap(&a, &b) < 1e-5 && plain > 1e-3,
+        "mirror gap {} with tta, {plain} without",
+        gap(&a, &b)
+    );
+    let row = evaluated(&p);
+    assert_eq!(format!("images/{}", row["path"].as_str().unwrap()), path);
+    let want: Vec<f64> = serde_json::from_value(row["probabilities"].clone()).unwrap();
+    assert!(gap(&a, &want) < 1e-6, "predict {a:?} vs evaluate {want:?}");
+}
+
 /// Regression: `predict` (and `serve`) decoded under the default limits, not the ones
 /// `ingest` set, so an image the training data could not hold was classified.
 #[test]
