@@ -10,12 +10,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 
-use crate::cache::store::Lookup;
 use crate::data::dataset::Dtype;
 use crate::data::dataset::mapped::Mapped;
 use crate::data::lineage::LineageEntry;
 use crate::ops::predict::{Frozen, Predictor};
-use crate::pipeline::executor::resolve_closure;
+use crate::pipeline::executor::{resolve_built, resolve_closure};
 use crate::pipeline::plan::{self, Plan};
 use crate::stage::params::Params;
 
@@ -189,18 +188,9 @@ impl Project {
 
     /// The path of the built artifact of stage `i`, or the CLI's error when it is not built.
     fn built(&self, i: usize) -> Result<std::path::PathBuf> {
-        let plan = &self.plan;
-        let cache = plan.open_cache()?;
-        let done = resolve_closure(plan, &cache, &[i])?;
-        let fp = &done[i].as_ref().context("stage not resolved")?.fingerprint;
-        if !matches!(cache.lookup(fp), Lookup::Present(_)) {
-            bail!(
-                "stage `{}` is not built for the current pipeline; run `pipeline run {}` first",
-                plan.stage(i).name,
-                plan.file.display()
-            );
-        }
-        Ok(cache.data_path(fp))
+        let cache = self.plan.open_cache()?;
+        let (_, fp) = resolve_built(&self.plan, &cache, i)?;
+        Ok(cache.data_path(&fp))
     }
 
     /// The lineage of the dataset stage `name` is or stands for: the stages that made it,

@@ -8,13 +8,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::cache::store::Lookup;
 use crate::data::dataset::columns::{self, PixelValues, Rows};
 use crate::data::dataset::writer::{ArtifactWriter, Written};
 use crate::data::dataset::{self, reader};
-use crate::pipeline::executor::resolve_closure;
+use crate::pipeline::executor::resolve_built;
 use crate::pipeline::plan::Plan;
 
 /// Writes the dataset of `stage` (default: the one the last stage holds or reports on) to
@@ -27,15 +26,8 @@ pub fn export(plan: &Plan, stage: Option<&str>, out: &Path) -> Result<(String, W
     };
     let target = plan.data_source(target);
     let name = plan.stage(target).name.clone();
-    let done = resolve_closure(plan, &cache, &[target])?;
-    let r = done[target].as_ref().context("stage was not resolved")?;
-    if !matches!(cache.lookup(&r.fingerprint), Lookup::Present(_)) {
-        bail!(
-            "stage `{name}` is not built for the current pipeline; run `pipeline run {}` first",
-            plan.file.display()
-        );
-    }
-    let (meta, batches) = reader::open(&cache.data_path(&r.fingerprint), &cache.integrity())?;
+    let (_, fp) = resolve_built(plan, &cache, target)?;
+    let (meta, batches) = reader::open(&cache.data_path(&fp), &cache.integrity())?;
     let mut standalone = meta.clone();
     standalone.pixels_from = None;
     standalone.segments = Vec::new();

@@ -14,7 +14,7 @@ use crate::cache::store::{Format, Lookup};
 use crate::data::decode::DecodeLimits;
 use crate::data::lineage::{LineageEntry, Step};
 use crate::model::net::Model;
-use crate::pipeline::executor::{Resolved, resolve_closure};
+use crate::pipeline::executor::{Resolved, resolve_built, resolve_closure};
 use crate::pipeline::plan::Plan;
 use crate::stage::params::Params;
 use crate::stage::resize::Resize;
@@ -81,16 +81,8 @@ impl Frozen {
     /// the pipeline as it is now.
     pub fn of_stage(plan: &Plan, stage: usize) -> Result<Frozen> {
         let cache = plan.open_cache()?;
-        let done = resolve_closure(plan, &cache, &[stage])?;
-        let fp = &done[stage].as_ref().context("stage not resolved")?.fingerprint;
-        if !matches!(cache.lookup(fp), Lookup::Present(_)) {
-            bail!(
-                "stage `{}` is not built for the current pipeline; run `pipeline run {}` first",
-                plan.stage(stage).name,
-                plan.file.display()
-            );
-        }
-        let (meta, _) = crate::data::dataset::reader::open(&cache.data_path(fp), &cache.integrity())?;
+        let (done, fp) = resolve_built(plan, &cache, stage)?;
+        let (meta, _) = crate::data::dataset::reader::open(&cache.data_path(&fp), &cache.integrity())?;
         Frozen::from_lineage(plan, &done, stage, &meta.lineage, &|name| {
             format!("stage `{name}` is not in the lineage of its own artifact; run `pipeline cache verify`")
         })

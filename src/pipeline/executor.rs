@@ -581,6 +581,22 @@ pub fn resolve_closure(plan: &Plan, cache: &Cache, targets: &[usize]) -> Result<
     Ok(done)
 }
 
+/// Resolves stage `i` and what it needs, and checks that its artifact is built for the
+/// pipeline as it is now (else the error says to run it): the resolved stages and the
+/// stage's fingerprint.
+pub fn resolve_built(plan: &Plan, cache: &Cache, i: usize) -> Result<(Vec<Option<Resolved>>, String)> {
+    let done = resolve_closure(plan, cache, &[i])?;
+    let fp = done[i].as_ref().context("stage was not resolved")?.fingerprint.clone();
+    if !matches!(cache.lookup(&fp), crate::cache::store::Lookup::Present(_)) {
+        anyhow::bail!(
+            "stage `{}` is not built for the current pipeline; run `pipeline run {}` first",
+            plan.stage(i).name,
+            plan.file.display()
+        );
+    }
+    Ok((done, fp))
+}
+
 /// Computes every stage's status without running anything.
 pub fn status(plan: &Plan) -> Result<Vec<StageStatus>> {
     // A shared cache is only looked at: status copies nothing.
