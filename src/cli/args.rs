@@ -267,10 +267,11 @@ fn parse_age(value: &str) -> Result<std::time::Duration, String> {
 pub struct ExportArgs {
     #[command(flatten)]
     pub target: Target,
-    /// The stage to export (default: the dataset the last stage holds or reports on).
+    /// The stage to export (default: the dataset the last stage holds or reports on); a
+    /// `train` stage's metrics go to a folder in DVCLive's layout.
     #[arg(long = "stage", value_name = "NAME", add = ArgValueCompleter::new(stage_names))]
     pub stage: Option<String>,
-    /// The Arrow IPC file to write.
+    /// The Arrow IPC file to write (for a `train` stage, the metrics folder).
     #[arg(long, short = 'o', value_name = "PATH")]
     pub out: PathBuf,
 }

@@ -220,14 +220,20 @@ fn export(args: ExportArgs, out: &mut dyn Write) -> Result<()> {
     if let Some(s) = &args.stage {
         known_stage(&plan, s, "--stage")?;
     }
-    let (name, w) = export::export(&plan, args.stage.as_deref(), &args.out)?;
-    writeln!(
-        out,
-        "exported stage `{name}`: {} rows, {} bytes to {}",
-        w.rows,
-        w.bytes,
-        args.out.display()
-    )?;
+    match export::export(&plan, args.stage.as_deref(), &args.out)? {
+        export::Exported::Dataset(name, w) => writeln!(
+            out,
+            "exported stage `{name}`: {} rows, {} bytes to {}",
+            w.rows,
+            w.bytes,
+            args.out.display()
+        )?,
+        export::Exported::Metrics(name, epochs) => writeln!(
+            out,
+            "exported the metrics of stage `{name}`: {epochs} epochs to {} (DVCLive's layout: metrics.json, plots/metrics/)",
+            args.out.display()
+        )?,
+    }
     Ok(())
 }
 

@@ -179,6 +179,67 @@ fn a_one_cycle_schedule_moves_the_learning_rate_and_misuses_are_refused() {
     }
 }
 
+/// `export --stage train` writes the history in DVCLive's layout; other stages still export
+/// their dataset.
+#[test]
+fn a_train_stage_exports_its_metrics_in_dvclives_layout() {
+    let p = Project::new();
+    p.learnable_images(30).pipeline(&format!("{TRAIN_DATA}{MLP}"));
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let out = p
+        .run(&["export", "pipeline.yaml", "--stage", "train", "-o", "dvclive"])
+        .ok();
+    assert_contains!(out.stdout, "exported the metrics of stage `train`: 15 epochs");
+    let history = p.record("m", "train")["summary"]["history"].as_array().unwrap().clone();
+    let read = |rel: &str| std::fs::read_to_string(p.path(&format!("dvclive/{rel}"))).unwrap();
+    for (file, key, column) in [
+        ("train/loss", "train_loss", "loss"),
+        ("train/accuracy", "train_accuracy", "accuracy"),
+        ("val/loss", "val_loss", "loss"),
+        ("val/accuracy", "val_accuracy", "accuracy"),
+        ("lr", "lr", "lr"),
+    ] {
+        let text = read(&format!("plots/metrics/{file}.tsv"));
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(format!("step\t{column}").as_str()));
+        let rows: Vec<(u64, f64)> = lines
+            .map(|l| {
+                let (step, v) = l.split_once('\t').unwrap();
+                (step.parse().unwrap(), v.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(rows.len(), 15, "{file}");
+        for (k, (step, v)) in rows.iter().enumerate() {
+            assert_eq!(*step, k as u64);
+            let want = history[k][key].as_f64().unwrap();
+            assert!(
+                (v - want).abs() <= 1e-12 * want.abs(),
+                "{file} at step {k}: {v} vs {want}"
+            );
+        }
+    }
+    let metrics: serde_json::Value = serde_json::from_str(&read("metrics.json")).unwrap();
+    assert_eq!(metrics["step"], 14);
+    // serde_json reads floats to within a unit in the last place.
+    let close = |a: &serde_json::Value, b: &serde_json::Value| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+    };
+    assert!(
+        close(&metrics["val"]["accuracy"], &history[14]["val_accuracy"]),
+        "{metrics}"
+    );
+    assert!(
+        close(&metrics["train"]["loss"], &history[14]["train_loss"]),
+        "{metrics}"
+    );
+    assert!(close(&metrics["lr"], &history[14]["lr"]), "{metrics}");
+    let data = p
+        .run(&["export", "pipeline.yaml", "--stage", "evaluate", "-o", "data.arrow"])
+        .ok();
+    assert_contains!(data.stdout, "exported stage `normalize`");
+}
+
 #[test]
 fn evaluating_on_differently_preprocessed_data_is_refused() {
     let p = Project::new();
