@@ -10,7 +10,8 @@ standardization, a small CNN), and checks that:
 
 - `transform` of every row's file (by path, and by bytes) is bit for bit the values
   `pipeline export` wrote, at `resize` and at `normalize`;
-- `predict_proba` is bit for bit `pipeline predict --json`, on files training never saw;
+- `predict_proba` is bit for bit `pipeline predict --json`, on the files the project uses
+  and on shipped photos outside it;
 - every file the CLI refuses is refused with the CLI's message, and so are an image past
   the decode limits, a typo in a stage's name, a stage that is not built;
 - `dataset` gives each partition's rows as exported, `resize`'s in place (no copy);
@@ -191,7 +192,7 @@ with Image.open(png) as im:
         fail("a gray array differs from its RGB copy")
 print("PIL images and uint8 arrays: as their files")
 
-# predict == `pipeline predict --json`, on photos and corpus files training never saw.
+# predict == `pipeline predict --json`, on the files the project uses and photos outside it.
 used = set(exported(yaml, "resize")[0].column("path").to_pylist())
 corpus = sorted(f for f in images.iterdir() if f.suffix in (".jpg", ".png") and f.name != "done")
 unseen_files = [f for f in unseen if f not in picked]
