@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from ._native import Buffer, PipelineError
+from ._native import PipelineError
 from ._native import Project as _Project
 
 __all__ = ["open", "Pipeline", "Dataset", "PipelineError"]
@@ -69,8 +69,10 @@ def _item(image, k):
     return image  # the native layer names what it cannot take
 
 
-def _items(images):
-    return [_item(image, k) for k, image in enumerate(images)]
+def _batch(images):
+    """Whether ``images`` is one image, and the batch as the native layer takes it."""
+    one = _is_one(images)
+    return one, [_item(image, k) for k, image in enumerate([images] if one else images)]
 
 
 def _array(buffer, dtype, shape):
@@ -118,8 +120,7 @@ class Pipeline:
         ``(N, H, W, 3)``, or ``(H, W, 3)`` for one image. The batch runs on every core with
         the GIL released.
         """
-        one = _is_one(images)
-        items = _items([images] if one else images)
+        one, items = _batch(images)
         frozen = self._frozen_of(stage)
         out = _array(frozen.run(items), np.float32, (len(items), *frozen.shape))
         return out[0] if one else out
@@ -133,8 +134,7 @@ class Pipeline:
     def predict_proba(self, images, stage=None):
         """Each image's class probabilities by the model of ``train`` stage ``stage`` (the only
         one by default): ``float32`` of shape ``(N, classes)``, as ``pipeline predict`` gives."""
-        one = _is_one(images)
-        items = _items([images] if one else images)
+        one, items = _batch(images)
         predictor = self._predictor_of(stage)
         out = _array(predictor.run(items), np.float32, (len(items), len(predictor.classes)))
         return out[0] if one else out

@@ -358,8 +358,9 @@ fn decode_jpeg_direct(bytes: &[u8], limits: &DecodeLimits) -> Option<Rgb8Image> 
     upright(w, h, pixels, orientation)
 }
 
-/// Rejects `width x height` if it exceeds any of `limits`.
-fn check_limits(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
+/// Rejects `width x height` if it exceeds any of `limits` (also for pixels decoded elsewhere,
+/// which the Python package takes).
+pub fn check_limits(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
     let pixels = u64::from(width) * u64::from(height);
     if width > limits.max_width || height > limits.max_height || pixels > limits.max_pixels {
         return Err(DecodeError::TooLarge {

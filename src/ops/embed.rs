@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 
+use crate::cache::store::Cache;
 use crate::data::dataset::Dtype;
 use crate::data::dataset::mapped::Mapped;
 use crate::data::lineage::LineageEntry;
@@ -186,19 +187,20 @@ impl Project {
             .collect())
     }
 
-    /// The path of the built artifact of stage `i`, or the CLI's error when it is not built.
-    fn built(&self, i: usize) -> Result<std::path::PathBuf> {
+    /// The cache and the path of the built artifact of stage `i`, or the CLI's error when it
+    /// is not built.
+    fn built(&self, i: usize) -> Result<(Cache, std::path::PathBuf)> {
         let cache = self.plan.open_cache()?;
         let (_, fp) = resolve_built(&self.plan, &cache, i)?;
-        Ok(cache.data_path(&fp))
+        let path = cache.data_path(&fp);
+        Ok((cache, path))
     }
 
     /// The lineage of the dataset stage `name` is or stands for: the stages that made it,
     /// with their params, fingerprints and fitted parameters.
     pub fn lineage(&self, name: &str) -> Result<Vec<LineageEntry>> {
         let i = self.plan.data_source(self.named(name)?);
-        let cache = self.plan.open_cache()?;
-        let path = self.built(i)?;
+        let (cache, path) = self.built(i)?;
         let (meta, _) = crate::data::dataset::reader::open(&path, &cache.integrity())?;
         Ok(meta.lineage)
     }
@@ -206,8 +208,8 @@ impl Project {
     /// The built dataset of pixel stage `stage`, memory-mapped, with the rows of `partition`
     /// (`train`, `val`, `test`; all rows when `None`).
     pub fn dataset(&self, stage: usize, partition: Option<&str>) -> Result<Dataset> {
-        let cache = self.plan.open_cache()?;
-        let mapped = Mapped::open(&self.built(stage)?, &cache.integrity())?;
+        let (cache, path) = self.built(stage)?;
+        let mapped = Mapped::open(&path, &cache.integrity())?;
         let rows = mapped.rows()?;
         let keep: Vec<usize> = match (partition, &rows.partition) {
             (None, _) => (0..rows.len()).collect(),

@@ -103,13 +103,7 @@ impl Frozen {
     /// One decoded image (`u8` RGB, HWC, `width` x `height`) as the stage's values: resized
     /// and stepped as an encoded one is after decoding, under the same limits.
     pub fn decoded(&self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, String> {
-        let l = &self.limits;
-        if width > l.max_width || height > l.max_height || u64::from(width) * u64::from(height) > l.max_pixels {
-            return Err(format!(
-                "the image is {width}x{height}, over the decode limits ({}x{}, {} pixels)",
-                l.max_width, l.max_height, l.max_pixels
-            ));
-        }
+        crate::data::decode::check_limits(width, height, &self.limits).map_err(|e| e.to_string())?;
         Ok(self.finish(&self.resize.pixels_to_pixels(rgb, width, height)?))
     }
 
