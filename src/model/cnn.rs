@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mlp::{DenseSpec, Mlp, MlpCache, MlpSpec, dead_units, fraction_of, init_weight};
 use super::ops::{self, View};
-use super::{Grads, LayerStats, ModelError, Stats, Tensor, check_batch, check_l2};
+use super::{Grads, LayerStats, Loss, ModelError, Stats, Tensor, check_batch};
 
 /// Architecture of a [`Cnn`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,12 +165,10 @@ impl Cnn {
     }
 
     /// Loss, gradients (in [`Cnn::params`] order) and diagnostics.
-    pub fn loss_grad(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<(f32, Grads, Stats), ModelError> {
-        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
-        check_l2(l2)?;
+    pub(crate) fn loss_grad(&self, x: &[f32], y: &[u32], batch: usize, loss: Loss) -> (f32, Grads, Stats) {
+        let l2 = loss.l2;
         let (blocks, mlp) = self.run(x, batch);
-        let xent = ops::softmax_xent(&mlp.logits, y, self.classes());
-        let loss = xent.nll_sum / batch as f64 + 0.5 * f64::from(l2) * self.weight_sq_sum();
+        let (loss, xent) = loss.of(&mlp.logits, y, self.classes(), self.weight_sq_sum());
         let feats = blocks.last().map_or(x, |b| b.out.as_slice());
         let need_dx = !self.convs.is_empty();
         let (head_grads, head_stats, dfeat) = self.head.backward(feats, batch, &mlp, xent.dlogits, l2, need_dx);
@@ -238,18 +236,16 @@ impl Cnn {
             layers,
             correct: xent.correct,
             batch,
+            batch_norm: Vec::new(),
         };
-        Ok((loss as f32, Grads { tensors: grads }, stats))
+        (loss as f32, Grads { tensors: grads }, stats)
     }
 
     /// Loss only, in f64 (finite-difference checks).
     #[cfg(test)]
-    pub(crate) fn loss_f64(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<f64, ModelError> {
-        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
-        check_l2(l2)?;
+    pub(crate) fn loss_f64(&self, x: &[f32], y: &[u32], batch: usize, loss: Loss) -> f64 {
         let (_, mlp) = self.run(x, batch);
-        let xent = ops::softmax_xent(&mlp.logits, y, self.classes());
-        Ok(xent.nll_sum / batch as f64 + 0.5 * f64::from(l2) * self.weight_sq_sum())
+        loss.of(&mlp.logits, y, self.classes(), self.weight_sq_sum()).0
     }
 
     /// ReLU signs and max-pool winners of every block, then the head's
@@ -307,7 +303,7 @@ impl Cnn {
 
 /// The 3x3 taps of patch row `r` (pixel `(n, y, x)` of an `h × w` image) that fall inside
 /// the image: `(ky·3 + kx, index of pixel (n, y+ky−1, x+kx−1))`, in `ky`, `kx` order.
-fn taps(r: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn taps(r: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize)> {
     let (n, y, xx) = (r / (h * w), (r / w) % h, r % w);
     (0..9).filter_map(move |t| {
         let iy = (y + t / 3).checked_sub(1).filter(|v| *v < h)?;
@@ -345,7 +341,7 @@ fn col2im(cols: &[f32], batch: usize, h: usize, w: usize, c: usize) -> Vec<f32> 
 
 /// 2×2 stride-2 max-pool of NHWC input (odd last row/column dropped). Returns
 /// the pooled map and, per output, the input index of the max (first on ties).
-fn max_pool(a: &[f32], batch: usize, h: usize, w: usize, c: usize) -> (Vec<f32>, Vec<usize>) {
+pub(super) fn max_pool(a: &[f32], batch: usize, h: usize, w: usize, c: usize) -> (Vec<f32>, Vec<usize>) {
     let (ho, wo) = (h / 2, w / 2);
     let mut out = Vec::with_capacity(batch * ho * wo * c);
     let mut arg = Vec::with_capacity(batch * ho * wo * c);

@@ -43,7 +43,7 @@ pub fn to_bytes(model: &Model, metadata: &BTreeMap<String, String>) -> Result<Ve
     meta.insert(ARCHITECTURE_KEY.into(), serde_json::to_string(&model.spec())?);
     meta.insert(FORMAT_KEY.into(), FORMAT_VERSION.into());
 
-    let mut params = model.params();
+    let mut params = model.stored();
     // safetensors lays data out sorted by name (all tensors share one dtype).
     params.sort_by(|a, b| a.name.cmp(&b.name));
     let mut header: BTreeMap<String, Value> = BTreeMap::new();
@@ -109,7 +109,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Model, BTreeMap<String, String>), Mod
     let mut model = Model::new(&spec, 0)?;
 
     let st = SafeTensors::deserialize(bytes)?;
-    for p in model.params_mut() {
+    for p in model.stored_mut() {
         let view = st.tensor(&p.name).map_err(|_| {
             ModelError::Format(format!(
                 "tensor {:?} required by the architecture is missing from the file",
@@ -135,7 +135,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Model, BTreeMap<String, String>), Mod
             *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
         }
     }
-    let known: Vec<String> = model.params().iter().map(|p| p.name.clone()).collect();
+    let known: Vec<String> = model.stored().iter().map(|p| p.name.clone()).collect();
     let mut extra: Vec<&str> = st
         .names()
         .into_iter()

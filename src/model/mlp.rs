@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::ops::{self, View};
-use super::{Grads, LayerStats, ModelError, Stats, Tensor, check_batch, check_l2};
+use super::{Grads, LayerStats, Loss, ModelError, Stats, Tensor, check_batch};
 
 /// Non-linearity applied after every hidden dense layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -257,28 +257,25 @@ impl Mlp {
     }
 
     /// Loss, gradients (in [`Mlp::params`] order) and diagnostics.
-    pub fn loss_grad(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<(f32, Grads, Stats), ModelError> {
-        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
-        check_l2(l2)?;
+    pub(crate) fn loss_grad(&self, x: &[f32], y: &[u32], batch: usize, loss: Loss) -> (f32, Grads, Stats) {
+        let l2 = loss.l2;
         let cache = self.run(x, batch);
-        let xent = ops::softmax_xent(&cache.logits, y, self.classes());
-        let loss = xent.nll_sum / batch as f64 + 0.5 * f64::from(l2) * self.weight_sq_sum();
+        let (loss, xent) = loss.of(&cache.logits, y, self.classes(), self.weight_sq_sum());
         let (tensors, layers, _) = self.backward(x, batch, &cache, xent.dlogits, l2, false);
         let stats = Stats {
             layers,
             correct: xent.correct,
             batch,
+            batch_norm: Vec::new(),
         };
-        Ok((loss as f32, Grads { tensors }, stats))
+        (loss as f32, Grads { tensors }, stats)
     }
 
     /// Loss only, in f64 (finite-difference checks need the extra precision).
     #[cfg(test)]
-    pub(crate) fn loss_f64(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<f64, ModelError> {
-        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
-        check_l2(l2)?;
-        let xent = ops::softmax_xent(&self.run(x, batch).logits, y, self.classes());
-        Ok(xent.nll_sum / batch as f64 + 0.5 * f64::from(l2) * self.weight_sq_sum())
+    pub(crate) fn loss_f64(&self, x: &[f32], y: &[u32], batch: usize, loss: Loss) -> f64 {
+        loss.of(&self.run(x, batch).logits, y, self.classes(), self.weight_sq_sum())
+            .0
     }
 
     /// Sign pattern of the hidden activations (see `Model::kink_pattern`).

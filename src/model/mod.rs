@@ -8,8 +8,8 @@
 //!   `x[i * input_len .. (i + 1) * input_len]`.
 //! * Labels are class indices `y: &[u32]`, one per row, `< classes`.
 //! * Outputs are softmax probabilities, batch-major `batch × classes`.
-//! * Loss = mean cross-entropy + `l2 / 2 · Σ w²` over weight tensors (biases
-//!   are not decayed).
+//! * Loss = mean cross-entropy (labels optionally smoothed: [`Loss`]) + `l2 / 2 · Σ w²`
+//!   over weight tensors (biases are not decayed).
 //!
 //! # Parameter layout (PyTorch conventions)
 //! Parameters are named tensors ([`Tensor`]) in a fixed order:
@@ -41,6 +41,7 @@ pub mod mlp;
 pub mod net;
 mod ops;
 pub mod optim;
+pub mod resnet;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -129,6 +130,12 @@ pub struct Stats {
     pub correct: usize,
     /// Rows in the batch.
     pub batch: usize,
+    /// For a network with batch normalization, the batch's mean and unbiased variance per
+    /// channel of every normalization, named and ordered like the model's buffers (what
+    /// [`crate::model::net::Model::track_running`] folds into the running statistics);
+    /// empty for other models.
+    #[serde(skip)]
+    pub batch_norm: Vec<Tensor>,
 }
 
 /// Errors from building, running, training or (de)serializing a model.
@@ -200,11 +207,49 @@ pub(crate) fn check_batch(
     Ok(())
 }
 
-/// Validates the l2 coefficient.
-pub(crate) fn check_l2(l2: f32) -> Result<(), ModelError> {
-    if l2.is_finite() && l2 >= 0.0 {
+/// What a training step minimizes: the mean cross-entropy against labels smoothed by
+/// `smoothing` (each row's target is `1 − smoothing + smoothing/K` for its label and
+/// `smoothing/K` for every other class, as PyTorch's `CrossEntropyLoss(label_smoothing)`),
+/// plus `l2/2 · Σ w²` over the weight tensors. An `f32` is an L2 coefficient without
+/// smoothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Loss {
+    /// The L2 coefficient (≥ 0).
+    pub l2: f32,
+    /// The label smoothing, in `[0, 1)`.
+    pub smoothing: f32,
+}
+
+impl From<f32> for Loss {
+    fn from(l2: f32) -> Loss {
+        Loss { l2, smoothing: 0.0 }
+    }
+}
+
+impl Loss {
+    /// Validates the coefficients.
+    pub(crate) fn check(self) -> Result<(), ModelError> {
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            return Err(ModelError::Hyper(format!(
+                "l2 must be finite and >= 0, got {}",
+                self.l2
+            )));
+        }
+        if !(0.0..1.0).contains(&self.smoothing) {
+            return Err(ModelError::Hyper(format!(
+                "label smoothing must be in [0, 1), got {}",
+                self.smoothing
+            )));
+        }
         Ok(())
-    } else {
-        Err(ModelError::Hyper(format!("l2 must be finite and >= 0, got {l2}")))
+    }
+
+    /// The loss of a batch's `logits` for labels `y` (the mean smoothed cross-entropy plus
+    /// the L2 term of weights whose squares sum to `weight_sq_sum`), in f64, and the
+    /// cross-entropy's pieces.
+    pub(crate) fn of(self, logits: &[f32], y: &[u32], classes: usize, weight_sq_sum: f64) -> (f64, ops::Xent) {
+        let xent = ops::softmax_xent(logits, y, classes, self.smoothing);
+        let value = xent.nll_sum / y.len().max(1) as f64 + 0.5 * f64::from(self.l2) * weight_sq_sum;
+        (value, xent)
     }
 }

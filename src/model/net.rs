@@ -3,7 +3,8 @@
 
 use crate::model::cnn::{Cnn, CnnSpec};
 use crate::model::mlp::{Mlp, MlpSpec};
-use crate::model::{Grads, ModelError, Stats, Tensor, ops};
+use crate::model::resnet::{Resnet, ResnetSpec};
+use crate::model::{Grads, Loss, ModelError, Stats, Tensor, check_batch, ops};
 use serde::{Deserialize, Serialize};
 
 /// Architecture of any supported model; serialized (tagged by `kind`) into
@@ -15,11 +16,13 @@ pub enum ModelSpec {
     Mlp(MlpSpec),
     /// Conv blocks followed by a dense head.
     Cnn(CnnSpec),
+    /// Residual network with batch normalization.
+    Resnet(ResnetSpec),
 }
 
 impl ModelSpec {
-    /// Total number of parameters this architecture has, or `None` if that
-    /// overflows `usize` (or a CNN image is too small for its blocks).
+    /// Total number of values this architecture stores (parameters and buffers), or `None`
+    /// if that overflows `usize` (or an image is too small for its blocks).
     pub fn param_count(&self) -> Option<usize> {
         fn dense(input: usize, hidden: &[usize], classes: usize) -> Option<usize> {
             let mut total = 0usize;
@@ -46,6 +49,7 @@ impl ModelSpec {
                 let feats = h.checked_mul(w)?.checked_mul(c)?;
                 total.checked_add(dense(feats, &s.dense.hidden, s.dense.classes)?)
             }
+            ModelSpec::Resnet(s) => s.tensor_count(),
         }
     }
 }
@@ -58,6 +62,8 @@ pub enum Model {
     Mlp(Mlp),
     /// See [`Cnn`].
     Cnn(Cnn),
+    /// See [`Resnet`].
+    Resnet(Resnet),
 }
 
 impl Model {
@@ -66,6 +72,7 @@ impl Model {
         Ok(match spec {
             ModelSpec::Mlp(s) => Model::Mlp(Mlp::new(s, seed)?),
             ModelSpec::Cnn(s) => Model::Cnn(Cnn::new(s, seed)?),
+            ModelSpec::Resnet(s) => Model::Resnet(Resnet::new(s, seed)?),
         })
     }
 
@@ -74,6 +81,7 @@ impl Model {
         match self {
             Model::Mlp(m) => ModelSpec::Mlp(m.spec().clone()),
             Model::Cnn(m) => ModelSpec::Cnn(m.spec().clone()),
+            Model::Resnet(m) => ModelSpec::Resnet(m.spec().clone()),
         }
     }
 
@@ -82,6 +90,7 @@ impl Model {
         match self {
             Model::Mlp(m) => m.input_len(),
             Model::Cnn(m) => m.input_len(),
+            Model::Resnet(m) => m.input_len(),
         }
     }
 
@@ -90,6 +99,7 @@ impl Model {
         match self {
             Model::Mlp(m) => m.classes(),
             Model::Cnn(m) => m.classes(),
+            Model::Resnet(m) => m.classes(),
         }
     }
 
@@ -98,6 +108,7 @@ impl Model {
         match self {
             Model::Mlp(m) => m.forward(x, batch),
             Model::Cnn(m) => m.forward(x, batch),
+            Model::Resnet(m) => m.forward(x, batch),
         }
     }
 
@@ -108,21 +119,42 @@ impl Model {
         Ok(p.chunks_exact(c).map(|r| ops::argmax(r) as u32).collect())
     }
 
-    /// Loss (mean cross-entropy + l2/2·Σw²), its gradients and diagnostics.
-    pub fn loss_grad(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<(f32, Grads, Stats), ModelError> {
-        match self {
-            Model::Mlp(m) => m.loss_grad(x, y, batch, l2),
-            Model::Cnn(m) => m.loss_grad(x, y, batch, l2),
-        }
+    /// The [`Loss`] (an `f32`: its L2 coefficient without label smoothing), its gradients and
+    /// diagnostics.
+    pub fn loss_grad(
+        &self,
+        x: &[f32],
+        y: &[u32],
+        batch: usize,
+        loss: impl Into<Loss>,
+    ) -> Result<(f32, Grads, Stats), ModelError> {
+        let loss = loss.into();
+        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
+        loss.check()?;
+        Ok(match self {
+            Model::Mlp(m) => m.loss_grad(x, y, batch, loss),
+            Model::Cnn(m) => m.loss_grad(x, y, batch, loss),
+            Model::Resnet(m) => m.loss_grad(x, y, batch, loss),
+        })
     }
 
     /// Loss only, kept in f64 (for finite-difference gradient checks).
     #[cfg(test)]
-    pub(crate) fn loss_f64(&self, x: &[f32], y: &[u32], batch: usize, l2: f32) -> Result<f64, ModelError> {
-        match self {
-            Model::Mlp(m) => m.loss_f64(x, y, batch, l2),
-            Model::Cnn(m) => m.loss_f64(x, y, batch, l2),
-        }
+    pub(crate) fn loss_f64(
+        &self,
+        x: &[f32],
+        y: &[u32],
+        batch: usize,
+        loss: impl Into<Loss>,
+    ) -> Result<f64, ModelError> {
+        let loss = loss.into();
+        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
+        loss.check()?;
+        Ok(match self {
+            Model::Mlp(m) => m.loss_f64(x, y, batch, loss),
+            Model::Cnn(m) => m.loss_f64(x, y, batch, loss),
+            Model::Resnet(m) => m.loss_f64(x, y, batch, loss),
+        })
     }
 
     /// Which side of every kink (ReLU sign, max-pool winner) the forward pass
@@ -132,6 +164,7 @@ impl Model {
         match self {
             Model::Mlp(m) => m.kink_pattern(x, batch),
             Model::Cnn(m) => m.kink_pattern(x, batch),
+            Model::Resnet(m) => m.kink_pattern(x, batch),
         }
     }
 
@@ -140,6 +173,7 @@ impl Model {
         match self {
             Model::Mlp(m) => m.params(),
             Model::Cnn(m) => m.params(),
+            Model::Resnet(m) => m.params(),
         }
     }
 
@@ -148,6 +182,48 @@ impl Model {
         match self {
             Model::Mlp(m) => m.params_mut(),
             Model::Cnn(m) => m.params_mut(),
+            Model::Resnet(m) => m.params_mut(),
+        }
+    }
+
+    /// Values that are part of the model but not trained by the optimizer (a batch norm's
+    /// running statistics), saved with the parameters.
+    pub fn buffers(&self) -> Vec<&Tensor> {
+        match self {
+            Model::Resnet(m) => m.buffers(),
+            Model::Mlp(_) | Model::Cnn(_) => Vec::new(),
+        }
+    }
+
+    /// Mutable [`Model::buffers`].
+    pub fn buffers_mut(&mut self) -> Vec<&mut Tensor> {
+        match self {
+            Model::Resnet(m) => m.buffers_mut(),
+            Model::Mlp(_) | Model::Cnn(_) => Vec::new(),
+        }
+    }
+
+    /// Everything a weights file holds: [`Model::params`], then [`Model::buffers`].
+    pub fn stored(&self) -> Vec<&Tensor> {
+        let mut all = self.params();
+        all.extend(self.buffers());
+        all
+    }
+
+    /// Mutable [`Model::stored`].
+    pub fn stored_mut(&mut self) -> Vec<&mut Tensor> {
+        match self {
+            Model::Resnet(m) => m.stored_mut(),
+            Model::Mlp(_) | Model::Cnn(_) => self.params_mut(),
+        }
+    }
+
+    /// Folds a training step's batch statistics ([`Stats::batch_norm`]) into the running
+    /// statistics (nothing for a model without batch normalization).
+    pub fn track_running(&mut self, batch_norm: &[Tensor]) -> Result<(), ModelError> {
+        match self {
+            Model::Resnet(m) => m.track_running(batch_norm),
+            Model::Mlp(_) | Model::Cnn(_) => Ok(()),
         }
     }
 }

@@ -151,9 +151,10 @@ pub(crate) fn shuffle<T>(rng: &mut ChaCha8Rng, v: &mut [T]) {
 
 /// Result of [`softmax_xent`].
 pub(crate) struct Xent {
-    /// Σ over rows of −log p(y), accumulated in f64.
+    /// Σ over rows of −Σ_j t_j log p_j (t the smoothed target; −log p(y) unsmoothed),
+    /// accumulated in f64.
     pub nll_sum: f64,
-    /// ∂(mean NLL)/∂logits = (p − onehot(y)) / batch, row-major batch × classes.
+    /// ∂(mean NLL)/∂logits = (p − t) / batch, row-major batch × classes.
     pub dlogits: Vec<f32>,
     /// Rows whose argmax (lowest index on ties) equals the label.
     pub correct: usize,
@@ -186,10 +187,14 @@ pub(crate) fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Mean cross-entropy pieces from logits, using log-softmax
-/// `log p = z − logsumexp(z)` so large logits neither overflow nor produce
-/// `log(0)`. Labels must already be validated (`< classes`).
-pub(crate) fn softmax_xent(logits: &[f32], y: &[u32], classes: usize) -> Xent {
+/// Mean cross-entropy pieces from logits against targets smoothed by `smoothing` (the
+/// label's is `1 − smoothing + smoothing/K`, every other class's `smoothing/K`, as PyTorch's
+/// `CrossEntropyLoss(label_smoothing)`), using log-softmax `log p = z − logsumexp(z)` so
+/// large logits neither overflow nor produce `log(0)`. Labels must already be validated
+/// (`< classes`).
+pub(crate) fn softmax_xent(logits: &[f32], y: &[u32], classes: usize, smoothing: f32) -> Xent {
+    let off = f64::from(smoothing) / classes as f64;
+    let on = 1.0 - f64::from(smoothing) + off;
     let batch = y.len();
     let inv_b = 1.0 / batch as f64;
     let mut dlogits = vec![0.0f32; logits.len()];
@@ -202,10 +207,12 @@ pub(crate) fn softmax_xent(logits: &[f32], y: &[u32], classes: usize) -> Xent {
     {
         let label = label as usize;
         let lse = log_sum_exp(row);
-        nll_sum += lse - f64::from(row[label]);
         for (j, (dv, zv)) in d.iter_mut().zip(row).enumerate() {
             let p = (f64::from(*zv) - lse).exp();
-            let t = if j == label { 1.0 } else { 0.0 };
+            let t = if j == label { on } else { off };
+            if t > 0.0 {
+                nll_sum += t * (lse - f64::from(*zv));
+            }
             *dv = ((p - t) * inv_b) as f32;
         }
         if argmax(row) == label {

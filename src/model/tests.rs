@@ -50,6 +50,49 @@ mod mlp {
     }
 
     #[test]
+    fn gradcheck_mlp_with_label_smoothing() {
+        let m = Model::new(&ModelSpec::Mlp(spec(vec![6], Activation::Tanh, Init::Xavier)), 4).expect("valid spec");
+        let loss = Loss {
+            l2: 0.05,
+            smoothing: 0.1,
+        };
+        let e = grad_check(&m, 5, loss, 13);
+        println!("gradcheck mlp smoothing 0.1: max rel err {e:.3e}");
+        assert!(e < 1e-2, "max rel err {e}");
+    }
+
+    /// PyTorch's `CrossEntropyLoss(label_smoothing=s)`: `(1 − s)·(−log p_y) + s·mean_j(−log p_j)`.
+    #[test]
+    fn label_smoothing_is_pytorchs() {
+        let m = Model::new(&ModelSpec::Mlp(spec(vec![], Activation::Relu, Init::Xavier)), 8).expect("valid spec");
+        let (x, y) = random_data(4, 12, 3, 9);
+        let p = m.forward(&x, 4).expect("valid batch");
+        let s = 0.2;
+        let want: f64 = p
+            .chunks_exact(3)
+            .zip(&y)
+            .map(|(row, &label)| {
+                let nll = |j: usize| -f64::from(row[j]).ln();
+                (1.0 - s) * nll(label as usize) + s * (0..3).map(nll).sum::<f64>() / 3.0
+            })
+            .sum::<f64>()
+            / 4.0;
+        let smooth = Loss {
+            l2: 0.0,
+            smoothing: s as f32,
+        };
+        let (got, _, _) = m.loss_grad(&x, &y, 4, smooth).expect("valid batch");
+        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+        let (plain, _, _) = m.loss_grad(&x, &y, 4, 0.0).expect("valid batch");
+        assert_ne!(plain, got);
+        let bad = Loss {
+            l2: 0.0,
+            smoothing: 1.0,
+        };
+        assert!(matches!(m.loss_grad(&x, &y, 4, bad), Err(ModelError::Hyper(_))));
+    }
+
+    #[test]
     fn gradcheck_logistic_regression_l2() {
         let m = Model::new(&ModelSpec::Mlp(spec(vec![], Activation::Relu, Init::Xavier)), 2).expect("valid spec");
         let e = grad_check(&m, 5, 0.1, 12);
@@ -171,7 +214,7 @@ mod mlp {
 
     #[test]
     fn rejects_bad_inputs() {
-        let m = Mlp::new(&spec(vec![4], Activation::Relu, Init::He), 0).expect("valid spec");
+        let m = Model::from(Mlp::new(&spec(vec![4], Activation::Relu, Init::He), 0).expect("valid spec"));
         assert!(matches!(m.forward(&[0.0; 11], 1), Err(ModelError::InputShape { .. })));
         assert!(matches!(m.forward(&[], 0), Err(ModelError::InputShape { .. })));
         assert!(matches!(
@@ -194,7 +237,7 @@ mod mlp {
 
     #[test]
     fn forward_is_probability_and_stable() {
-        let mut m = Mlp::new(&spec(vec![], Activation::Relu, Init::He), 0).expect("valid spec");
+        let mut m = Model::from(Mlp::new(&spec(vec![], Activation::Relu, Init::He), 0).expect("valid spec"));
         // Huge logits must not overflow the softmax or the loss.
         let w = &mut m.params_mut()[0].data;
         w.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 5) as f32 * 1e4);
@@ -269,5 +312,131 @@ mod cnn {
         assert!(m.forward(&[0.0; 15], 1).is_err());
         let Model::Cnn(c) = &m else { unreachable!("built a CNN") };
         assert_eq!(c.feature_shape(), [2, 2, 2]);
+    }
+}
+
+mod resnet {
+    use super::steps_to_fit;
+    use crate::model::io;
+    use crate::model::mlp::Init;
+    use crate::model::net::{Model, ModelSpec};
+    use crate::model::optim::Optimizer;
+    use crate::model::resnet::*;
+    use crate::model::testutil::*;
+    use crate::model::train::train_batch;
+    use crate::model::*;
+
+    fn spec(input: [usize; 3], widths: Vec<usize>, residual: Vec<usize>, pool: GlobalPool) -> ResnetSpec {
+        ResnetSpec {
+            input,
+            widths,
+            residual,
+            pool,
+            classes: 3,
+            init: Init::He,
+        }
+    }
+
+    fn net(s: ResnetSpec, seed: u64) -> Model {
+        Model::new(&ModelSpec::Resnet(s), seed).expect("valid spec")
+    }
+
+    // Batch norm moves every activation when any weight moves, so a ReLU near 0 anywhere
+    // makes a finite difference cross a kink: the maps are small enough for most entries to
+    // stay clear of one. Normalizing over a few values also curves the loss sharply, so the
+    // steps are small (at 1e-2 the third-order term is a few percent of the slope), and the
+    // f32 round-off of the batch statistics then shows on gradients below 1e-2: errors are
+    // relative to at least 1e-2.
+    #[test]
+    fn gradcheck_stem_residual_stage_residual_max_pool() {
+        for l2 in [0.0, 0.05] {
+            let m = net(spec([4, 4, 2], vec![2, 3], vec![0, 1], GlobalPool::Max), 51);
+            let e = grad_check_steps(&m, 2, l2, 61, &[3e-3, 1e-3], 1e-2);
+            println!("gradcheck resnet [2r,3r] max l2={l2}: max rel err {e:.3e}");
+            assert!(e < 1e-2, "l2={l2}: max rel err {e}");
+        }
+    }
+
+    #[test]
+    fn gradcheck_three_stages_avg_pool() {
+        for l2 in [0.0, 0.05] {
+            let m = net(spec([6, 6, 2], vec![2, 2, 3], vec![1], GlobalPool::Avg), 52);
+            let e = grad_check_steps(&m, 2, l2, 62, &[3e-3, 1e-3], 1e-2);
+            println!("gradcheck resnet [2,2r,3] avg l2={l2}: max rel err {e:.3e}");
+            assert!(e < 1e-2, "l2={l2}: max rel err {e}");
+        }
+    }
+
+    #[test]
+    fn overfits_eight_examples() {
+        let mut m = net(spec([8, 8, 3], vec![8, 16], vec![1], GlobalPool::Max), 9);
+        let (x, y) = random_data(8, 8 * 8 * 3, 3, 78);
+        let mut opt = Optimizer::nesterov(0.05, 0.9);
+        let steps = steps_to_fit(&mut m, &mut opt, &x, &y, 300);
+        println!("resnet overfit: 100% train accuracy after {steps:?} steps");
+        assert!(steps.is_some(), "ResNet did not reach 100% in 300 steps");
+    }
+
+    #[test]
+    fn running_statistics_follow_the_batches_and_are_what_prediction_uses() {
+        let mut m = net(spec([6, 6, 3], vec![4, 5], vec![1], GlobalPool::Max), 3);
+        let (x, y) = random_data(8, 6 * 6 * 3, 3, 5);
+        let x: Vec<f32> = x.iter().map(|v| 2.0 * v + 1.0).collect();
+        let (_, _, first) = m.loss_grad(&x, &y, 8, 0.0).expect("valid batch");
+        assert_eq!(first.batch_norm.len(), 2 * 4, "mean and variance of 4 units");
+        // With lr 0 the weights stay; 200 steps pull the running statistics to the batch's.
+        let mut opt = Optimizer::sgd(0.0, 0.0);
+        for _ in 0..200 {
+            train_batch(&mut m, &mut opt, &x, &y, 8, 0.0).expect("valid batch");
+        }
+        for (run, batch) in m.buffers().iter().zip(&first.batch_norm) {
+            assert_eq!(run.name, batch.name);
+            for (r, b) in run.data.iter().zip(&batch.data) {
+                assert!((r - b).abs() < 1e-4 * b.abs().max(1.0), "{}: {r} vs {b}", run.name);
+            }
+        }
+        // Prediction normalizes with them: change them and the probabilities move.
+        let before = m.forward(&x, 8).expect("valid batch");
+        m.buffers_mut()[1].data.iter_mut().for_each(|v| *v *= 100.0);
+        assert_ne!(m.forward(&x, 8).expect("valid batch"), before);
+        // They are saved with the weights and read back.
+        let bytes = io::to_bytes(&m, &Default::default()).expect("serializable");
+        let (back, _) = io::from_bytes(&bytes).expect("readable");
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn same_weights_on_one_thread_or_two() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let mut m = net(spec([8, 8, 3], vec![4, 8], vec![1], GlobalPool::Max), 7);
+                let (x, y) = random_data(40, 8 * 8 * 3, 3, 8);
+                let mut opt = Optimizer::nesterov(0.05, 0.9);
+                for _ in 0..3 {
+                    train_batch(&mut m, &mut opt, &x, &y, 40, 5e-4).expect("valid batch");
+                }
+                m
+            })
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let bad = [
+            spec([4, 4, 1], vec![2, 2, 2, 2], vec![], GlobalPool::Max),
+            spec([8, 8, 1], vec![], vec![], GlobalPool::Max),
+            spec([8, 8, 1], vec![2, 0], vec![], GlobalPool::Max),
+            spec([8, 8, 1], vec![2, 3], vec![2], GlobalPool::Max),
+        ];
+        for s in bad {
+            assert!(matches!(Resnet::new(&s, 0), Err(ModelError::InvalidSpec(_))), "{s:?}");
+        }
+        let m = net(spec([4, 4, 1], vec![2], vec![], GlobalPool::Avg), 0);
+        assert!(m.forward(&[0.0; 15], 1).is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::model::mlp::{Activation, DenseSpec, Init};
 use crate::model::net::Model;
-use crate::model::ops;
+use crate::model::{Loss, ops};
 
 /// A dense stack of `hidden` widths and `classes` outputs with ReLU and He init.
 pub fn dense_spec(hidden: Vec<usize>, classes: usize) -> DenseSpec {
@@ -44,9 +44,16 @@ pub fn standardize(x: &[f32], d: usize) -> Vec<f32> {
 ///
 /// ReLU and max-pool are not differentiable at their kinks; an entry whose
 /// ±eps perturbation changes the activation pattern ([`Model::kink_pattern`])
-/// is retried with a smaller step (1e-2, 3e-3, 1e-3), and skipped for the next
+/// is retried with a smaller step (1e-2, 3e-3, 1e-3, or [`grad_check_steps`]'), and skipped for the next
 /// random entry if every step crosses a kink.
-pub fn grad_check(model: &Model, batch: usize, l2: f32, seed: u64) -> f64 {
+pub fn grad_check(model: &Model, batch: usize, l2: impl Into<Loss>, seed: u64) -> f64 {
+    grad_check_steps(model, batch, l2, seed, &[1e-2, 3e-3, 1e-3], 1e-3)
+}
+
+/// [`grad_check`] trying the finite-difference steps `steps`, largest first, with errors
+/// relative to at least `floor`.
+pub fn grad_check_steps(model: &Model, batch: usize, l2: impl Into<Loss>, seed: u64, steps: &[f32], floor: f64) -> f64 {
+    let l2: Loss = l2.into();
     let d = model.input_len();
     let (x, mut y) = random_data(batch, d, model.classes(), seed);
     let mut rng = ops::rng_for(seed, 1, b"gradchck");
@@ -67,7 +74,7 @@ pub fn grad_check(model: &Model, batch: usize, l2: f32, seed: u64) -> f64 {
             let mut m = model.clone();
             let w0 = m.params()[ti].data[j];
             let mut found = None;
-            for eps in [1e-2f32, 3e-3, 1e-3] {
+            for &eps in steps {
                 m.params_mut()[ti].data[j] = w0 + eps;
                 let lp = m.loss_f64(&x, &y, batch, l2).expect("valid test batch");
                 let kink_p = m.kink_pattern(&x, batch) != pattern;
@@ -87,7 +94,7 @@ pub fn grad_check(model: &Model, batch: usize, l2: f32, seed: u64) -> f64 {
             let h = f64::from(w0 + eps) - f64::from(w0 - eps);
             let num = (lp - lm) / h;
             let ana = f64::from(g.data[j]);
-            let rel = (ana - num).abs() / ana.abs().max(num.abs()).max(1e-3);
+            let rel = (ana - num).abs() / ana.abs().max(num.abs()).max(floor);
             tensor_worst = tensor_worst.max(rel);
         }
         println!(

@@ -4,7 +4,7 @@
 
 use crate::model::net::Model;
 use crate::model::optim::Optimizer;
-use crate::model::{Grads, ModelError, Stats, check_batch, ops};
+use crate::model::{Grads, Loss, ModelError, Stats, check_batch, ops};
 
 /// Summary of one [`train_epoch`] pass.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -33,10 +33,11 @@ pub fn train_batch(
     xb: &[f32],
     yb: &[u32],
     b: usize,
-    l2: f32,
+    loss: impl Into<Loss>,
 ) -> Result<(f32, Stats), ModelError> {
-    let (loss, grads, stats) = loss_grad_sharded(model, xb, yb, b, l2)?;
+    let (loss, grads, stats) = loss_grad_sharded(model, xb, yb, b, loss)?;
     opt.step(model, &grads)?;
+    model.track_running(&stats.batch_norm)?;
     Ok((loss, stats))
 }
 
@@ -49,7 +50,7 @@ pub fn train_batch(
 /// cost more than they share (149 steps/s in shards against 459 whole): it steps whole.
 pub fn shard_rows(model: &Model) -> usize {
     match model {
-        Model::Cnn(_) => 16,
+        Model::Cnn(_) | Model::Resnet(_) => 16,
         Model::Mlp(_) => usize::MAX,
     }
 }
@@ -57,42 +58,45 @@ pub fn shard_rows(model: &Model) -> usize {
 /// [`Model::loss_grad`] of a batch computed in shards of [`shard_rows`] rows on every core
 /// and merged in shard order: the loss and gradients are the shards' weighted by their
 /// rows (the batch means), the stats those of the whole batch (a unit is dead when it is in
-/// every shard; gradient norms of the merged gradients).
+/// every shard; gradient norms of the merged gradients; batch-norm statistics the shards'
+/// weighted mean: each shard is normalized with its own).
 pub fn loss_grad_sharded(
     model: &Model,
     x: &[f32],
     y: &[u32],
     b: usize,
-    l2: f32,
+    loss: impl Into<Loss>,
 ) -> Result<(f32, Grads, Stats), ModelError> {
     use rayon::prelude::*;
+    let objective = loss.into();
     let d = model.input_len();
     check_batch(x, Some(y), b, d, model.classes())?;
     let size = shard_rows(model);
     if size >= b {
-        return model.loss_grad(x, y, b, l2);
+        return model.loss_grad(x, y, b, objective);
     }
     let parts = (0..b.div_ceil(size))
         .into_par_iter()
         .map(|s| {
             let rows = s * size..((s + 1) * size).min(b);
             let n = rows.len();
-            let part = model.loss_grad(&x[rows.start * d..rows.end * d], &y[rows], n, l2)?;
+            let part = model.loss_grad(&x[rows.start * d..rows.end * d], &y[rows], n, objective)?;
             Ok((n, part))
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
     let mut parts = parts.into_iter();
     let Some((n0, (loss0, mut grads, mut stats))) = parts.next() else {
-        return model.loss_grad(x, y, b, l2);
+        return model.loss_grad(x, y, b, objective);
     };
     let share = |n: usize| n as f32 / b as f32;
     let mut loss = share(n0) * loss0;
-    for t in &mut grads.tensors {
+    for t in grads.tensors.iter_mut().chain(&mut stats.batch_norm) {
         t.data.iter_mut().for_each(|g| *g *= share(n0));
     }
     for (n, (l, g, st)) in parts {
         loss += share(n) * l;
-        for (sum, part) in grads.tensors.iter_mut().zip(&g.tensors) {
+        let sums = grads.tensors.iter_mut().chain(&mut stats.batch_norm);
+        for (sum, part) in sums.zip(g.tensors.iter().chain(&st.batch_norm)) {
             sum.data
                 .iter_mut()
                 .zip(&part.data)
@@ -369,6 +373,18 @@ mod tests {
                     dense: dense_spec(vec![], 2),
                 }),
                 20,
+            ),
+            (
+                "resnet 32x32x3 [16,32r,64,128r]",
+                ModelSpec::Resnet(crate::model::resnet::ResnetSpec {
+                    input: [32, 32, 3],
+                    widths: vec![16, 32, 64, 128],
+                    residual: vec![1, 3],
+                    pool: crate::model::resnet::GlobalPool::Max,
+                    classes: 2,
+                    init: crate::model::mlp::Init::He,
+                }),
+                5,
             ),
         ];
         let b = 64;

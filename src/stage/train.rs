@@ -23,6 +23,7 @@ use crate::model::cnn::CnnSpec;
 use crate::model::mlp::{Activation, DenseSpec, Init, MlpSpec};
 use crate::model::net::{Model, ModelSpec};
 use crate::model::optim::{Optimizer, Schedule};
+use crate::model::resnet::{GlobalPool, ResnetSpec};
 use crate::source::diag::Diagnostic;
 use crate::source::fields::{Fields, get_choice, get_f64, get_u64};
 
@@ -31,6 +32,7 @@ pub enum Arch {
     Logistic,
     Mlp,
     Cnn,
+    Resnet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +54,12 @@ pub struct Train {
     pub arch: Arch,
     pub hidden: Vec<usize>,
     pub blocks: Vec<usize>,
+    /// `model: resnet`: the stem's width, then each stage's.
+    pub widths: Vec<usize>,
+    /// `model: resnet`: the stages (0: the stem) followed by a residual block.
+    pub residual: Vec<usize>,
+    /// `model: resnet`: the global pooling before the dense layer.
+    pub pool: GlobalPool,
     pub activation: Activation,
     pub init: Init,
     pub optimizer: Opt,
@@ -68,6 +76,8 @@ pub struct Train {
     pub epochs: u64,
     pub batch_size: u64,
     pub l2: f64,
+    /// Label smoothing of the training loss (val loss stays the plain cross-entropy).
+    pub label_smoothing: f64,
     pub seed: Option<u64>,
     pub augment: Vec<Augment>,
     /// Test-time augmentation: each prediction (val during training, `evaluate`, `predict`)
@@ -82,7 +92,13 @@ pub struct Train {
     pub keep_last: bool,
 }
 
-const ARCHS: &[(&str, Arch)] = &[("logistic", Arch::Logistic), ("mlp", Arch::Mlp), ("cnn", Arch::Cnn)];
+const ARCHS: &[(&str, Arch)] = &[
+    ("logistic", Arch::Logistic),
+    ("mlp", Arch::Mlp),
+    ("cnn", Arch::Cnn),
+    ("resnet", Arch::Resnet),
+];
+const POOLS: &[(&str, GlobalPool)] = &[("max", GlobalPool::Max), ("avg", GlobalPool::Avg)];
 const ACTS: &[(&str, Activation)] = &[
     ("relu", Activation::Relu),
     ("leaky_relu", Activation::LeakyRelu),
@@ -148,6 +164,9 @@ impl Kind for Train {
         "model",
         "hidden",
         "blocks",
+        "widths",
+        "residual",
+        "pool",
         "activation",
         "init",
         "optimizer",
@@ -160,6 +179,7 @@ impl Kind for Train {
         "epochs",
         "batch_size",
         "l2",
+        "label_smoothing",
         "seed",
         "augment",
         "tta",
@@ -171,7 +191,7 @@ impl Kind for Train {
     fn parse(f: &mut Fields<'_>, diags: &mut Vec<Diagnostic>) -> Option<Self> {
         let before = diags.len();
         let arch = f
-            .require("model", "add `model: mlp` (or logistic, cnn)", diags)
+            .require("model", "add `model: mlp` (or logistic, cnn, resnet)", diags)
             .and_then(|n| get_choice(n, "model", ARCHS, diags));
         let hidden = match f.get("hidden") {
             Some(n) => sizes(n, "hidden", diags),
@@ -190,7 +210,80 @@ impl Kind for Train {
                 "`blocks` (conv channels) only applies to `model: cnn`",
             ));
         }
+        let widths_node = f.get("widths");
+        let widths = match widths_node {
+            Some(n) => sizes(n, "widths", diags),
+            None => Some(vec![16, 32, 64, 128]),
+        };
+        let residual_node = f.get("residual");
+        let residual = match residual_node {
+            Some(n) => match n.as_seq() {
+                Some(items) => items
+                    .iter()
+                    .map(|i| {
+                        let v = get_u64(i, "residual", (0, 1023), diags)? as usize;
+                        match &widths {
+                            Some(w) if v >= w.len() => {
+                                diags.push(
+                                    Diagnostic::new(
+                                        i.span,
+                                        format!("there is no stage {v}: `widths` has {} (0 is the stem)", w.len()),
+                                    )
+                                    .with_help(format!("use a stage from 0 to {}", w.len().saturating_sub(1))),
+                                );
+                                None
+                            }
+                            _ => Some(v),
+                        }
+                    })
+                    .collect(),
+                None => {
+                    diags.push(Diagnostic::new(
+                        n.span,
+                        "`residual` must be a list of stage numbers, e.g. [1, 3]",
+                    ));
+                    None
+                }
+            },
+            None => Some(vec![1, 3]),
+        };
+        let pool_node = f.get("pool");
+        let pool = choice_or(f, "pool", POOLS, GlobalPool::Avg, diags);
+        if let Some(a) = arch
+            && a != Arch::Resnet
+        {
+            for (node, key) in [
+                (widths_node, "widths"),
+                (residual_node, "residual"),
+                (pool_node, "pool"),
+            ] {
+                if let Some(n) = node {
+                    diags.push(Diagnostic::new(
+                        n.span,
+                        format!("`{key}` only applies to `model: resnet`"),
+                    ));
+                }
+            }
+        }
+        if let (Some(Arch::Resnet), Some(n)) = (arch, f.get("hidden")) {
+            diags.push(
+                Diagnostic::new(
+                    n.span,
+                    "`hidden` does not apply to `model: resnet` (its head is one dense layer)",
+                )
+                .with_help("remove `hidden`, or widen the last of `widths`"),
+            );
+        }
+        let activation_node = f.get("activation");
         let activation = choice_or(f, "activation", ACTS, Activation::Relu, diags);
+        if let (Some(Arch::Resnet), Some(n), Some(a)) = (arch, activation_node, activation)
+            && a != Activation::Relu
+        {
+            diags.push(Diagnostic::new(
+                n.span,
+                "`model: resnet` uses ReLU after every batch norm; only `activation: relu` applies",
+            ));
+        }
         let init = choice_or(f, "init", INITS, Init::He, diags);
         let optimizer = choice_or(f, "optimizer", OPTS, Opt::Adam, diags);
         let mut num = |key: &str, range, default: f64, diags: &mut Vec<Diagnostic>| match f.get(key) {
@@ -200,6 +293,7 @@ impl Kind for Train {
         let lr = num("lr", (1e-9, 100.0), 0.001, diags);
         let momentum = num("momentum", (0.0, 0.9999), 0.0, diags);
         let l2 = num("l2", (0.0, 100.0), 0.0, diags);
+        let label_smoothing = num("label_smoothing", (0.0, 0.99), 0.0, diags);
         let weight_decay = num("weight_decay", (0.0, 10.0), 0.0, diags);
         let mut int = |key: &str, range, default: u64, diags: &mut Vec<Diagnostic>| match f.get(key) {
             Some(n) => get_u64(n, key, range, diags),
@@ -291,6 +385,9 @@ impl Kind for Train {
             arch: arch?,
             hidden: hidden?,
             blocks: blocks?,
+            widths: widths?,
+            residual: residual?,
+            pool: pool?,
             activation: activation?,
             init: init?,
             optimizer: optimizer?,
@@ -303,6 +400,7 @@ impl Kind for Train {
             epochs: epochs?,
             batch_size: batch_size?,
             l2: l2?,
+            label_smoothing: label_smoothing?,
             seed,
             augment: augment?,
             tta_hflip: tta_hflip?,
@@ -312,7 +410,7 @@ impl Kind for Train {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "model": name(ARCHS, self.arch),
             "hidden": if self.arch == Arch::Logistic { Vec::new() } else { self.hidden.clone() },
             "blocks": if self.arch == Arch::Cnn { self.blocks.clone() } else { Vec::new() },
@@ -334,7 +432,20 @@ impl Kind for Train {
             "patience": self.patience,
             "unvalidated": self.unvalidated,
             "select": if self.keep_last { "last" } else { "best_val" },
-        })
+        });
+        // Written only where they apply, so the fingerprints of pipelines without them stay as
+        // they were.
+        if let Some(map) = json.as_object_mut() {
+            if self.arch == Arch::Resnet {
+                map.insert("widths".into(), serde_json::json!(self.widths));
+                map.insert("residual".into(), serde_json::json!(self.residual));
+                map.insert("pool".into(), serde_json::json!(name(POOLS, self.pool)));
+            }
+            if self.label_smoothing > 0.0 {
+                map.insert("label_smoothing".into(), serde_json::json!(self.label_smoothing));
+            }
+        }
+        json
     }
 
     fn inherit_seed(&mut self, pipeline: u64) -> bool {
@@ -398,6 +509,22 @@ impl Train {
                 blocks: self.blocks.clone(),
                 dense: dense(&self.hidden),
             }),
+            Arch::Resnet => ModelSpec::Resnet(ResnetSpec {
+                input: shape,
+                widths: self.widths.clone(),
+                residual: self.residual.clone(),
+                pool: self.pool,
+                classes,
+                init: self.init,
+            }),
+        }
+    }
+
+    /// What a training step minimizes besides the data: the L2 term and label smoothing.
+    pub fn loss(&self) -> model::Loss {
+        model::Loss {
+            l2: self.l2 as f32,
+            smoothing: self.label_smoothing as f32,
         }
     }
 
@@ -465,9 +592,8 @@ impl Train {
                 }
                 opt.set_lr(self.schedule.lr_at(self.lr, step, total, warmup) as f32);
                 step += 1;
-                let (loss, stats) =
-                    model::train::train_batch(&mut model, &mut opt, &xb, &yb, chunk.len(), self.l2 as f32)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (loss, stats) = model::train::train_batch(&mut model, &mut opt, &xb, &yb, chunk.len(), self.loss())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 loss_sum += f64::from(loss) * chunk.len() as f64;
                 correct += stats.correct;
                 seen += chunk.len();

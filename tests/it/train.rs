@@ -5,6 +5,20 @@ use crate::support::{Project, TRAIN_DATA};
 const MLP: &str = "  train:\n    kind: train\n    model: mlp\n    hidden: [16]\n    epochs: 15\n    lr: 0.01\n    \
                    batch_size: 16\n  evaluate:\n    kind: evaluate\n    input: train\n";
 
+/// Checks that `predict --json` on the image of an `evaluate` prediction row gives its
+/// probabilities; returns the image's path.
+fn predict_matches_evaluate(p: &Project, row: &serde_json::Value) -> String {
+    let image = format!("images/{}", row["path"].as_str().unwrap());
+    let out = p.run(&["predict", "pipeline.yaml", &image, "--json"]).ok();
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let got: Vec<f64> = serde_json::from_value(doc["predictions"][0]["probabilities"].clone()).unwrap();
+    let want: Vec<f64> = serde_json::from_value(row["probabilities"].clone()).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "predict {got:?} vs evaluate {want:?}");
+    }
+    image
+}
+
 #[test]
 fn predict_gives_the_probabilities_evaluate_gave() {
     let p = Project::new();
@@ -22,14 +36,7 @@ fn predict_gives_the_probabilities_evaluate_gave() {
         .find(|r| r["partition"] == "test")
         .unwrap()
         .clone();
-    let image = format!("images/{}", row["path"].as_str().unwrap());
-    let out = p.run(&["predict", "pipeline.yaml", &image, "--json"]).ok();
-    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let got: Vec<f64> = serde_json::from_value(doc["predictions"][0]["probabilities"].clone()).unwrap();
-    let want: Vec<f64> = serde_json::from_value(row["probabilities"].clone()).unwrap();
-    for (g, w) in got.iter().zip(&want) {
-        assert!((g - w).abs() < 1e-5, "predict {got:?} vs evaluate {want:?}");
-    }
+    let image = predict_matches_evaluate(&p, &row);
     let text = p.run(&["predict", "pipeline.yaml", &image]).ok();
     assert!(text.stdout.starts_with(&format!("{image}  ")), "{}", text.stdout);
     let other = p.run(&["predict", "pipeline.yaml", &image, "--set", "resize.size=[6, 6]"]);
@@ -300,4 +307,37 @@ fn a_collapsed_model_gets_a_loud_warning() {
         "{}",
         again.stdout
     );
+}
+
+/// `model: resnet`: batch normalization's running statistics are saved with the weights and
+/// used by `evaluate` and `predict` alike; the step is the same on one core or two; its
+/// params are checked where they are written.
+#[test]
+fn a_resnet_learns_and_predict_uses_its_running_statistics() {
+    let p = Project::new();
+    let train = "  train:\n    kind: train\n    model: resnet\n    widths: [4, 8]\n    residual: [1]\n    \
+                 optimizer: sgd\n    momentum: 0.9\n    lr: 0.05\n    epochs: 8\n    batch_size: 40\n";
+    let evaluate = "  evaluate:\n    kind: evaluate\n    input: train\n";
+    p.learnable_images(40)
+        .pipeline(&format!("{TRAIN_DATA}{train}{evaluate}"));
+    p.run(&["run", "pipeline.yaml", "-j", "1"]).ok();
+    let model = |p: &Project| std::fs::read(p.artifact_path("m", "train").with_extension("safetensors")).unwrap();
+    let one = model(&p);
+    let header = String::from_utf8_lossy(&one[..one.len().min(4096)]).to_string();
+    assert_contains!(header, "bn2.running_var");
+    let report = p.report("m", "evaluate");
+    let test_acc = report["metrics"]["test"]["accuracy"].as_f64().unwrap();
+    assert!(test_acc >= 0.9, "a learnable problem: test accuracy {test_acc}");
+    let row = report["predictions"].as_array().unwrap()[0].clone();
+    predict_matches_evaluate(&p, &row);
+    let again = p.run(&["run", "pipeline.yaml", "-j", "2", "--force", "train"]).ok();
+    assert!(again.ran("train"), "{}", again.stdout);
+    assert!(model(&p) == one, "-j 1 and -j 2 trained different weights");
+
+    let bad = train.replace("residual: [1]", "residual: [2]\n    hidden: [8]");
+    p.pipeline(&format!("{TRAIN_DATA}{bad}{evaluate}"));
+    let out = p.run(&["check", "pipeline.yaml"]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert_contains!(out.stderr, "there is no stage 2: `widths` has 2 (0 is the stem)");
+    assert_contains!(out.stderr, "`hidden` does not apply to `model: resnet`");
 }
