@@ -286,6 +286,32 @@ impl Cache {
         Ok(bytes)
     }
 
+    /// Where a `train` stage of this fingerprint keeps the checkpoint of its last completed
+    /// epoch while it runs (`checkpoints/<fingerprint>.safetensors`), so a killed run
+    /// resumes; `None` when this cache is only read.
+    pub fn checkpoint_path(&self, fingerprint: &str) -> Option<PathBuf> {
+        self.writable
+            .then(|| self.root.join("checkpoints").join(format!("{fingerprint}.safetensors")))
+    }
+
+    /// The checkpoints of interrupted `train` runs whose fingerprint `keep` rejects, as
+    /// orphans: what `cache gc` removes with the artifacts no pipeline needs.
+    pub fn stale_checkpoints(&self, keep: impl Fn(&str) -> bool) -> Vec<Garbage> {
+        let Ok(dir) = fs::read_dir(self.root.join("checkpoints")) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !name.strip_suffix(".safetensors").is_some_and(&keep)
+            })
+            .map(|e| Garbage::Orphan {
+                path: e.path(),
+                bytes: e.metadata().map_or(0, |m| m.len()),
+            })
+            .collect()
+    }
+
     /// A fresh temporary path in `tmp/` for writing a file that will be renamed into place.
     pub fn temp_path(&self, stem: &str) -> PathBuf {
         use std::sync::atomic::{AtomicU64, Ordering};

@@ -19,8 +19,8 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
-use crate::model::ModelError;
 use crate::model::net::{Model, ModelSpec};
+use crate::model::{ModelError, Tensor};
 
 /// Metadata key holding the architecture JSON (reserved).
 pub const ARCHITECTURE_KEY: &str = "architecture";
@@ -42,8 +42,12 @@ pub fn to_bytes(model: &Model, metadata: &BTreeMap<String, String>) -> Result<Ve
     let mut meta = metadata.clone();
     meta.insert(ARCHITECTURE_KEY.into(), serde_json::to_string(&model.spec())?);
     meta.insert(FORMAT_KEY.into(), FORMAT_VERSION.into());
+    tensors_to_bytes(model.stored(), &meta)
+}
 
-    let mut params = model.stored();
+/// Any F32 tensors and a metadata map as safetensors, laid out by name: the same tensors
+/// and metadata always give the same bytes.
+pub fn tensors_to_bytes(mut params: Vec<&Tensor>, meta: &BTreeMap<String, String>) -> Result<Vec<u8>, ModelError> {
     // safetensors lays data out sorted by name (all tensors share one dtype).
     params.sort_by(|a, b| a.name.cmp(&b.name));
     let mut header: BTreeMap<String, Value> = BTreeMap::new();
@@ -148,6 +152,38 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Model, BTreeMap<String, String>), Mod
         )));
     }
     Ok((model, meta))
+}
+
+/// Every tensor of a safetensors file (all must be F32) and its metadata map.
+pub fn tensors_from_bytes(bytes: &[u8]) -> Result<(Vec<Tensor>, BTreeMap<String, String>), ModelError> {
+    let (_, header) = SafeTensors::read_metadata(bytes)?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let st = SafeTensors::deserialize(bytes)?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(ModelError::Format(format!(
+                "tensor {name:?} has dtype {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.push(Tensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((tensors, meta))
 }
 
 /// Writes [`to_bytes`] to `path` (via a temporary file and a rename, so a

@@ -7,7 +7,7 @@
 //! gradient, as PyTorch's `AdamW` does.
 
 use crate::model::net::Model;
-use crate::model::{Grads, ModelError};
+use crate::model::{Grads, ModelError, Tensor};
 
 /// An optimizer and its state. State is allocated on the first
 /// [`Optimizer::step`] and tied to that model's parameter shapes; stepping a
@@ -211,6 +211,64 @@ impl Optimizer {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Optimizer {
+    /// The optimizer's state as tensors (`velocity.{i}`, or Adam's `m.{i}` and `v.{i}`, `i`
+    /// the parameter's index; none before the first step) and Adam's step count: what a
+    /// checkpoint keeps to go on exactly where it stopped.
+    pub fn state(&self) -> (Vec<Tensor>, u64) {
+        let named = |prefix: &str, bufs: &[Vec<f32>]| -> Vec<Tensor> {
+            bufs.iter()
+                .enumerate()
+                .map(|(i, b)| Tensor {
+                    name: format!("{prefix}.{i}"),
+                    shape: vec![b.len()],
+                    data: b.clone(),
+                })
+                .collect()
+        };
+        match self {
+            Optimizer::Sgd { velocity, .. } => (named("velocity", velocity), 0),
+            Optimizer::Adam { t, m, v, .. } => {
+                let mut all = named("m", m);
+                all.extend(named("v", v));
+                (all, *t)
+            }
+        }
+    }
+
+    /// Takes back a [`Optimizer::state`] (the hyper-parameters stay this optimizer's).
+    pub fn restore(&mut self, tensors: &[Tensor], steps: u64) -> Result<(), ModelError> {
+        let take = |prefix: &str| -> Vec<Vec<f32>> {
+            let mut bufs: Vec<(usize, Vec<f32>)> = tensors
+                .iter()
+                .filter_map(|t| {
+                    let i = t.name.strip_prefix(prefix)?.strip_prefix('.')?.parse().ok()?;
+                    Some((i, t.data.clone()))
+                })
+                .collect();
+            bufs.sort_by_key(|(i, _)| *i);
+            bufs.into_iter().map(|(_, b)| b).collect()
+        };
+        let expected = match self {
+            Optimizer::Sgd { velocity, .. } => {
+                *velocity = take("velocity");
+                velocity.len()
+            }
+            Optimizer::Adam { t, m, v, .. } => {
+                (*m, *v, *t) = (take("m"), take("v"), steps);
+                m.len() + v.len()
+            }
+        };
+        if expected != tensors.len() {
+            return Err(ModelError::GradMismatch(format!(
+                "{} optimizer state tensors, {expected} of them this optimizer's",
+                tensors.len()
+            )));
         }
         Ok(())
     }

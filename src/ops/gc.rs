@@ -67,10 +67,12 @@ pub fn gc(plans: &[Plan], opts: &GcOptions, waiting: impl FnOnce(&Path) -> Resul
     let recent = opts
         .keep_recent_days
         .map(|days| SystemTime::now() - Duration::from_secs_f64(days.max(0.0) * 86_400.0));
-    let garbage = cache.garbage(|r| {
+    let mut garbage = cache.garbage(|r| {
         needed.contains(&r.fingerprint)
             || recent.is_some_and(|t| cache.last_used(&r.fingerprint).is_some_and(|u| u >= t))
     })?;
+    // A checkpoint lets the next run of its `train` stage resume: kept while a file needs it.
+    garbage.extend(cache.stale_checkpoints(|fp| wanted.contains(fp)));
     let temps = if opts.dry_run { 0 } else { cache.remove_stale_temps() };
 
     let verb = if opts.dry_run { "would remove" } else { "removed" };

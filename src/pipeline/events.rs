@@ -303,8 +303,12 @@ fn summary_text(record: &Record) -> String {
             .unwrap_or(f64::NAN);
         let run = record.summary.get("epochs_run").and_then(|v| v.as_u64()).unwrap_or(0);
         let diverged = record.summary.get("diverged").and_then(|v| v.as_bool()) == Some(true);
+        let resumed = match record.summary.get("resumed_after_epoch").and_then(|v| v.as_u64()) {
+            Some(e) => format!("; resumed after epoch {e}, from an interrupted run's checkpoint"),
+            None => String::new(),
+        };
         return format!(
-            " (best epoch {best} of {run}: val accuracy {acc:.4}{})",
+            " (best epoch {best} of {run}: val accuracy {acc:.4}{}{resumed})",
             if diverged { "; the loss diverged" } else { "" }
         );
     }

@@ -270,8 +270,14 @@ fn run_stages(
                         .collect(),
                     _ => Vec::new(),
                 };
-                let record = execute(plan, &cache, &resolved, &done, &stat_cache, shard.is_some(), donors)
+                let (record, warnings) = execute(plan, &cache, &resolved, &done, &stat_cache, shard.is_some(), donors)
                     .with_context(|| format!("stage `{}` failed", s.name))?;
+                for message in warnings {
+                    events.emit(Event::Warning {
+                        stage: &s.name,
+                        message,
+                    })?;
+                }
                 counts.0 += 1;
                 events.emit(Event::Ran {
                     stage: &s.name,
@@ -421,7 +427,7 @@ fn execute(
     stat_cache: &StatCache,
     shard: bool,
     donors: Vec<std::path::PathBuf>,
-) -> Result<Record> {
+) -> Result<(Record, Vec<String>)> {
     let s = plan.stage(r.index);
     if !cache.writable() {
         anyhow::bail!(
@@ -495,6 +501,7 @@ fn execute(
         cache: Some(cache),
         integrity: cache.integrity(),
         model_record: model_fp.as_ref().and_then(|fp| cache.record(fp)),
+        warnings: Default::default(),
     };
     let result: Result<Output> = match &s.params {
         Params::Ingest(p) => p.run(r.scan.as_ref().context("ingest ran without a scan")?, &ctx),
@@ -545,7 +552,8 @@ fn execute(
         seconds = record.seconds,
         "committed artifact"
     );
-    Ok(record)
+    let warnings = ctx.warnings.into_inner().unwrap_or_default();
+    Ok((record, warnings))
 }
 
 fn progress_bar(name: &str, len: u64) -> indicatif::ProgressBar {

@@ -7,6 +7,7 @@
 //! write them canonically for its fingerprint ([`Kind::to_json`]), its version (bumped when
 //! its output for the same input would change) and how to run.
 
+pub mod checkpoint;
 pub mod evaluate;
 pub mod ingest;
 pub mod mean_subtract;
@@ -77,6 +78,8 @@ pub struct RunCtx<'a> {
     /// File hashes known by stat (from this run's scan): a per-image stage that reads a
     /// source file again checks it is unchanged by its stat instead of hashing it again.
     pub stat_cache: Option<&'a crate::cache::stat_cache::StatCache>,
+    /// What the stage warns the user about ([`RunCtx::warn`]), shown as the run's warnings.
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// What a stage produced besides its data file.
@@ -160,6 +163,14 @@ impl RunCtx<'_> {
         file.write_all(&bytes[half..])?;
         file.sync_all()?;
         Ok(Written::of(bytes, rows))
+    }
+
+    /// Tells the user something went wrong that the stage worked around.
+    pub fn warn(&self, message: String) {
+        tracing::warn!(stage = %self.entry.stage, "{message}");
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(message);
+        }
     }
 
     pub fn input_path(&self) -> Result<&Path> {

@@ -689,6 +689,7 @@ mod tests {
             previous: None,
             donors: Vec::new(),
             stat_cache: None,
+            warnings: Default::default(),
         };
         let stage = Resize {
             size: [2, 2],

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
+use super::checkpoint::Checkpoint;
 use super::{Kind, Output, RunCtx};
 use crate::check::metrics;
 use crate::data::dataset::mapped::Mapped;
@@ -570,12 +571,29 @@ impl Train {
         let started = std::time::Instant::now();
         let per_epoch = train.len().div_ceil(bs) as u64;
         let (total, warmup) = (self.epochs * per_epoch, self.warmup_epochs * per_epoch);
-        let mut step = 0u64;
-        for epoch in 0..self.epochs {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for i in (1..order.len()).rev() {
-                order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        // A run killed mid-training left a checkpoint under this fingerprint: go on from it.
+        let checkpoint = ctx.cache.and_then(|c| c.checkpoint_path(&ctx.entry.fingerprint));
+        let (mut first, mut seconds_before) = (0, 0.0);
+        match checkpoint.as_deref().and_then(|p| Checkpoint::<Epoch>::load(p, &spec)) {
+            Some(Ok(c)) if c.epoch < self.epochs => {
+                opt.restore(&c.optimizer.0, c.optimizer.1)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                (model, best, since_best, history) = (c.model, c.best, c.since_best, c.history);
+                (first, seconds_before) = (c.epoch, c.seconds);
+                ctx.progress.inc(first);
             }
+            Some(Err(e)) => ctx.warn(format!(
+                "stage `{}`: the checkpoint of an interrupted run is unusable ({e:#}); training from the start",
+                ctx.entry.stage
+            )),
+            _ => {}
+        }
+        for epoch in 0..first {
+            shuffle_epoch(&mut order, seed, epoch);
+        }
+        let mut step = first * per_epoch;
+        for epoch in first..self.epochs {
+            let mut rng = shuffle_epoch(&mut order, seed, epoch);
             let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
             let mut last_stats = None;
             let mut xb = Vec::with_capacity(bs * row_len);
@@ -642,6 +660,26 @@ impl Train {
             if diverged || (self.patience > 0 && since_best >= self.patience) {
                 break;
             }
+            if let Some(path) = checkpoint.as_deref().filter(|_| epoch + 1 < self.epochs) {
+                let state = Checkpoint {
+                    epoch: epoch + 1,
+                    model: model.clone(),
+                    optimizer: opt.state(),
+                    best: best.clone(),
+                    since_best,
+                    history: history.clone(),
+                    seconds: seconds_before + started.elapsed().as_secs_f64(),
+                };
+                // A checkpoint that cannot be written costs a rerun its head start, nothing else.
+                let tmp = ctx.cache.map(|c| c.temp_path("checkpoint"));
+                if let Err(e) = tmp.map_or(Ok(()), |tmp| state.save(path, &tmp)) {
+                    ctx.warn(format!("stage `{}`: no checkpoint: {e:#}", ctx.entry.stage));
+                }
+                crate::data::fault::point(|| format!("{}: checkpoint of epoch {} written", ctx.entry.stage, epoch + 1));
+            }
+        }
+        if let Some(path) = &checkpoint {
+            let _ = std::fs::remove_file(path);
         }
         let (best_epoch, chosen) = match best {
             Some((_, _, epoch, m)) if !self.keep_last => (epoch, m),
@@ -681,12 +719,24 @@ impl Train {
                 "final_train_loss": last.map(|e| e.train_loss),
                 "train_rows": train.len(),
                 "val_rows": val.len(),
-                "train_seconds": started.elapsed().as_secs_f64(),
+                "train_seconds": seconds_before + started.elapsed().as_secs_f64(),
+                "resumed_after_epoch": (first > 0).then_some(first),
                 "data_lineage": lineage,
                 "history": history,
             }),
         })
     }
+}
+
+/// Shuffles `order` (the train rows, as the previous epoch left them) for `epoch` (from 0)
+/// and returns the stream the epoch's augmentation goes on drawing from: both are functions
+/// of the seed and the epoch, so a resumed run replays the shuffles of the epochs it skips.
+fn shuffle_epoch(order: &mut [usize], seed: u64, epoch: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    rng
 }
 
 /// Class probabilities of `rows` (indices into `data`), in batches.
