@@ -2,13 +2,13 @@
 preprocessing `pipeline export` wrote (so both sides see the same numbers).
 
 usage: torch_recipe.py EXPORT.arrow --seed S [--threads 2] [--epochs 40] [--lr 0.1]
-                       [--pool max] [--out result.json]
+                       [--pool max] [--smoothing 0.1] [--out result.json]
 
 The recipe: a small BN ResNet (3x3 conv → BatchNorm → ReLU units; widths 16-32-64-128, a
 max-pool after each stage but the stem, residual blocks after stages 1 and 3, a global pool and
 one Linear layer), SGD with Nesterov momentum 0.9 and weight decay 5e-4 under OneCycleLR (its
 defaults: cosine, 30% warm-up, momentum cycling 0.85-0.95) peaking at `--lr`, label smoothing
-0.1, reflect-padded random crops (4 px) and horizontal flips, batches of 64, `--epochs` epochs.
+`--smoothing`, reflect-padded random crops (4 px) and horizontal flips, batches of 64, `--epochs` epochs.
 As `pipeline train` does, each epoch is scored on `val` with flip test-time augmentation (the
 mean of the image's and its mirror image's probabilities) and the weights of the best epoch
 are kept; `test` is scored once, at the end, the same way.
@@ -98,6 +98,7 @@ def main():
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--pool", default="max", choices=["max", "avg"])
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--smoothing", type=float, default=0.1)
     ap.add_argument("--out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -110,7 +111,7 @@ def main():
     steps = (len(tr) + a.batch - 1) // a.batch
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=a.smoothing)
     xtr, ytr, xva, yva = x[tr], y[tr], x[va], y[va]
     best = (-1.0, None, 0)
     start = time.perf_counter()

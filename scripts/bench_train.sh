@@ -8,6 +8,8 @@
 #
 # usage: scripts/bench_train.sh [SEEDS] [EPOCHS]      (defaults "42 1 2", 40)
 #
+# TORCH_ARGS adds arguments to bench/torch_recipe.py (e.g. "--pool avg --lr 0.05 --smoothing 0",
+# `pipeline`'s own recipe in PyTorch).
 # WORK=DIR (default /tmp/pipeline-bench-train) holds the venv PyTorch is installed into (from
 # PyPI, once: about 3 GB with its CUDA libraries, which the CPU run does not use), the project
 # and the results. THREADS (default 2) is the thread count of both sides.
@@ -26,12 +28,12 @@ bin="$WORK/pipeline"
 "$WORK/venv/bin/python" -c "import torch, pyarrow, numpy" 2>/dev/null ||
   "$WORK/venv/bin/pip" install --quiet --disable-pip-version-check torch numpy pyarrow
 
-# The project: the shipped photos and the ResNet pipeline, its cache in WORK.
-rm -rf "$WORK/project" && mkdir -p "$WORK/project/pipelines"
-ln -s "$PWD/data" "$WORK/project/data"
-sed "s#^name: cats_dogs_resnet#name: cats_dogs_resnet\ncache: ../cache#" \
-  pipelines/cats_dogs_resnet.yaml > "$WORK/project/pipelines/resnet.yaml"
-yaml="$WORK/project/pipelines/resnet.yaml"
+# The ResNet pipeline in WORK (its cache in WORK/cache), reading the shipped photos here.
+export PIPELINE_DATA_ROOTS="$PWD/data"
+rm -rf "$WORK/cache"
+sed "s#path: ../data/cats_dogs#path: $PWD/data/cats_dogs#; s#^name: cats_dogs_resnet#name: cats_dogs_resnet\ncache: cache#" \
+  pipelines/cats_dogs_resnet.yaml > "$WORK/resnet.yaml"
+yaml="$WORK/resnet.yaml"
 "$bin" run "$yaml" --stage validate > /dev/null
 "$bin" export "$yaml" --stage normalize -o "$WORK/normalize.arrow" > /dev/null
 
@@ -41,7 +43,8 @@ for seed in $SEEDS; do
     "$bin" run "$yaml" -j "$THREADS" "${set_[@]}" --force train > "$WORK/results/pipeline-$seed.log"
   "$bin" audit "$yaml" "${set_[@]}" --json > "$WORK/results/pipeline-$seed.json"
   OMP_NUM_THREADS=$THREADS "$WORK/venv/bin/python" bench/torch_recipe.py "$WORK/normalize.arrow" \
-    --seed "$seed" --threads "$THREADS" --epochs "$EPOCHS" --out "$WORK/results/torch-$seed.json" |
+    --seed "$seed" --threads "$THREADS" --epochs "$EPOCHS" --out "$WORK/results/torch-$seed.json" \
+    ${TORCH_ARGS:-} |
     tail -1
 done
 
