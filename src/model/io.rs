@@ -79,12 +79,7 @@ pub fn tensors_to_bytes(mut params: Vec<&Tensor>, meta: &BTreeMap<String, String
 /// metadata (reserved keys removed). Any missing, extra, wrongly typed or
 /// wrongly shaped tensor is an error naming it.
 pub fn from_bytes(bytes: &[u8]) -> Result<(Model, BTreeMap<String, String>), ModelError> {
-    let (_, header) = SafeTensors::read_metadata(bytes)?;
-    let mut meta: BTreeMap<String, String> = header
-        .metadata()
-        .as_ref()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let mut meta = metadata_of(bytes)?;
     let arch = meta.remove(ARCHITECTURE_KEY).ok_or_else(|| {
         ModelError::Format(format!(
             "no {ARCHITECTURE_KEY:?} entry in __metadata__: not a pipeline model file"
@@ -154,14 +149,19 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Model, BTreeMap<String, String>), Mod
     Ok((model, meta))
 }
 
-/// Every tensor of a safetensors file (all must be F32) and its metadata map.
-pub fn tensors_from_bytes(bytes: &[u8]) -> Result<(Vec<Tensor>, BTreeMap<String, String>), ModelError> {
+/// The `__metadata__` map of a safetensors file (empty when it has none).
+fn metadata_of(bytes: &[u8]) -> Result<BTreeMap<String, String>, ModelError> {
     let (_, header) = SafeTensors::read_metadata(bytes)?;
-    let meta = header
+    Ok(header
         .metadata()
         .as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+/// Every tensor of a safetensors file (all must be F32) and its metadata map.
+pub fn tensors_from_bytes(bytes: &[u8]) -> Result<(Vec<Tensor>, BTreeMap<String, String>), ModelError> {
+    let meta = metadata_of(bytes)?;
     let st = SafeTensors::deserialize(bytes)?;
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {

@@ -119,6 +119,15 @@ impl Model {
         Ok(p.chunks_exact(c).map(|r| ops::argmax(r) as u32).collect())
     }
 
+    /// `loss`, once the batch's shapes and labels and the loss's coefficients are checked:
+    /// what every architecture's loss then trusts.
+    fn checked(&self, x: &[f32], y: &[u32], batch: usize, loss: impl Into<Loss>) -> Result<Loss, ModelError> {
+        let loss = loss.into();
+        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
+        loss.check()?;
+        Ok(loss)
+    }
+
     /// The [`Loss`] (an `f32`: its L2 coefficient without label smoothing), its gradients and
     /// diagnostics.
     pub fn loss_grad(
@@ -128,9 +137,7 @@ impl Model {
         batch: usize,
         loss: impl Into<Loss>,
     ) -> Result<(f32, Grads, Stats), ModelError> {
-        let loss = loss.into();
-        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
-        loss.check()?;
+        let loss = self.checked(x, y, batch, loss)?;
         Ok(match self {
             Model::Mlp(m) => m.loss_grad(x, y, batch, loss),
             Model::Cnn(m) => m.loss_grad(x, y, batch, loss),
@@ -147,9 +154,7 @@ impl Model {
         batch: usize,
         loss: impl Into<Loss>,
     ) -> Result<f64, ModelError> {
-        let loss = loss.into();
-        check_batch(x, Some(y), batch, self.input_len(), self.classes())?;
-        loss.check()?;
+        let loss = self.checked(x, y, batch, loss)?;
         Ok(match self {
             Model::Mlp(m) => m.loss_f64(x, y, batch, loss),
             Model::Cnn(m) => m.loss_f64(x, y, batch, loss),

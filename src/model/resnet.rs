@@ -132,6 +132,8 @@ struct UnitCache {
     /// The batch's mean and unbiased variance per channel.
     batch_mean: Vec<f32>,
     batch_var: Vec<f32>,
+    /// The conv weight in the patches' column order ([`tap_major`]), as the forward used it.
+    weight_taps: Vec<f32>,
 }
 
 impl Unit {
@@ -197,7 +199,8 @@ impl Unit {
                 *v = (*v - mean[j]) * inv_std[j];
             }
         }
-        let mut out = z.clone();
+        // Training keeps x̂ for the backward pass; prediction scales it in place.
+        let mut out = if train { z.clone() } else { std::mem::take(&mut z) };
         for row in out.chunks_exact_mut(c) {
             for (j, v) in row.iter_mut().enumerate() {
                 *v = (*v * self.gamma.data[j] + self.beta.data[j]).max(0.0);
@@ -207,6 +210,7 @@ impl Unit {
             cache.cols = cols;
             cache.xhat = z;
             cache.inv_std = inv_std;
+            cache.weight_taps = wt;
         }
         (out, cache)
     }
@@ -266,14 +270,13 @@ impl Unit {
         let mut dw = channel_major(&dwt, self.c_in);
         dw.iter_mut().zip(&self.weight.data).for_each(|(d, w)| *d += l2 * w);
         let dx = need_dx.then(|| {
-            let wt = tap_major(&self.weight.data, self.c_in);
             let mut dcols = vec![0.0f32; rows * self.k()];
             ops::gemm(
                 rows,
                 c,
                 self.k(),
                 View::rows(&dz, c),
-                View::rows(&wt, self.k()),
+                View::rows(&cache.weight_taps, self.k()),
                 0.0,
                 &mut dcols,
             );
