@@ -343,22 +343,22 @@ fn col2im(cols: &[f32], batch: usize, h: usize, w: usize, c: usize) -> Vec<f32> 
 /// the pooled map and, per output, the input index of the max (first on ties).
 pub(super) fn max_pool(a: &[f32], batch: usize, h: usize, w: usize, c: usize) -> (Vec<f32>, Vec<usize>) {
     let (ho, wo) = (h / 2, w / 2);
-    let mut out = Vec::with_capacity(batch * ho * wo * c);
-    let mut arg = Vec::with_capacity(batch * ho * wo * c);
-    for n in 0..batch {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                for ch in 0..c {
-                    let idx = |dy: usize, dx: usize| ((n * h + 2 * oy + dy) * w + 2 * ox + dx) * c + ch;
-                    let mut best = idx(0, 0);
-                    for i in [idx(0, 1), idx(1, 0), idx(1, 1)] {
-                        if a[i] > a[best] {
-                            best = i;
-                        }
-                    }
-                    out.push(a[best]);
-                    arg.push(best);
-                }
+    let mut out = vec![0.0f32; batch * ho * wo * c];
+    let mut arg = vec![0usize; out.len()];
+    let cells = out.chunks_exact_mut(c).zip(arg.chunks_exact_mut(c));
+    for (o, (out, arg)) in cells.enumerate() {
+        let (n, oy, ox) = (o / (ho * wo), (o / wo) % ho, o % wo);
+        let px = |dy: usize, dx: usize| ((n * h + 2 * oy + dy) * w + 2 * ox + dx) * c;
+        let first = px(0, 0);
+        out.copy_from_slice(&a[first..first + c]);
+        arg.iter_mut().enumerate().for_each(|(ch, i)| *i = first + ch);
+        // The first of equal values wins: only a larger one replaces it.
+        for p in [px(0, 1), px(1, 0), px(1, 1)] {
+            let cand = &a[p..p + c];
+            for (ch, ((o, i), v)) in out.iter_mut().zip(arg.iter_mut()).zip(cand).enumerate() {
+                let larger = *v > *o;
+                *o = if larger { *v } else { *o };
+                *i = if larger { p + ch } else { *i };
             }
         }
     }

@@ -387,8 +387,13 @@ pub(crate) fn pattern_of(cache: &MlpCache) -> Vec<usize> {
 /// Which of the `units` columns of `a` (rows × units) are exactly 0 in every row.
 pub(crate) fn dead_units(a: &[f32], units: usize) -> Vec<bool> {
     let mut alive = vec![false; units];
-    for row in a.chunks_exact(units) {
-        alive.iter_mut().zip(row).for_each(|(al, v)| *al |= *v != 0.0);
+    for rows in a.chunks(64 * units) {
+        for row in rows.chunks_exact(units) {
+            alive.iter_mut().zip(row).for_each(|(al, v)| *al |= *v != 0.0);
+        }
+        if alive.iter().all(|a| *a) {
+            break;
+        }
     }
     alive.iter().map(|a| !a).collect()
 }

@@ -1,5 +1,5 @@
 //! Numerical building blocks shared by every model type: a bounds-checked
-//! wrapper around `matrixmultiply::sgemm`, the seeded random streams used for
+//! wrapper around the `gemm` crate's sgemm, the seeded random streams used for
 //! weight init and shuffling, and a numerically stable softmax cross-entropy.
 //!
 //! Randomness only uses the raw ChaCha8 output words (`next_u64`): the
@@ -40,9 +40,9 @@ impl<'a> View<'a> {
 
 /// `C = A·B + beta·C` with `A` m×k, `B` k×n and `C` m×n row-major.
 ///
-/// Single-threaded sgemm (matrixmultiply's `threading` feature stays off), so
-/// the summation order, and therefore every bit of the result, is fixed for a
-/// given CPU feature set.
+/// Single-threaded sgemm (`gemm`'s `Parallelism::None`; its AVX-512 kernels where the
+/// CPU has them, the `x86-v4` feature), so the summation order, and therefore every bit
+/// of the result, is fixed for a given CPU feature set.
 pub(crate) fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
     assert!(
         a.data.len() >= span(m, k, a.rs, a.cs),
@@ -66,21 +66,26 @@ pub(crate) fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
     // SAFETY: the asserts above prove every strided index of A, B and C lies
     // inside its slice; C is a unique borrow, so it cannot alias A or B.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            1.0,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
+            k,
             c.as_mut_ptr(),
-            n as isize,
             1,
+            n as isize,
+            beta != 0.0,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            beta,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }

@@ -23,10 +23,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cnn::{max_pool, taps};
+use super::cnn::max_pool;
 use super::mlp::{Activation, DenseSpec, Init, Mlp, MlpCache, MlpSpec, dead_units, fraction_of, init_weight};
 use super::ops::{self, View};
 use super::{Grads, LayerStats, Loss, ModelError, Stats, Tensor, check_batch};
+
+/// The size of a tile's patch matrix that [`Unit::tiles`] aims at: 256 KiB of f32.
+const TILE_FLOATS: usize = 1 << 16;
 
 /// Added to the variance before its square root.
 pub const BN_EPS: f32 = 1e-5;
@@ -123,8 +126,8 @@ struct Unit {
 /// What a unit's backward pass needs from its forward pass (training only).
 #[derive(Default)]
 struct UnitCache {
-    /// im2col of the input, `(batch·h·w) × (9·c_in)`.
-    cols: Vec<f32>,
+    /// The unit's input, `batch × h × w × c_in`.
+    input: Vec<f32>,
     /// Normalized conv output, `rows × c_out`.
     xhat: Vec<f32>,
     /// `1 / √(var + ε)` per channel.
@@ -166,23 +169,24 @@ impl Unit {
         self.c_in * 9
     }
 
+    /// `x` (`batch × h × w × c_in`) in tiles of whole images whose patches take about
+    /// [`TILE_FLOATS`] values, each with its range of image indices: a tile's patches are
+    /// built, multiplied and dropped while they are in the core's cache.
+    fn tiles<'a>(&self, x: &'a [f32]) -> impl Iterator<Item = (std::ops::Range<usize>, &'a [f32])> {
+        let image = self.h * self.w * self.c_in;
+        let per_tile = (TILE_FLOATS / (image * 9)).max(1);
+        x.chunks(per_tile * image)
+            .enumerate()
+            .map(move |(i, x)| (i * per_tile..i * per_tile + x.len() / image, x))
+    }
+
     /// Conv → BN → ReLU of `x` (`batch × h × w × c_in`). In training the batch's statistics
     /// normalize and the cache is filled; otherwise the running statistics do.
     fn forward(&self, x: &[f32], batch: usize, train: bool) -> (Vec<f32>, UnitCache) {
         let rows = batch * self.h * self.w;
         let c = self.c_out;
-        let cols = patches(x, batch, self.h, self.w, self.c_in);
         let wt = tap_major(&self.weight.data, self.c_in);
-        let mut z = vec![0.0f32; rows * c];
-        ops::gemm(
-            rows,
-            self.k(),
-            c,
-            View::rows(&cols, self.k()),
-            View::rows_t(&wt, self.k()),
-            0.0,
-            &mut z,
-        );
+        let mut z = self.conv(x, &wt);
         let mut cache = UnitCache::default();
         let (mean, var) = if train {
             let (mean, var) = channel_moments(&z, c);
@@ -194,20 +198,29 @@ impl Unit {
             (self.mean.data.clone(), self.var.data.clone())
         };
         let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
-        for row in z.chunks_exact_mut(c) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (*v - mean[j]) * inv_std[j];
-            }
-        }
+        let (gamma, beta) = (&self.gamma.data[..c], &self.beta.data[..c]);
+        let (mean, inv) = (&mean[..c], &inv_std[..c]);
         // Training keeps x̂ for the backward pass; prediction scales it in place.
-        let mut out = if train { z.clone() } else { std::mem::take(&mut z) };
-        for row in out.chunks_exact_mut(c) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (*v * self.gamma.data[j] + self.beta.data[j]).max(0.0);
+        let out = if train {
+            let mut out = vec![0.0f32; z.len()];
+            for (zrow, orow) in z.chunks_exact_mut(c).zip(out.chunks_exact_mut(c)) {
+                for j in 0..c {
+                    let xhat = (zrow[j] - mean[j]) * inv[j];
+                    zrow[j] = xhat;
+                    orow[j] = (xhat * gamma[j] + beta[j]).max(0.0);
+                }
             }
-        }
+            out
+        } else {
+            for row in z.chunks_exact_mut(c) {
+                for j in 0..c {
+                    row[j] = ((row[j] - mean[j]) * inv[j] * gamma[j] + beta[j]).max(0.0);
+                }
+            }
+            std::mem::take(&mut z)
+        };
         if train {
-            cache.cols = cols;
+            cache.input = x.to_vec();
             cache.xhat = z;
             cache.inv_std = inv_std;
             cache.weight_taps = wt;
@@ -227,19 +240,8 @@ impl Unit {
     ) -> ([Tensor; 3], Option<Vec<f32>>) {
         let c = self.c_out;
         let rows = out.len() / c;
-        dout.iter_mut().zip(out).for_each(|(d, a)| {
-            if *a <= 0.0 {
-                *d = 0.0
-            }
-        });
-        // dγ = Σ dy·x̂, dβ = Σ dy per channel.
-        let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for (drow, xrow) in dout.chunks_exact(c).zip(cache.xhat.chunks_exact(c)) {
-            for j in 0..c {
-                sum_dy[j] += f64::from(drow[j]);
-                sum_dy_xhat[j] += f64::from(drow[j]) * f64::from(xrow[j]);
-            }
-        }
+        // Through the ReLU; then dγ = Σ dy·x̂, dβ = Σ dy per channel.
+        let (sum_dy, sum_dy_xhat) = relu_backward_sums(&mut dout, out, &cache.xhat, c);
         let dgamma = (sum_dy_xhat.iter().zip(&self.gamma.data))
             .map(|(v, g)| *v as f32 + l2 * g)
             .collect();
@@ -250,67 +252,116 @@ impl Unit {
         let scale: Vec<f32> = (0..c).map(|j| self.gamma.data[j] * cache.inv_std[j] / m).collect();
         let mean_dy: Vec<f32> = sum_dy.iter().map(|v| *v as f32).collect();
         let mean_dyx: Vec<f32> = sum_dy_xhat.iter().map(|v| *v as f32).collect();
+        let (scale, mean_dy, mean_dyx) = (&scale[..c], &mean_dy[..c], &mean_dyx[..c]);
         for (drow, xrow) in dout.chunks_exact_mut(c).zip(cache.xhat.chunks_exact(c)) {
             for j in 0..c {
                 drow[j] = scale[j] * (m * drow[j] - mean_dy[j] - xrow[j] * mean_dyx[j]);
             }
         }
-        let dz = dout;
-        // In the patches' (tap, channel) column order, then back to the weight's.
-        let mut dwt = vec![0.0f32; self.weight.data.len()];
-        ops::gemm(
-            c,
-            rows,
-            self.k(),
-            View::rows_t(&dz, c),
-            View::rows(&cache.cols, self.k()),
-            0.0,
-            &mut dwt,
-        );
+        let (dwt, dx) = self.conv_backward(&cache.input, &dout, &cache.weight_taps, need_dx);
         let mut dw = channel_major(&dwt, self.c_in);
         dw.iter_mut().zip(&self.weight.data).for_each(|(d, w)| *d += l2 * w);
-        let dx = need_dx.then(|| {
-            let mut dcols = vec![0.0f32; rows * self.k()];
+        ([self.weight.like(dw), dgamma, dbeta], dx)
+    }
+
+    /// The 3×3 convolution of `x` (`batch × h × w × c_in`) with the tap-ordered weight `wt`
+    /// ([`tap_major`]): `(batch·h·w) × c_out`, one sgemm per tile of patches.
+    fn conv(&self, x: &[f32], wt: &[f32]) -> Vec<f32> {
+        let (per_image, c) = (self.h * self.w, self.c_out);
+        let mut z = vec![0.0f32; x.len() / self.c_in * c];
+        let mut cols = Vec::new();
+        for (tile, x) in self.tiles(x) {
+            let rows = tile.len() * per_image;
+            patches(x, tile.len(), self.h, self.w, self.c_in, &mut cols);
+            let out = &mut z[tile.start * per_image * c..][..rows * c];
             ops::gemm(
                 rows,
-                c,
                 self.k(),
-                View::rows(&dz, c),
-                View::rows(&cache.weight_taps, self.k()),
+                c,
+                View::rows(&cols, self.k()),
+                View::rows_t(wt, self.k()),
                 0.0,
-                &mut dcols,
+                out,
             );
-            unpatch(&dcols, rows / (self.h * self.w), self.h, self.w, self.c_in)
-        });
-        ([self.weight.like(dw), dgamma, dbeta], dx)
+        }
+        z
+    }
+
+    /// The adjoint of [`Unit::conv`] at input `x` for output gradient `dz`: the weight's
+    /// gradient in tap order, and the input's when `need_dx`. Each tile's patches are rebuilt
+    /// while they are in cache instead of kept from the forward pass.
+    fn conv_backward(&self, x: &[f32], dz: &[f32], wt: &[f32], need_dx: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+        let (per_image, c, k) = (self.h * self.w, self.c_out, self.k());
+        let mut dwt = vec![0.0f32; c * k];
+        let mut dx = vec![0.0f32; if need_dx { x.len() } else { 0 }];
+        let (mut cols, mut dcols) = (Vec::new(), Vec::new());
+        for (tile, x) in self.tiles(x) {
+            let rows = tile.len() * per_image;
+            let dz = &dz[tile.start * per_image * c..][..rows * c];
+            patches(x, tile.len(), self.h, self.w, self.c_in, &mut cols);
+            let beta = if tile.start == 0 { 0.0 } else { 1.0 };
+            ops::gemm(c, rows, k, View::rows_t(dz, c), View::rows(&cols, k), beta, &mut dwt);
+            if need_dx {
+                dcols.resize(rows * k, 0.0);
+                ops::gemm(rows, c, k, View::rows(dz, c), View::rows(wt, k), 0.0, &mut dcols);
+                let dx = &mut dx[tile.start * per_image * self.c_in..][..rows * self.c_in];
+                unpatch(&dcols, tile.len(), self.h, self.w, self.c_in, dx);
+            }
+        }
+        (dwt, need_dx.then_some(dx))
     }
 }
 
 /// NHWC `batch × h × w × c` → `(batch·h·w) × (9·c)` patches, column `(ky·3 + kx)·c + ci`
-/// holding `x[n, y+ky−1, x+kx−1, ci]` (0 outside): each tap is one contiguous copy of a
-/// pixel's channels.
-fn patches(x: &[f32], batch: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
-    let mut cols = vec![0.0f32; batch * h * w * 9 * c];
-    for (r, row) in cols.chunks_exact_mut(9 * c).enumerate() {
-        for (t, p) in taps(r, h, w) {
-            row[t * c..(t + 1) * c].copy_from_slice(&x[p * c..(p + 1) * c]);
+/// holding `x[n, y+ky−1, x+kx−1, ci]` (0 outside). A kernel row's three taps are adjacent
+/// pixels in `x` and adjacent columns here, so each is one copy, and every value is written
+/// once.
+fn patches(x: &[f32], batch: usize, h: usize, w: usize, c: usize, cols: &mut Vec<f32>) {
+    cols.clear();
+    cols.reserve(batch * h * w * 9 * c);
+    for n in 0..batch {
+        for y in 0..h {
+            for xx in 0..w {
+                let (x0, x1) = (xx.saturating_sub(1), (xx + 2).min(w));
+                for ky in 0..3 {
+                    let Some(iy) = (y + ky).checked_sub(1).filter(|v| *v < h) else {
+                        cols.resize(cols.len() + 3 * c, 0.0);
+                        continue;
+                    };
+                    if xx == 0 {
+                        cols.resize(cols.len() + c, 0.0);
+                    }
+                    let base = (n * h + iy) * w;
+                    cols.extend_from_slice(&x[(base + x0) * c..(base + x1) * c]);
+                    if xx + 1 == w {
+                        cols.resize(cols.len() + c, 0.0);
+                    }
+                }
+            }
         }
     }
-    cols
 }
 
-/// Adjoint of [`patches`]: scatter-adds patch gradients back to NHWC.
-fn unpatch(cols: &[f32], batch: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
-    let mut x = vec![0.0f32; batch * h * w * c];
+/// Adjoint of [`patches`]: adds patch gradients into the NHWC `x`, a kernel row's taps at
+/// once.
+fn unpatch(cols: &[f32], batch: usize, h: usize, w: usize, c: usize, x: &mut [f32]) {
+    debug_assert_eq!(x.len(), batch * h * w * c);
     for (r, row) in cols.chunks_exact(9 * c).enumerate() {
-        for (t, p) in taps(r, h, w) {
-            x[p * c..(p + 1) * c]
+        let (n, y, xx) = (r / (h * w), (r / w) % h, r % w);
+        let (x0, x1) = (xx.saturating_sub(1), (xx + 2).min(w));
+        let skip = if xx == 0 { c } else { 0 };
+        for ky in 0..3 {
+            let Some(iy) = (y + ky).checked_sub(1).filter(|v| *v < h) else {
+                continue;
+            };
+            let base = (n * h + iy) * w;
+            let src = &row[ky * 3 * c + skip..][..(x1 - x0) * c];
+            x[(base + x0) * c..(base + x1) * c]
                 .iter_mut()
-                .zip(&row[t * c..(t + 1) * c])
+                .zip(src)
                 .for_each(|(v, g)| *v += g);
         }
     }
-    x
 }
 
 /// A conv weight `[out, c, 3, 3]` with each output's values reordered `(tap, channel)`,
@@ -340,25 +391,64 @@ fn channel_major(weight: &[f32], c: usize) -> Vec<f32> {
     out
 }
 
-/// Per-column mean and biased variance of a row-major matrix (two passes, in f64).
+/// Rows summed in f32 before their sum joins an f64 total: exact enough, and vectorized.
+const BLOCK_ROWS: usize = 64;
+
+/// Per-column sums of `f(row)` over a row-major matrix's rows, in f32 per block of
+/// [`BLOCK_ROWS`] rows and in f64 across blocks.
+fn column_sums(rows: usize, c: usize, mut block: impl FnMut(std::ops::Range<usize>, &mut [f32])) -> Vec<f64> {
+    let mut total = vec![0.0f64; c];
+    let mut acc = vec![0.0f32; c];
+    for start in (0..rows).step_by(BLOCK_ROWS) {
+        acc.fill(0.0);
+        block(start..(start + BLOCK_ROWS).min(rows), &mut acc);
+        total.iter_mut().zip(&acc).for_each(|(t, a)| *t += f64::from(*a));
+    }
+    total
+}
+
+/// Per-column mean and biased variance of a row-major matrix (two passes).
 fn channel_moments(z: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
-    let rows = (z.len() / c).max(1) as f64;
-    let mut sum = vec![0.0f64; c];
-    for row in z.chunks_exact(c) {
-        sum.iter_mut().zip(row).for_each(|(s, v)| *s += f64::from(*v));
-    }
-    let mean: Vec<f64> = sum.iter().map(|s| s / rows).collect();
-    let mut sq = vec![0.0f64; c];
-    for row in z.chunks_exact(c) {
-        for j in 0..c {
-            let d = f64::from(row[j]) - mean[j];
-            sq[j] += d * d;
+    let rows = z.len() / c;
+    let n = rows.max(1) as f64;
+    let sum = column_sums(rows, c, |range, acc| {
+        for row in z[range.start * c..range.end * c].chunks_exact(c) {
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
         }
-    }
-    (
-        mean.iter().map(|v| *v as f32).collect(),
-        sq.iter().map(|v| (*v / rows) as f32).collect(),
-    )
+    });
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let sq = column_sums(rows, c, |range, acc| {
+        for row in z[range.start * c..range.end * c].chunks_exact(c) {
+            for ((a, v), m) in acc.iter_mut().zip(row).zip(&mean) {
+                *a += (v - m) * (v - m);
+            }
+        }
+    });
+    (mean, sq.iter().map(|v| (*v / n) as f32).collect())
+}
+
+/// A ReLU unit's backward through the ReLU, in place: `dy` is zeroed where the output `out`
+/// is not positive. Returns Σ dy and Σ dy·x̂ per channel.
+fn relu_backward_sums(dy: &mut [f32], out: &[f32], xhat: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
+    let rows = dy.len() / c;
+    let sum = column_sums(rows, c, |range, acc| {
+        let span = range.start * c..range.end * c;
+        for (drow, orow) in dy[span.clone()].chunks_exact_mut(c).zip(out[span].chunks_exact(c)) {
+            for ((a, d), o) in acc.iter_mut().zip(drow).zip(orow) {
+                *d = if *o <= 0.0 { 0.0 } else { *d };
+                *a += *d;
+            }
+        }
+    });
+    let sum_x = column_sums(rows, c, |range, acc| {
+        let span = range.start * c..range.end * c;
+        for (drow, xrow) in dy[span.clone()].chunks_exact(c).zip(xhat[span].chunks_exact(c)) {
+            for ((a, d), x) in acc.iter_mut().zip(drow).zip(xrow) {
+                *a += d * x;
+            }
+        }
+    });
+    (sum, sum_x)
 }
 
 /// A stage: its conv unit, whether a 2×2 max-pool follows, and the indices (into the
@@ -757,5 +847,89 @@ impl Resnet {
             feat_arg,
             head,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testutil::random_data;
+
+    /// Direct 3×3 zero-padded convolution of NHWC `x` by `[out, in, 3, 3]` `w`, in f64.
+    fn direct(x: &[f32], w: &[f32], [n, h, wd, ci]: [usize; 4], co: usize) -> Vec<f64> {
+        let mut z = vec![0.0f64; n * h * wd * co];
+        for b in 0..n {
+            for y in 0..h {
+                for xx in 0..wd {
+                    for o in 0..co {
+                        let mut acc = 0.0f64;
+                        for (ky, kx, i) in
+                            (0..3).flat_map(|ky| (0..3).flat_map(move |kx| (0..ci).map(move |i| (ky, kx, i))))
+                        {
+                            let (Some(iy), Some(ix)) = ((y + ky).checked_sub(1), (xx + kx).checked_sub(1)) else {
+                                continue;
+                            };
+                            if iy < h && ix < wd {
+                                let v = x[((b * h + iy) * wd + ix) * ci + i];
+                                acc += f64::from(v) * f64::from(w[((o * ci + i) * 3 + ky) * 3 + kx]);
+                            }
+                        }
+                        z[((b * h + y) * wd + xx) * co + o] = acc;
+                    }
+                }
+            }
+        }
+        z
+    }
+
+    fn assert_close(what: &str, got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-4 * scale,
+                "{what}[{i}]: {g} against {w}"
+            );
+        }
+    }
+
+    /// A batch large enough for several tiles (the last one partial) gives the direct
+    /// convolution's output and, through `conv`'s adjoint, its weight and input gradients.
+    #[test]
+    fn tiled_conv_and_its_adjoint_match_the_direct_convolution() {
+        let (h, w, ci, co) = (12, 11, 8, 5);
+        let per_tile = (TILE_FLOATS / (h * w * ci * 9)).max(1);
+        let batch = 2 * per_tile + 1;
+        let mut rng = ops::rng_for(7, 0, b"tiletest");
+        let unit = Unit::new(0, [h, w, ci, co], Init::He, &mut rng);
+        assert!(unit.tiles(&vec![0.0; batch * h * w * ci]).count() == 3, "three tiles");
+        let (x, _) = random_data(batch, h * w * ci, 2, 8);
+        let (dz, _) = random_data(batch, h * w * co, 2, 9);
+        let wt = tap_major(&unit.weight.data, ci);
+        assert_close(
+            "z",
+            &unit.conv(&x, &wt),
+            &direct(&x, &unit.weight.data, [batch, h, w, ci], co),
+        );
+        let (dwt, dx) = unit.conv_backward(&x, &dz, &wt, true);
+        // ⟨dz, conv(x + e)⟩ is linear in x and in w: each gradient entry is the response
+        // to a unit input.
+        let mut dw_want = vec![0.0f64; unit.weight.data.len()];
+        for (j, d) in dw_want.iter_mut().enumerate() {
+            let mut e = vec![0.0f32; unit.weight.data.len()];
+            e[j] = 1.0;
+            let z = direct(&x, &e, [batch, h, w, ci], co);
+            *d = z.iter().zip(&dz).map(|(z, g)| z * f64::from(*g)).sum();
+        }
+        assert_close("dw", &channel_major(&dwt, ci), &dw_want);
+        let dx = dx.expect("asked for");
+        for j in (0..x.len()).step_by(37) {
+            let mut e = vec![0.0f32; x.len()];
+            e[j] = 1.0;
+            let z = direct(&e, &unit.weight.data, [batch, h, w, ci], co);
+            let want: f64 = z.iter().zip(&dz).map(|(z, g)| z * f64::from(*g)).sum();
+            assert_close("dx", &dx[j..j + 1], &[want]);
+        }
+        assert!(unit.conv_backward(&x, &dz, &wt, false).1.is_none());
     }
 }
