@@ -5,6 +5,12 @@
 //! exponential moving average (bias-corrected, β = 0.98) and the sweep stops once the smoothed
 //! loss exceeds 4× the best seen. The suggestion is a tenth of the rate at the smoothed
 //! minimum: the bottom of the valley is already the edge of instability.
+//!
+//! A schedule that warms up (one-cycle, or a linear warm-up) reaches its peak only after the
+//! network has settled, and is judged by the upper end of the range instead (Smith, "A
+//! disciplined approach to neural network hyper-parameters", 2018: the one-cycle peak may
+//! sit past the valley's bottom, as long as the loss still falls there): too high from the
+//! rate where the smoothed loss climbs back to where it started.
 
 use serde::Serialize;
 
@@ -63,6 +69,10 @@ pub struct Sweep {
     pub steepest_lr: Option<f64>,
     /// Learning rate at which the sweep stopped because the loss blew up, if it did.
     pub blew_up_at: Option<f64>,
+    /// The upper end of the useful range: the first rate past the minimum at which the
+    /// smoothed loss is back up to its first value, or the blow-up; `None` when the loss
+    /// stayed below its start to the sweep's end.
+    pub ceiling_lr: Option<f64>,
     /// The suggested learning rate: `min_lr / 10`.
     pub suggested: Option<f64>,
 }
@@ -85,12 +95,16 @@ impl Sweep {
                 })
         });
         let min_lr = min_i.map(|i| lrs[i]);
+        let blew_up_at = if blew_up {
+            lrs.get(smoothed.len().saturating_sub(1)).copied()
+        } else {
+            None
+        };
+        // `!(a < b)`: a loss that is not finite is past the ceiling too.
+        let back_up = min_i.and_then(|m| (m + 1..smoothed.len()).find(|&i| !(smoothed[i] < smoothed[0])));
         Sweep {
-            blew_up_at: if blew_up {
-                lrs.get(smoothed.len().saturating_sub(1)).copied()
-            } else {
-                None
-            },
+            ceiling_lr: back_up.map(|i| lrs[i]).or(blew_up_at),
+            blew_up_at,
             min_lr,
             steepest_lr: steepest_i.map(|i| lrs[i]),
             suggested: min_lr.map(|l| l / 10.0),
@@ -105,6 +119,19 @@ impl Sweep {
     pub fn judge(&self, configured: f64) -> Option<bool> {
         let (min_lr, suggested) = (self.min_lr?, self.suggested?);
         if configured > min_lr || self.blew_up_at.is_some_and(|b| configured >= b) {
+            Some(true)
+        } else if configured < suggested / 1000.0 {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// As [`Sweep::judge`] for the peak of a schedule that warms up: too high from the
+    /// [`Sweep::ceiling_lr`] on, too low as for a constant rate.
+    pub fn judge_peak(&self, configured: f64) -> Option<bool> {
+        let suggested = self.suggested?;
+        if self.ceiling_lr.is_some_and(|c| configured >= c) {
             Some(true)
         } else if configured < suggested / 1000.0 {
             Some(false)
@@ -167,5 +194,25 @@ mod tests {
         assert_eq!(sweep.judge(0.5), Some(true));
         assert_eq!(sweep.judge(min_lr / 10.0), None);
         assert_eq!(sweep.judge(1e-9), Some(false));
+        // A warm-up's peak may sit past the bottom, up to where the loss is back at its start.
+        let ceiling = sweep.ceiling_lr.unwrap();
+        assert!(ceiling > min_lr && ceiling <= sweep.blew_up_at.unwrap(), "{ceiling}");
+        let start = sweep.smoothed[0];
+        let i = sweep.lrs.iter().position(|l| *l == ceiling).unwrap();
+        assert!(sweep.smoothed[i] >= start && sweep.smoothed[i - 1] < start);
+        assert_eq!(sweep.judge(2.0 * min_lr), Some(true));
+        assert_eq!(sweep.judge_peak(2.0 * min_lr.min(ceiling / 2.0)), None);
+        assert_eq!(sweep.judge_peak(ceiling), Some(true));
+        assert_eq!(sweep.judge_peak(1e-9), Some(false));
+    }
+
+    /// A loss that falls to the sweep's end has no ceiling: any peak is allowed.
+    #[test]
+    fn a_loss_that_never_rises_has_no_ceiling() {
+        let lrs = schedule(30, 1e-6, 1.0);
+        let smoothed: Vec<f64> = (0..30).map(|i| 1.0 - 0.01 * i as f64).collect();
+        let sweep = Sweep::new(lrs, smoothed.clone(), smoothed, false);
+        assert_eq!(sweep.ceiling_lr, None);
+        assert_eq!(sweep.judge_peak(1.0), None);
     }
 }

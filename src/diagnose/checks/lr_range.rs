@@ -2,10 +2,11 @@
 
 use anyhow::Result;
 
-use crate::diagnose::checks::{Ctx, finding, result, round_lr};
+use crate::diagnose::checks::{Ctx, finding, result, round_lr, spread};
 use crate::diagnose::lr_range::{self, Smoother, Sweep};
 use crate::diagnose::probe::{self, RunSpec};
 use crate::diagnose::{Cause, CheckResult};
+use crate::model::optim::Schedule;
 
 /// The check's name, as `--check` takes it.
 pub const NAME: &str = "lr_range";
@@ -36,20 +37,43 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     let taken = smoothed.len();
     let sweep = Sweep::new(lrs[..taken].to_vec(), losses, smoothed, blew);
     let configured = ctx.lr();
+    // A schedule that warms up reaches its configured peak once the network has settled.
+    let train = &ctx.recipe.train;
+    let peak = train.schedule == Schedule::OneCycle || train.warmup_epochs > 0;
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |l| format!("{l:.0e}"));
     let summary = format!(
-        "loss fell fastest at lr {}, bottomed at {}, {}; suggested {}, configured {configured}",
+        "loss fell fastest at lr {}, bottomed at {}, back at its start from {}, {}; suggested {}, configured {configured}{}",
         fmt(sweep.steepest_lr),
         fmt(sweep.min_lr),
+        fmt(sweep.ceiling_lr),
         match sweep.blew_up_at {
             Some(b) => format!("blew up at {b:.0e}"),
             None => "never blew up".into(),
         },
         sweep.suggested.map_or("-".into(), round_lr),
+        if peak {
+            " (the peak of a warm-up schedule: too high from where the loss is back at its start)"
+        } else {
+            ""
+        },
     );
+    let verdict = if peak {
+        sweep.judge_peak(configured)
+    } else {
+        sweep.judge(configured)
+    };
     let mut findings = Vec::new();
-    if let (Some(too_high), Some(suggested), Some(min_lr)) = (sweep.judge(configured), sweep.suggested, sweep.min_lr) {
-        let (cause, evidence) = if too_high {
+    if let (Some(too_high), Some(suggested), Some(min_lr)) = (verdict, sweep.suggested, sweep.min_lr) {
+        let (cause, evidence) = if too_high && peak {
+            (
+                Cause::LearningRateTooHigh,
+                format!(
+                    "the configured peak lr {configured} is where the loss, falling until {min_lr:.0e}, is back \
+                     above its start ({})",
+                    fmt(sweep.ceiling_lr)
+                ),
+            )
+        } else if too_high {
             (
                 Cause::LearningRateTooHigh,
                 format!(
@@ -65,7 +89,23 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
                 format!("the configured lr {configured} is over 1000x below the valley ({min_lr:.0e}): nothing moves"),
             )
         };
-        findings.push(finding(cause, NAME, evidence, ctx.set("lr", round_lr(suggested))));
+        // A warm-up schedule's peak goes to the valley's bottom (Smith's one-cycle maximum).
+        let lr = if peak && too_high { min_lr } else { suggested };
+        let mut f = finding(cause, NAME, evidence, ctx.set("lr", round_lr(lr)));
+        // The range test is a short probe from a fresh network; the trained run at this rate
+        // is the stronger evidence.
+        if let Some(e) = spread::learned(ctx).filter(|_| too_high) {
+            f.blocking = false;
+            f.evidence.push_str(&format!(
+                "; yet the trained run at this rate learned (val accuracy {:.3} at epoch {}, {:.0}% of val \
+                 predicted as its most common class): not what breaks training, though a lower rate may \
+                 train better",
+                e.val_accuracy,
+                e.epoch,
+                100.0 * e.val_majority_fraction
+            ));
+        }
+        findings.push(f);
     }
     let data = serde_json::to_value(&sweep)?;
     Ok(result(

@@ -98,6 +98,20 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     ))
 }
 
+/// The trained run's chosen epoch when its val predictions are healthy (it did not diverge,
+/// and they are neither collapsed nor hovering): evidence that the configured training
+/// works, whatever a short probe suggests. `None` untrained or unhealthy.
+pub fn learned(ctx: &Ctx<'_>) -> Option<Epoch> {
+    let summary = ctx.trained.as_ref()?;
+    let history: Vec<Epoch> = serde_json::from_value(summary["history"].clone()).ok()?;
+    let chosen = summary["best_epoch"].as_u64().unwrap_or(history.len() as u64) as usize;
+    let e = history.get(chosen.saturating_sub(1))?;
+    let diverged = summary["diverged"].as_bool().unwrap_or(false) || !e.val_probability_min.is_finite();
+    let k = ctx.data.classes.len() as f64;
+    let healthy = symptom(e.val_majority_fraction, e.val_probability_min, e.val_probability_max, k).is_none();
+    (!diverged && healthy).then(|| e.clone())
+}
+
 /// The symptom the trained model's val predictions show: one class for nearly all of them
 /// ([`Cause::Collapsed`]), or every probability near 1/K though more than one class is
 /// predicted ([`Cause::Hovering`], the seed's 0.50 and 0.45); `None` for neither. `k` is the
