@@ -2,10 +2,11 @@
 preprocessing `pipeline export` wrote (so both sides see the same numbers).
 
 usage: torch_recipe.py EXPORT.arrow --seed S [--threads 2] [--epochs 40] [--lr 0.1]
-                       [--pool max] [--smoothing 0.1] [--out result.json]
+                       [--pool max] [--residual 1,3] [--smoothing 0.1] [--out result.json]
 
 The recipe: a small BN ResNet (3x3 conv → BatchNorm → ReLU units; widths 16-32-64-128, a
-max-pool after each stage but the stem, residual blocks after stages 1 and 3, a global pool and
+max-pool after each stage but the stem, residual blocks after the stages `--residual` lists
+(default 1 and 3; 0 is the stem), a global pool and
 one Linear layer), SGD with Nesterov momentum 0.9 and weight decay 5e-4 under OneCycleLR (its
 defaults: cosine, 30% warm-up, momentum cycling 0.85-0.95) peaking at `--lr`, label smoothing
 `--smoothing`, reflect-padded random crops (4 px) and horizontal flips, batches of 64, `--epochs` epochs.
@@ -99,6 +100,7 @@ def main():
     ap.add_argument("--pool", default="max", choices=["max", "avg"])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--smoothing", type=float, default=0.1)
+    ap.add_argument("--residual", default="1,3", help="stages followed by a residual block, e.g. 3")
     ap.add_argument("--out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -107,7 +109,8 @@ def main():
     x, y, part, paths = load(a.export)
     tr, va, te = (np.flatnonzero(part == p) for p in ("train", "val", "test"))
     classes = int(y.max()) + 1
-    model = resnet(x.shape[1], classes, pool=a.pool)
+    residual = tuple(int(r) for r in a.residual.split(",") if r.strip())
+    model = resnet(x.shape[1], classes, residual=residual, pool=a.pool)
     steps = (len(tr) + a.batch - 1) // a.batch
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Training against PyTorch, side by side in one run on the same split and preprocessing:
-# `pipeline`'s ResNet recipe (pipelines/cats_dogs_resnet.yaml) and the PyTorch CPU recipe of
+# `pipeline`'s ResNet recipe (the example, pipelines/cats_dogs.yaml) and the PyTorch CPU recipe of
 # bench/torch_recipe.py, trained on the rows `pipeline export --stage normalize` wrote, SEEDS
 # seeds each on THREADS threads. Prints both test accuracies (mean and spread, and paired on
 # the same test images), both train times, `pipeline`'s peak memory, and its training speed
@@ -8,7 +8,8 @@
 #
 # usage: scripts/bench_train.sh [SEEDS] [EPOCHS]      (defaults "42 1 2", 40)
 #
-# TORCH_ARGS adds arguments to bench/torch_recipe.py (e.g. "--pool avg --lr 0.05 --smoothing 0",
+# TORCH_ARGS adds arguments to bench/torch_recipe.py (e.g. "--pool avg --lr 0.05 --smoothing 0
+# --residual 3",
 # `pipeline`'s own recipe in PyTorch).
 # WORK=DIR (default /tmp/pipeline-bench-train) holds the venv PyTorch is installed into (from
 # PyPI, once: about 3 GB with its CUDA libraries, which the CPU run does not use), the project
@@ -31,8 +32,8 @@ bin="$WORK/pipeline"
 # The ResNet pipeline in WORK (its cache in WORK/cache), reading the shipped photos here.
 export PIPELINE_DATA_ROOTS="$PWD/data"
 rm -rf "$WORK/cache"
-sed "s#path: ../data/cats_dogs#path: $PWD/data/cats_dogs#; s#^name: cats_dogs_resnet#name: cats_dogs_resnet\ncache: cache#" \
-  pipelines/cats_dogs_resnet.yaml > "$WORK/resnet.yaml"
+sed "s#path: ../data/cats_dogs#path: $PWD/data/cats_dogs#; s#^name: cats_dogs#name: cats_dogs\ncache: cache#" \
+  pipelines/cats_dogs.yaml > "$WORK/resnet.yaml"
 yaml="$WORK/resnet.yaml"
 "$bin" run "$yaml" --stage validate > /dev/null
 "$bin" export "$yaml" --stage normalize -o "$WORK/normalize.arrow" > /dev/null

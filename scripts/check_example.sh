@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the shipped example pipeline (release build) on a fresh cache, then checks that the
-# audit is consistent and the test accuracy of its model is at least 0.68; then `diagnose`
-# on it (no blocking finding) and on the reference pipeline (the learning rate is named).
+# audit is consistent and the test accuracy of its model is at least 0.73 (its ResNet: 0.76
+# over 3 seeds, less one standard error on 268 images); then `diagnose` on it (no blocking
+# finding) and on the reference pipeline (the learning rate is named).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The pipelines below live in a temporary folder and read the shipped photos from here.
@@ -20,7 +21,7 @@ assert doc["consistent"], "the example's audit is not consistent"
 ev = next(s for s in doc["stages"] if s["kind"] == "evaluate")["evaluation"]
 acc = ev["metrics"]["test"]["accuracy"]
 print(f"example: test accuracy {acc:.4f}, collapsed partitions: {ev['collapsed']}")
-assert acc >= 0.68, f"test accuracy {acc} < 0.68"
+assert acc >= 0.73, f"test accuracy {acc} < 0.73"
 assert not ev["collapsed"]
 PY
 

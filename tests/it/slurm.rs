@@ -26,7 +26,7 @@ fn photos(n: usize) -> Project {
     }
     let full = std::fs::read_to_string(format!("{repo}/pipelines/cats_dogs.yaml")).unwrap();
     let yaml = full
-        .split("\n  # A small CNN")
+        .split("\n  train:")
         .next()
         .unwrap()
         .replace("path: ../data/cats_dogs", "path: photos");

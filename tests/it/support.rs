@@ -200,7 +200,7 @@ pub fn example_project() -> (Project, Run) {
     // data stages (.ci/run trains the whole example in release).
     let full = fs::read_to_string(format!("{repo}/pipelines/cats_dogs.yaml")).unwrap();
     let yaml = full
-        .split("\n  # A small CNN")
+        .split("\n  train:")
         .next()
         .unwrap()
         .to_string()
