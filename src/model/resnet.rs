@@ -5,7 +5,9 @@
 //! map and a dense layer to the classes.
 //!
 //! Every conv is 3×3, stride 1, zero pad 1, without a bias (the batch norm's shift is one),
-//! computed as in [`super::cnn`]: one sgemm over an im2col matrix, activations NHWC.
+//! computed as in [`super::cnn`] (an sgemm over an im2col matrix, activations NHWC) but a few
+//! images at a time, so that each tile's patch matrix stays in the core's cache
+//! ([`Unit::tiles`]); the backward pass rebuilds the patches rather than keep them.
 //!
 //! Batch normalization: in training ([`Resnet::loss_grad`]) each unit normalizes its conv
 //! output per channel with the batch's mean and (biased) variance, `ε = 1e-5`; the batch's

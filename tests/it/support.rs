@@ -196,8 +196,8 @@ impl Project {
 pub fn example_project() -> (Project, Run) {
     let repo = env!("CARGO_MANIFEST_DIR");
     let p = Project::new();
-    // Training the example's CNN takes a minute in a release build; these tests check the
-    // data stages (.ci/run trains the whole example in release).
+    // Training the example's ResNet takes about a minute in a release build; these tests
+    // check the data stages (.ci/run trains the whole example in release).
     let full = fs::read_to_string(format!("{repo}/pipelines/cats_dogs.yaml")).unwrap();
     let yaml = full
         .split("\n  train:")
