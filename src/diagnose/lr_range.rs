@@ -6,11 +6,8 @@
 //! loss exceeds 4× the best seen. The suggestion is a tenth of the rate at the smoothed
 //! minimum: the bottom of the valley is already the edge of instability.
 //!
-//! A schedule that warms up (one-cycle, or a linear warm-up) reaches its peak only after the
-//! network has settled, and is judged by the upper end of the range instead (Smith, "A
-//! disciplined approach to neural network hyper-parameters", 2018: the one-cycle peak may
-//! sit past the valley's bottom, as long as the loss still falls there): too high from the
-//! rate where the smoothed loss climbs back to where it started.
+//! The sweep also records where the smoothed loss climbs back to where it started: the upper
+//! end of the range, beyond which a rate undoes what training did.
 
 use serde::Serialize;
 
@@ -100,8 +97,9 @@ impl Sweep {
         } else {
             None
         };
-        // `!(a < b)`: a loss that is not finite is past the ceiling too.
-        let back_up = min_i.and_then(|m| (m + 1..smoothed.len()).find(|&i| !(smoothed[i] < smoothed[0])));
+        // A loss that is not finite is past the ceiling too.
+        let back_up = min_i
+            .and_then(|m| (m + 1..smoothed.len()).find(|&i| !smoothed[i].is_finite() || smoothed[i] >= smoothed[0]));
         Sweep {
             ceiling_lr: back_up.map(|i| lrs[i]).or(blew_up_at),
             blew_up_at,
@@ -119,19 +117,6 @@ impl Sweep {
     pub fn judge(&self, configured: f64) -> Option<bool> {
         let (min_lr, suggested) = (self.min_lr?, self.suggested?);
         if configured > min_lr || self.blew_up_at.is_some_and(|b| configured >= b) {
-            Some(true)
-        } else if configured < suggested / 1000.0 {
-            Some(false)
-        } else {
-            None
-        }
-    }
-
-    /// As [`Sweep::judge`] for the peak of a schedule that warms up: too high from the
-    /// [`Sweep::ceiling_lr`] on, too low as for a constant rate.
-    pub fn judge_peak(&self, configured: f64) -> Option<bool> {
-        let suggested = self.suggested?;
-        if self.ceiling_lr.is_some_and(|c| configured >= c) {
             Some(true)
         } else if configured < suggested / 1000.0 {
             Some(false)
@@ -194,25 +179,22 @@ mod tests {
         assert_eq!(sweep.judge(0.5), Some(true));
         assert_eq!(sweep.judge(min_lr / 10.0), None);
         assert_eq!(sweep.judge(1e-9), Some(false));
-        // A warm-up's peak may sit past the bottom, up to where the loss is back at its start.
+        // The loss is back at its start past the bottom, before the blow-up.
         let ceiling = sweep.ceiling_lr.unwrap();
         assert!(ceiling > min_lr && ceiling <= sweep.blew_up_at.unwrap(), "{ceiling}");
         let start = sweep.smoothed[0];
         let i = sweep.lrs.iter().position(|l| *l == ceiling).unwrap();
         assert!(sweep.smoothed[i] >= start && sweep.smoothed[i - 1] < start);
         assert_eq!(sweep.judge(2.0 * min_lr), Some(true));
-        assert_eq!(sweep.judge_peak(2.0 * min_lr.min(ceiling / 2.0)), None);
-        assert_eq!(sweep.judge_peak(ceiling), Some(true));
-        assert_eq!(sweep.judge_peak(1e-9), Some(false));
     }
 
-    /// A loss that falls to the sweep's end has no ceiling: any peak is allowed.
+    /// A loss that falls to the sweep's end has no ceiling.
     #[test]
     fn a_loss_that_never_rises_has_no_ceiling() {
         let lrs = schedule(30, 1e-6, 1.0);
         let smoothed: Vec<f64> = (0..30).map(|i| 1.0 - 0.01 * i as f64).collect();
         let sweep = Sweep::new(lrs, smoothed.clone(), smoothed, false);
         assert_eq!(sweep.ceiling_lr, None);
-        assert_eq!(sweep.judge_peak(1.0), None);
+        assert_eq!(sweep.judge(1.0), None);
     }
 }

@@ -165,11 +165,8 @@ fn checks_can_be_chosen_and_a_typo_is_corrected() {
     assert_eq!(check(&d, "init_loss")["data"], check(&again, "init_loss")["data"]);
 }
 
-/// Faults planted one at a time into `pipelines/cats_dogs_small.yaml` on the shipped photos
-/// (one project: the data stages are cached once): each is the blocking cause ranked first,
-/// with a change whose value the checks measured.
-#[test]
-fn planted_faults_on_the_shipped_photos_are_named_first() {
+/// A project running `pipelines/cats_dogs_small.yaml` on the shipped photos.
+fn small_on_the_shipped_photos() -> Project {
     let repo = env!("CARGO_MANIFEST_DIR");
     let p = Project::new();
     let yaml = std::fs::read_to_string(format!("{repo}/pipelines/cats_dogs_small.yaml"))
@@ -177,6 +174,15 @@ fn planted_faults_on_the_shipped_photos_are_named_first() {
         .replace("path: ../data/cats_dogs", &format!("path: {repo}/data/cats_dogs"))
         .replace("name: cats_dogs_small", "name: cats_dogs_small\ncache: cache");
     p.pipeline(&yaml);
+    p
+}
+
+/// Faults planted one at a time into `pipelines/cats_dogs_small.yaml` on the shipped photos
+/// (one project: the data stages are cached once): each is the blocking cause ranked first,
+/// with a change whose value the checks measured.
+#[test]
+fn planted_faults_on_the_shipped_photos_are_named_first() {
+    let p = small_on_the_shipped_photos();
     // (the fault, the cause, the param its change sets, the range of that change's value).
     // `l2: 1` is trained for 4 epochs only to save time: 80 steps, past the checks' own runs.
     type Case<'a> = (&'a [&'a str], &'a str, &'a str, (f64, f64));
@@ -211,6 +217,54 @@ fn planted_faults_on_the_shipped_photos_are_named_first() {
         assert_eq!(
             d["blocking"].as_u64(),
             Some(v.iter().filter(|(_, b)| *b).count() as u64)
+        );
+    }
+}
+
+/// SGD at 0.3, past the range test's valley for the small CNN: at a constant rate its
+/// trained model predicts one class and the rate blocks training (change: a tenth of the
+/// valley's bottom); as the peak of a one-cycle schedule it trains (val about 66%), and the
+/// rate is only "to improve" (change: the valley's bottom, Smith's one-cycle maximum).
+#[test]
+fn a_rate_past_the_valley_blocks_only_when_the_trained_run_failed() {
+    let p = small_on_the_shipped_photos();
+    for (schedule, blocks) in [("one_cycle", false), ("constant", true)] {
+        let sets: Vec<String> = [
+            "optimizer=sgd",
+            "momentum=0.9",
+            "nesterov=true",
+            "lr=0.3",
+            "epochs=10",
+            &format!("schedule={schedule}"),
+        ]
+        .iter()
+        .flat_map(|s| ["--set".to_string(), format!("train.{s}")])
+        .collect();
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        p.run(&[&["run", "pipeline.yaml"], &sets[..]].concat()).ok();
+        let d = diagnose(&p, &[&sets[..], &["--check", "lr_range", "--check", "spread"]].concat());
+        let lr = d["verdict"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["cause"] == "learning_rate_too_high")
+            .unwrap_or_else(|| panic!("{schedule}: {d:#}"));
+        assert_eq!(lr["blocking"], blocks, "{schedule}: {d:#}");
+        let evidence = lr["evidence"].to_string();
+        assert_eq!(
+            evidence.contains("the trained run at this rate learned"),
+            !blocks,
+            "{evidence}"
+        );
+        let sweep = &check(&d, "lr_range")["data"];
+        let (min_lr, suggested) = (sweep["min_lr"].as_f64().unwrap(), sweep["suggested"].as_f64().unwrap());
+        assert!(min_lr < 0.3, "{sweep}");
+        let change = lr["changes"][0].as_str().unwrap();
+        let value: f64 = change.strip_prefix("--set train.lr=").unwrap().parse().unwrap();
+        let target = if blocks { suggested } else { min_lr };
+        assert!(
+            value > target / 2.0 && value < target * 2.0,
+            "{schedule}: {change} against {target}"
         );
     }
 }

@@ -37,7 +37,8 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     let taken = smoothed.len();
     let sweep = Sweep::new(lrs[..taken].to_vec(), losses, smoothed, blew);
     let configured = ctx.lr();
-    // A schedule that warms up reaches its configured peak once the network has settled.
+    // A schedule that warms up reaches its configured rate, its peak, once the network has
+    // settled: Smith's one-cycle puts that peak at the valley's bottom, not a tenth of it.
     let train = &ctx.recipe.train;
     let peak = train.schedule == Schedule::OneCycle || train.warmup_epochs > 0;
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |l| format!("{l:.0e}"));
@@ -51,36 +52,21 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
             None => "never blew up".into(),
         },
         sweep.suggested.map_or("-".into(), round_lr),
-        if peak {
-            " (the peak of a warm-up schedule: too high from where the loss is back at its start)"
-        } else {
-            ""
-        },
+        if peak { " (the peak of a warm-up schedule)" } else { "" },
     );
-    let verdict = if peak {
-        sweep.judge_peak(configured)
-    } else {
-        sweep.judge(configured)
-    };
     let mut findings = Vec::new();
-    if let (Some(too_high), Some(suggested), Some(min_lr)) = (verdict, sweep.suggested, sweep.min_lr) {
-        let (cause, evidence) = if too_high && peak {
+    if let (Some(too_high), Some(suggested), Some(min_lr)) = (sweep.judge(configured), sweep.suggested, sweep.min_lr) {
+        let (cause, evidence) = if too_high {
+            let beyond = match (sweep.blew_up_at, sweep.ceiling_lr) {
+                (Some(b), _) => format!("; the loss blew up from {b:.0e}"),
+                (None, Some(c)) => format!("; the loss was back at its start from {c:.0e}"),
+                (None, None) => String::new(),
+            };
             (
                 Cause::LearningRateTooHigh,
                 format!(
-                    "the configured peak lr {configured} is where the loss, falling until {min_lr:.0e}, is back \
-                     above its start ({})",
-                    fmt(sweep.ceiling_lr)
-                ),
-            )
-        } else if too_high {
-            (
-                Cause::LearningRateTooHigh,
-                format!(
-                    "the configured lr {configured} is past the bottom of the loss valley ({min_lr:.0e}){}",
-                    sweep
-                        .blew_up_at
-                        .map_or(String::new(), |b| format!("; the loss blew up from {b:.0e}"))
+                    "the configured {}lr {configured} is past the bottom of the loss valley ({min_lr:.0e}){beyond}",
+                    if peak { "peak " } else { "" }
                 ),
             )
         } else {
