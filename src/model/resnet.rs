@@ -252,9 +252,8 @@ impl Unit {
         // dz = γ·inv_std/M · (M·dy − Σdy − x̂·Σ(dy·x̂)), in place of dy.
         let m = rows as f32;
         let scale: Vec<f32> = (0..c).map(|j| self.gamma.data[j] * cache.inv_std[j] / m).collect();
-        let mean_dy: Vec<f32> = sum_dy.iter().map(|v| *v as f32).collect();
         let mean_dyx: Vec<f32> = sum_dy_xhat.iter().map(|v| *v as f32).collect();
-        let (scale, mean_dy, mean_dyx) = (&scale[..c], &mean_dy[..c], &mean_dyx[..c]);
+        let (scale, mean_dy, mean_dyx) = (&scale[..c], &dbeta.data[..c], &mean_dyx[..c]);
         for (drow, xrow) in dout.chunks_exact_mut(c).zip(cache.xhat.chunks_exact(c)) {
             for j in 0..c {
                 drow[j] = scale[j] * (m * drow[j] - mean_dy[j] - xrow[j] * mean_dyx[j]);
@@ -396,15 +395,22 @@ fn channel_major(weight: &[f32], c: usize) -> Vec<f32> {
 /// Rows summed in f32 before their sum joins an f64 total: exact enough, and vectorized.
 const BLOCK_ROWS: usize = 64;
 
-/// Per-column sums of `f(row)` over a row-major matrix's rows, in f32 per block of
-/// [`BLOCK_ROWS`] rows and in f64 across blocks.
-fn column_sums(rows: usize, c: usize, mut block: impl FnMut(std::ops::Range<usize>, &mut [f32])) -> Vec<f64> {
-    let mut total = vec![0.0f64; c];
-    let mut acc = vec![0.0f32; c];
+/// `N` per-column sums over a row-major matrix's rows, each in f32 per block of
+/// [`BLOCK_ROWS`] rows (`block` adds a range of rows into the accumulators) and in f64
+/// across blocks.
+fn column_sums<const N: usize>(
+    rows: usize,
+    c: usize,
+    mut block: impl FnMut(std::ops::Range<usize>, &mut [Vec<f32>; N]),
+) -> [Vec<f64>; N] {
+    let mut total: [Vec<f64>; N] = std::array::from_fn(|_| vec![0.0f64; c]);
+    let mut acc: [Vec<f32>; N] = std::array::from_fn(|_| vec![0.0f32; c]);
     for start in (0..rows).step_by(BLOCK_ROWS) {
-        acc.fill(0.0);
+        acc.iter_mut().for_each(|a| a.fill(0.0));
         block(start..(start + BLOCK_ROWS).min(rows), &mut acc);
-        total.iter_mut().zip(&acc).for_each(|(t, a)| *t += f64::from(*a));
+        for (total, acc) in total.iter_mut().zip(&acc) {
+            total.iter_mut().zip(acc).for_each(|(t, a)| *t += f64::from(*a));
+        }
     }
     total
 }
@@ -413,13 +419,13 @@ fn column_sums(rows: usize, c: usize, mut block: impl FnMut(std::ops::Range<usiz
 fn channel_moments(z: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = z.len() / c;
     let n = rows.max(1) as f64;
-    let sum = column_sums(rows, c, |range, acc| {
+    let [sum] = column_sums(rows, c, |range, [acc]| {
         for row in z[range.start * c..range.end * c].chunks_exact(c) {
             acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
         }
     });
     let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    let sq = column_sums(rows, c, |range, acc| {
+    let [sq] = column_sums(rows, c, |range, [acc]| {
         for row in z[range.start * c..range.end * c].chunks_exact(c) {
             for ((a, v), m) in acc.iter_mut().zip(row).zip(&mean) {
                 *a += (v - m) * (v - m);
@@ -433,20 +439,18 @@ fn channel_moments(z: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
 /// is not positive. Returns Σ dy and Σ dy·x̂ per channel.
 fn relu_backward_sums(dy: &mut [f32], out: &[f32], xhat: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
     let rows = dy.len() / c;
-    let sum = column_sums(rows, c, |range, acc| {
+    let [sum, sum_x] = column_sums(rows, c, |range, [acc, acc_x]| {
         let span = range.start * c..range.end * c;
-        for (drow, orow) in dy[span.clone()].chunks_exact_mut(c).zip(out[span].chunks_exact(c)) {
-            for ((a, d), o) in acc.iter_mut().zip(drow).zip(orow) {
-                *d = if *o <= 0.0 { 0.0 } else { *d };
-                *a += *d;
-            }
-        }
-    });
-    let sum_x = column_sums(rows, c, |range, acc| {
-        let span = range.start * c..range.end * c;
-        for (drow, xrow) in dy[span.clone()].chunks_exact(c).zip(xhat[span].chunks_exact(c)) {
-            for ((a, d), x) in acc.iter_mut().zip(drow).zip(xrow) {
-                *a += d * x;
+        let rows = dy[span.clone()]
+            .chunks_exact_mut(c)
+            .zip(out[span.clone()].chunks_exact(c));
+        for ((drow, orow), xrow) in rows.zip(xhat[span].chunks_exact(c)) {
+            let (acc, acc_x) = (&mut acc[..c], &mut acc_x[..c]);
+            for j in 0..c {
+                let d = if orow[j] <= 0.0 { 0.0 } else { drow[j] };
+                drow[j] = d;
+                acc[j] += d;
+                acc_x[j] += d * xrow[j];
             }
         }
     });
@@ -793,11 +797,14 @@ impl Resnet {
         for (s, stage) in self.stages.iter().enumerate() {
             let unit = &self.units[stage.conv];
             let input = if s == 0 { x } else { &map };
-            let (conv_out, conv) = unit.forward(input, batch, train);
+            let (mut conv_out, conv) = unit.forward(input, batch, train);
             let (mut out, argmax) = if stage.pool {
                 max_pool(&conv_out, batch, unit.h, unit.w, unit.c_out)
-            } else {
+            } else if train {
+                // The backward pass needs the unit's output apart from the map it becomes.
                 (conv_out.clone(), Vec::new())
+            } else {
+                (std::mem::take(&mut conv_out), Vec::new())
             };
             let residual = stage.residual.map(|[a, b]| {
                 let (out_a, cache_a) = self.units[a].forward(&out, batch, train);
