@@ -36,6 +36,7 @@
 //! differ in the last bits.)
 
 pub mod cnn;
+pub mod ema;
 pub mod io;
 pub mod mlp;
 pub mod net;

@@ -5,7 +5,7 @@
 //! weights, the history and the early-stopping count. The shuffle order of the next epoch
 //! is not stored: each epoch's shuffle is a function of the seed and the epoch, replayed.
 //!
-//! One safetensors file: the tensors under `model.`, `best.` and `optimizer.`, the rest as
+//! One safetensors file: the tensors under `model.`, `best.`, `ema.` and `optimizer.`, the rest as
 //! JSON in the metadata (`checkpoint`), floats that decide the best epoch as their bits.
 //! Written to a temporary file and renamed, so a kill leaves the previous checkpoint or the
 //! new one; a damaged one is reported and training starts over.
@@ -30,6 +30,8 @@ pub struct Checkpoint<H> {
     pub optimizer: (Vec<Tensor>, u64),
     /// The best epoch so far: val accuracy, val loss, epoch, weights.
     pub best: Option<(f64, f64, u64, Model)>,
+    /// The average of the weights (`ema`) and the updates folded into it.
+    pub ema: Option<(Model, u64)>,
     pub since_best: u64,
     pub history: Vec<H>,
     /// Training seconds spent before this checkpoint (over every run that got here).
@@ -43,6 +45,9 @@ struct State<H> {
     optimizer_steps: u64,
     /// `(val accuracy bits, val loss bits, epoch)` of the best epoch.
     best: Option<(u64, u64, u64)>,
+    /// Updates folded into the average of the weights, when there is one.
+    #[serde(default)]
+    ema_updates: Option<u64>,
     since_best: u64,
     history: Vec<H>,
     seconds: f64,
@@ -65,12 +70,16 @@ impl<H: serde::Serialize + serde::de::DeserializeOwned + Clone> Checkpoint<H> {
         if let Some((_, _, _, m)) = &self.best {
             tensors.extend(prefixed("best", m.stored()));
         }
+        if let Some((m, _)) = &self.ema {
+            tensors.extend(prefixed("ema", m.stored()));
+        }
         tensors.extend(prefixed("optimizer", &self.optimizer.0));
         let state = State {
             epoch: self.epoch,
             architecture: self.model.spec(),
             optimizer_steps: self.optimizer.1,
             best: self.best.as_ref().map(|(a, l, e, _)| (a.to_bits(), l.to_bits(), *e)),
+            ema_updates: self.ema.as_ref().map(|(_, n)| *n),
             since_best: self.since_best,
             history: self.history.clone(),
             seconds: self.seconds,
@@ -113,11 +122,16 @@ impl<H: serde::Serialize + serde::de::DeserializeOwned + Clone> Checkpoint<H> {
             Some((a, l, e)) => Some((f64::from_bits(a), f64::from_bits(l), e, model("best")?)),
             None => None,
         };
+        let ema = match state.ema_updates {
+            Some(n) => Some((model("ema")?, n)),
+            None => None,
+        };
         Ok(Checkpoint {
             epoch: state.epoch,
             model: model("model")?,
             optimizer: (optimizer, state.optimizer_steps),
             best,
+            ema,
             since_best: state.since_best,
             history: state.history,
             seconds: state.seconds,

@@ -21,6 +21,7 @@ use crate::check::metrics;
 use crate::data::dataset::mapped::Mapped;
 use crate::model;
 use crate::model::cnn::CnnSpec;
+use crate::model::ema::Ema;
 use crate::model::mlp::{Activation, DenseSpec, Init, MlpSpec};
 use crate::model::net::{Model, ModelSpec};
 use crate::model::optim::{Optimizer, Schedule};
@@ -79,6 +80,9 @@ pub struct Train {
     pub l2: f64,
     /// Label smoothing of the training loss (val loss stays the plain cross-entropy).
     pub label_smoothing: f64,
+    /// The decay of an exponential moving average of the weights ([`Ema`]), which is then
+    /// what validation measures and the run keeps (0: none).
+    pub ema: f64,
     pub seed: Option<u64>,
     pub augment: Vec<Augment>,
     /// Test-time augmentation: each prediction (val during training, `evaluate`, `predict`)
@@ -181,6 +185,7 @@ impl Kind for Train {
         "batch_size",
         "l2",
         "label_smoothing",
+        "ema",
         "seed",
         "augment",
         "tta",
@@ -296,6 +301,7 @@ impl Kind for Train {
         let l2 = num("l2", (0.0, 100.0), 0.0, diags);
         let label_smoothing = num("label_smoothing", (0.0, 0.99), 0.0, diags);
         let weight_decay = num("weight_decay", (0.0, 10.0), 0.0, diags);
+        let ema = num("ema", (0.0, 0.99999), 0.0, diags);
         let mut int = |key: &str, range, default: u64, diags: &mut Vec<Diagnostic>| match f.get(key) {
             Some(n) => get_u64(n, key, range, diags),
             None => Some(default),
@@ -402,6 +408,7 @@ impl Kind for Train {
             batch_size: batch_size?,
             l2: l2?,
             label_smoothing: label_smoothing?,
+            ema: ema?,
             seed,
             augment: augment?,
             tta_hflip: tta_hflip?,
@@ -444,6 +451,9 @@ impl Kind for Train {
             }
             if self.label_smoothing > 0.0 {
                 map.insert("label_smoothing".into(), serde_json::json!(self.label_smoothing));
+            }
+            if self.ema > 0.0 {
+                map.insert("ema".into(), serde_json::json!(self.ema));
             }
         }
         json
@@ -559,6 +569,7 @@ impl Train {
         let seed = self.seed.unwrap_or(ctx.seed);
         let spec = self.spec(shape, classes);
         let mut model = Model::new(&spec, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut ema = (self.ema > 0.0).then(|| Ema::new(&model, self.ema as f32));
         let mut opt = self.optimizer_with_lr(self.lr);
         let row_len = data.row_len();
         let bs = self.batch_size as usize;
@@ -575,10 +586,17 @@ impl Train {
         let checkpoint = ctx.cache.and_then(|c| c.checkpoint_path(&ctx.entry.fingerprint));
         let (mut first, mut seconds_before) = (0, 0.0);
         match checkpoint.as_deref().and_then(|p| Checkpoint::<Epoch>::load(p, &spec)) {
+            Some(Ok(c)) if c.ema.is_some() != ema.is_some() => ctx.warn(format!(
+                "stage `{}`: the checkpoint of an interrupted run is unusable (it {} an average of the weights, `ema` asks {}); training from the start",
+                ctx.entry.stage,
+                if c.ema.is_some() { "holds" } else { "lacks" },
+                if ema.is_some() { "for one" } else { "for none" },
+            )),
             Some(Ok(c)) if c.epoch < self.epochs => {
                 opt.restore(&c.optimizer.0, c.optimizer.1)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 (model, best, since_best, history) = (c.model, c.best, c.since_best, c.history);
+                ema = c.ema.map(|(m, n)| Ema::resume(m, self.ema as f32, n));
                 (first, seconds_before) = (c.epoch, c.seconds);
                 ctx.progress.inc(first);
             }
@@ -612,6 +630,9 @@ impl Train {
                 step += 1;
                 let (loss, stats) = model::train::train_batch(&mut model, &mut opt, &xb, &yb, chunk.len(), self.loss())
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if let Some(ema) = &mut ema {
+                    ema.update(&model).map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
                 loss_sum += f64::from(loss) * chunk.len() as f64;
                 correct += stats.correct;
                 seen += chunk.len();
@@ -621,7 +642,9 @@ impl Train {
                     break;
                 }
             }
-            let (probs, val_labels) = predict_rows(&model, &data, &val, &labels, self.tta_hflip)?;
+            // What validation measures and a run keeps: the average of the weights, if any.
+            let judged = ema.as_ref().map_or(&model, |e| &e.model);
+            let (probs, val_labels) = predict_rows(judged, &data, &val, &labels, self.tta_hflip)?;
             let m = metrics::compute(&probs, &val_labels, classes);
             let stats = last_stats.unwrap_or_default();
             let e = Epoch {
@@ -649,7 +672,7 @@ impl Train {
                 e.val_accuracy > *acc || (e.val_accuracy == *acc && e.val_loss < *loss)
             });
             if better && !diverged {
-                best = Some((e.val_accuracy, e.val_loss, e.epoch, model.clone()));
+                best = Some((e.val_accuracy, e.val_loss, e.epoch, judged.clone()));
                 since_best = 0;
             } else {
                 since_best += 1;
@@ -666,6 +689,7 @@ impl Train {
                     model: model.clone(),
                     optimizer: opt.state(),
                     best: best.clone(),
+                    ema: ema.as_ref().map(|e| (e.model.clone(), e.updates())),
                     since_best,
                     history: history.clone(),
                     seconds: seconds_before + started.elapsed().as_secs_f64(),
@@ -683,7 +707,7 @@ impl Train {
         }
         let (best_epoch, chosen) = match best {
             Some((_, _, epoch, m)) if !self.keep_last => (epoch, m),
-            _ => (history.len() as u64, model),
+            _ => (history.len() as u64, ema.map_or(model, |e| e.model)),
         };
         let lineage: Vec<serde_json::Value> = data
             .meta

@@ -112,6 +112,41 @@ fn runs_killed_at_every_kind_of_point_lose_nothing() {
     eprintln!("{survived} of {n} kill points survived");
 }
 
+/// The checkpoint kill point after epoch 2 of the pipeline's `train`, with the weights of an
+/// uninterrupted run.
+fn uninterrupted(p: &Project) -> (usize, Vec<u8>) {
+    let traced = p
+        .run_env(&["run", "pipeline.yaml"], &[("PIPELINE_KILL_TRACE", "1")])
+        .ok();
+    let points: Vec<&str> = traced.stderr.lines().filter(|l| l.starts_with("kill point ")).collect();
+    let at = points
+        .iter()
+        .position(|l| l.ends_with("train: checkpoint of epoch 2 written"))
+        .unwrap_or_else(|| panic!("no checkpoint kill point:\n{}", points.join("\n")))
+        + 1;
+    (at, trained(p))
+}
+
+fn trained(p: &Project) -> Vec<u8> {
+    std::fs::read(p.artifact_path("m", "train").with_extension("safetensors")).unwrap()
+}
+
+fn checkpoints(p: &Project) -> usize {
+    std::fs::read_dir(p.path("cache/checkpoints")).map_or(0, |d| d.count())
+}
+
+/// Runs the pipeline from an empty cache, killed at kill point `at`, leaving a checkpoint.
+fn kill_at(p: &Project, at: usize) {
+    std::fs::remove_dir_all(p.path("cache")).unwrap();
+    let out = p.run_env(&["run", "pipeline.yaml"], &[("PIPELINE_KILL_AT", &at.to_string())]);
+    assert_eq!(out.code, -1, "kill point {at} did not kill the run");
+    assert_eq!(checkpoints(p), 1, "the killed run left its checkpoint");
+}
+
+const RESNET: &str = "  train:\n    kind: train\n    model: resnet\n    widths: [4, 8]\n    residual: [1]\n    \
+                      optimizer: sgd\n    momentum: 0.9\n    lr: 0.05\n    schedule: one_cycle\n    epochs: 4\n    \
+                      batch_size: 16\n";
+
 /// A `train` killed after an epoch resumes from that epoch's checkpoint on the rerun (same
 /// fingerprint) and ends with the weights of an uninterrupted run: the weights, batch-norm
 /// statistics, momentum, best epoch and shuffle order all carry over. A damaged checkpoint
@@ -119,38 +154,17 @@ fn runs_killed_at_every_kind_of_point_lose_nothing() {
 #[test]
 fn a_killed_training_resumes_from_its_last_checkpoint_to_the_same_weights() {
     let p = Project::new();
-    p.learnable_images(30).pipeline(&format!(
-        "{TRAIN_DATA}  train:\n    kind: train\n    model: resnet\n    widths: [4, 8]\n    residual: [1]\n    \
-         optimizer: sgd\n    momentum: 0.9\n    lr: 0.05\n    schedule: one_cycle\n    epochs: 4\n    \
-         batch_size: 16\n"
-    ));
-    let model = |p: &Project| std::fs::read(p.artifact_path("m", "train").with_extension("safetensors")).unwrap();
-    let traced = p
-        .run_env(&["run", "pipeline.yaml"], &[("PIPELINE_KILL_TRACE", "1")])
-        .ok();
-    let want = model(&p);
-    let points: Vec<&str> = traced.stderr.lines().filter(|l| l.starts_with("kill point ")).collect();
-    let at = points
-        .iter()
-        .position(|l| l.ends_with("train: checkpoint of epoch 2 written"))
-        .unwrap_or_else(|| panic!("no checkpoint kill point:\n{}", points.join("\n")))
-        + 1;
-    let checkpoints = |p: &Project| std::fs::read_dir(p.path("cache/checkpoints")).map_or(0, |d| d.count());
+    p.learnable_images(30).pipeline(&format!("{TRAIN_DATA}{RESNET}"));
+    let (at, want) = uninterrupted(&p);
     assert_eq!(checkpoints(&p), 0, "a finished run leaves no checkpoint");
-
-    let killed = |p: &Project| {
-        std::fs::remove_dir_all(p.path("cache")).unwrap();
-        let out = p.run_env(&["run", "pipeline.yaml"], &[("PIPELINE_KILL_AT", &at.to_string())]);
-        assert_eq!(out.code, -1, "kill point {at} did not kill the run");
-        assert_eq!(checkpoints(p), 1, "the killed run left its checkpoint");
-    };
+    let killed = |p: &Project| kill_at(p, at);
     killed(&p);
     let rerun = p.run(&["run", "pipeline.yaml"]).ok();
     assert_contains!(
         rerun.stdout,
         "resumed after epoch 2, from an interrupted run's checkpoint"
     );
-    assert!(model(&p) == want, "the resumed run trained other weights");
+    assert!(trained(&p) == want, "the resumed run trained other weights");
     assert_eq!(checkpoints(&p), 0, "the resumed run removed its checkpoint");
     let record = p.record("m", "train");
     let history = &record["summary"]["history"];
@@ -172,7 +186,7 @@ fn a_killed_training_resumes_from_its_last_checkpoint_to_the_same_weights() {
         "warning: stage `train`: the checkpoint of an interrupted run is unusable"
     );
     assert!(!rerun.stdout.contains("resumed after"), "{}", rerun.stdout);
-    assert!(model(&p) == want, "training from the start trained other weights");
+    assert!(trained(&p) == want, "training from the start trained other weights");
 
     // `cache gc` keeps the checkpoint of a stage its files need, and removes it once none does.
     killed(&p);
@@ -186,4 +200,18 @@ fn a_killed_training_resumes_from_its_last_checkpoint_to_the_same_weights() {
     std::fs::write(p.path("other.yaml"), yaml.replace("epochs: 4", "epochs: 5")).unwrap();
     p.run(&["cache", "gc", "other.yaml"]).ok();
     assert_eq!(checkpoints(&p), 0, "gc kept a checkpoint no pipeline resumes from");
+}
+
+/// With an average of the weights kept to the end (`ema`, `select: last`), the resumed run
+/// ends with the uninterrupted run's average: the checkpoint holds it and its update count.
+#[test]
+fn a_killed_training_resumes_its_average_of_the_weights() {
+    let p = Project::new();
+    let train = format!("{RESNET}    ema: 0.9\n    select: last\n");
+    p.learnable_images(30).pipeline(&format!("{TRAIN_DATA}{train}"));
+    let (at, want) = uninterrupted(&p);
+    kill_at(&p, at);
+    let rerun = p.run(&["run", "pipeline.yaml"]).ok();
+    assert_contains!(rerun.stdout, "resumed after epoch 2");
+    assert!(trained(&p) == want, "the resumed run ended with another average");
 }

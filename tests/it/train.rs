@@ -186,6 +186,39 @@ fn a_one_cycle_schedule_moves_the_learning_rate_and_misuses_are_refused() {
     }
 }
 
+/// `ema`: the average of the weights is what each epoch's validation measures and what the
+/// run keeps, so `evaluate` on the saved model gives the history's last val loss; it is not
+/// the trained weights, and it is part of the fingerprint; a decay of 1 is refused.
+#[test]
+fn an_average_of_the_weights_is_what_validation_measures_and_the_run_keeps() {
+    let p = Project::new();
+    let plain = MLP.replace("batch_size: 16\n", "batch_size: 16\n    select: last\n");
+    p.learnable_images(40).pipeline(&format!("{TRAIN_DATA}{plain}"));
+    let model = |p: &Project| std::fs::read(p.artifact_path("m", "train").with_extension("safetensors")).unwrap();
+    p.run(&["run", "pipeline.yaml"]).ok();
+    let without = model(&p);
+    let averaged = plain.replace("select: last\n", "select: last\n    ema: 0.9\n");
+    p.pipeline(&format!("{TRAIN_DATA}{averaged}"));
+    let run = p.run(&["run", "pipeline.yaml"]).ok();
+    assert!(run.ran("train"), "`ema` is part of the fingerprint: {}", run.stdout);
+    assert!(model(&p) != without, "the average is not the trained weights");
+    let record = p.record("m", "train");
+    assert_eq!(record["summary"]["hyperparameters"]["ema"], 0.9);
+    let last = record["summary"]["history"].as_array().unwrap().last().unwrap().clone();
+    let val = p.report("m", "evaluate")["metrics"]["val"].clone();
+    for (history, report) in [("val_loss", "log_loss"), ("val_accuracy", "accuracy")] {
+        let (h, r) = (last[history].as_f64().unwrap(), val[report].as_f64().unwrap());
+        assert!(
+            (h - r).abs() < 1e-6,
+            "{history} {h} in the history, {report} {r} from evaluate"
+        );
+    }
+    p.pipeline(&format!("{TRAIN_DATA}{}", averaged.replace("ema: 0.9", "ema: 1")));
+    let out = p.run(&["check", "pipeline.yaml"]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert_contains!(out.stderr, "ema");
+}
+
 /// `export --stage train` writes the history in DVCLive's layout; other stages still export
 /// their dataset.
 #[test]
