@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `pipeline serve` under load: requests/s and p50/p99 latency on this machine, the example's
-# CNN (pipelines/cats_dogs.yaml, trained first if its cache lacks the model) answering POSTed
+# model (pipelines/cats_dogs.yaml, trained first if its cache lacks the model) answering POSTed
 # shipped photos. One connection per request, bounded: REQUESTS in all from CONCURRENCY client
 # threads (Python's http.client), against a server on 127.0.0.1 with WORKERS threads.
 #
