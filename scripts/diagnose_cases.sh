@@ -2,7 +2,10 @@
 # Plants one fault at a time into pipelines/cats_dogs_small.yaml (the shipped photos, the
 # example's small CNN), trains it, runs every check of `pipeline diagnose`, and checks that
 # the planted cause is the one ranked first and blocking (and, unplanted, that nothing
-# blocks). The CI test (tests/it/diagnose.rs) runs the same cases without the learning curve.
+# blocks). With `--verify`, each change is then trained without and with at two seeds: the
+# case passes only when the change lowers the val loss by more than the seeds differ and the
+# same checks on the changed pipeline find nothing blocking. The CI test
+# (tests/it/diagnose.rs) runs two of these cases without the learning curve.
 #
 #   scripts/diagnose_cases.sh          # release build; a few minutes on 2 cores
 set -euo pipefail
@@ -17,13 +20,19 @@ while IFS='|' read -r fault want; do
   "$bin" run "$file" $fault > /dev/null
   start=$(date +%s.%N)
   # shellcheck disable=SC2086
-  json=$("$bin" diagnose "$file" $fault --json 2> /dev/null)
+  json=$("$bin" diagnose "$file" $fault --json --verify 2> /dev/null)
   secs=$(echo "$(date +%s.%N) - $start" | bc)
   first=$(jq -r '[.verdict[] | select(.blocking)][0].cause // ""' <<< "$json")
   change=$(jq -r '[.verdict[] | select(.blocking)][0].changes[0] // ""' <<< "$json")
-  if [ "$first" = "$want" ]; then verdict=ok; else verdict=FAIL; fail=1; fi
+  verified=$(jq -r 'def r: if . == null then "diverged" else (. * 1000 | round / 1000) end;
+    if .verify == null then "-" else .verify |
+    "val loss \(.val_loss_before | r) -> \(.val_loss_after | r), seeds differ by \(.seed_spread | r); after: \(
+      if .blocking_after == [] then "nothing blocking" else (.blocking_after | join(", ")) end)" end' <<< "$json")
+  fixed=$(jq -r 'if .verify == null then "none" elif .verify.beyond_noise and .verify.cause_gone and .verify.blocking_after == [] then "yes" else "no" end' <<< "$json")
+  if [ "$first" = "$want" ] && { [ -z "$want" ] || [ "$fixed" = yes ]; }; then verdict=ok; else verdict=FAIL; fail=1; fi
   printf '%-4s %-45s first: %-22s change: %-28s (%.0f s)\n' "$verdict" "${fault:-(healthy)}" \
     "${first:-nothing blocking}" "$change" "$secs"
+  printf '       verify: %s\n' "$verified"
 done <<'CASES'
 |
 --set train.l2=1|l2_too_strong

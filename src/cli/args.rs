@@ -83,8 +83,8 @@ pub struct Target {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Override a param as if the file said it: `stage.param=value`, the value in YAML
-    /// syntax (`--set resize.size=[64,64]`, `--set train.lr=0.01`); repeatable. It changes
-    /// the stage's fingerprint like an edit to the file would.
+    /// syntax (`--set resize.size=[64,64]`, `--set train.lr=0.01`; `null` removes the param);
+    /// repeatable. It changes the stage's fingerprint like an edit to the file would.
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE", add = ArgValueCompleter::new(set_names))]
     pub sets: Vec<String>,
     /// Use this cache instead of the file's `cache:` and `PIPELINE_CACHE`: a folder, or a
@@ -210,6 +210,11 @@ pub struct DiagnoseArgs {
     /// ranked causes) as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Then try the top `--set` change for real: train the pipeline without and with it at
+    /// two seeds (full runs, kept in the cache), compare the val loss with the seed-to-seed
+    /// spread, and run the same checks on the changed pipeline.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Args, Debug)]

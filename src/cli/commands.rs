@@ -13,6 +13,7 @@ use crate::cli::args::{
 };
 use crate::cli::complete;
 use crate::diagnose::diagnosis::CHECKS;
+use crate::diagnose::verify;
 use crate::error::Failure;
 use crate::ops::{audit, cache_cmd, export, init, predict, serve};
 use crate::pipeline::dag;
@@ -190,10 +191,41 @@ fn diagnose(args: DiagnoseArgs, out: &mut dyn Write) -> Result<()> {
     // Stage lines of the data stages it brings up to date go to stderr, so that stdout is
     // the diagnosis alone (`--json`).
     let d = crate::diagnose::diagnosis::diagnose(&plan, args.stage.as_deref(), &args.checks, &mut std::io::stderr())?;
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
-    } else {
+    if !args.json {
         write!(out, "{}", d.to_text())?;
+        out.flush()?;
+    }
+    let verified = if args.verify {
+        let plan_with = |extra: &[String]| {
+            load(&Target {
+                file: args.target.file.clone(),
+                sets: args.target.sets.iter().chain(extra).cloned().collect(),
+                cache: args.target.cache.clone(),
+            })
+        };
+        let v = verify::verify(
+            &d,
+            &plan_with,
+            args.stage.as_deref(),
+            &args.checks,
+            &mut std::io::stderr(),
+        )?;
+        if !args.json {
+            match &v {
+                Some(v) => write!(out, "\n{}", v.to_text())?,
+                None => writeln!(out, "\nverify: no cause in the verdict has a `--set` change to try")?,
+            }
+        }
+        Some(v)
+    } else {
+        None
+    };
+    if args.json {
+        let mut doc = serde_json::to_value(&d)?;
+        if let (Some(v), Some(map)) = (verified, doc.as_object_mut()) {
+            map.insert("verify".into(), serde_json::to_value(v)?);
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())
 }

@@ -4,12 +4,14 @@
 //! preprocessed again), its `train` stage's model, optimizer and hyperparameters — each check
 //! on a short, seeded budget, then ranks what it found into a verdict with concrete changes,
 //! each tied to its evidence. The checks live in [`checks`]; the short training runs they are
-//! made of in [`probe`]; the learning-rate range test's arithmetic in [`lr_range`].
+//! made of in [`probe`]; the learning-rate range test's arithmetic in [`lr_range`]; `--verify`,
+//! which tries the top change for real, in [`verify`].
 
 pub mod checks;
 pub mod diagnosis;
 pub mod lr_range;
 pub mod probe;
+pub mod verify;
 
 use serde::Serialize;
 

@@ -314,7 +314,16 @@ fn apply_override(root: &mut Node, set: &str, n: usize, arg: &mut SetArg) -> Res
         // Not a mapping: parsing the stage reports that, against the file.
         return Ok(());
     };
-    match params.iter_mut().find(|(k, _)| k.as_str() == Some(param)) {
+    let at_param = params.iter().position(|(k, _)| k.as_str() == Some(param));
+    if matches!(raw.trim(), "null" | "~") {
+        // `null` removes the param: its default applies, as if the file did not say it.
+        if let Some(i) = at_param {
+            arg.replaces = Some(params[i].1.span);
+            params.remove(i);
+        }
+        return Ok(());
+    }
+    match at_param.map(|i| &mut params[i]) {
         Some((_, v)) => {
             arg.replaces = Some(v.span);
             *v = value;
@@ -434,6 +443,28 @@ stages:
         let params = stage(&spec, "resize").params.to_json();
         assert_eq!(params["size"], serde_json::json!([16, 16]));
         assert_eq!(params["filter"], "nearest");
+    }
+
+    #[test]
+    fn a_set_to_null_removes_the_param_and_its_default_applies() {
+        let with_filter = MINIMAL.replace("size: [8, 8]", "size: [8, 8]\n    filter: nearest");
+        let (spec, diags) = spec_of(&with_filter, &["resize.filter=null"]).unwrap();
+        assert_eq!(diags, Vec::new());
+        let (default, _) = spec_of(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            stage(&spec, "resize").params.to_json(),
+            stage(&default, "resize").params.to_json()
+        );
+        // `~` too, after an earlier `--set` of the same param; an empty value is not a removal.
+        let (spec, _) = spec_of(MINIMAL, &["resize.filter=nearest", "resize.filter=~"]).unwrap();
+        assert_eq!(
+            stage(&spec, "resize").params.to_json(),
+            stage(&default, "resize").params.to_json()
+        );
+        assert!(
+            !problems(MINIMAL, &["resize.size="]).is_empty(),
+            "an empty size is refused"
+        );
     }
 
     #[test]

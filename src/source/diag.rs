@@ -84,6 +84,10 @@ impl Diagnostic {
                     Some(set) => {
                         let _ = writeln!(out, "  --> the command line");
                         note = set.target.as_ref().map(|(stage, param)| match set.replaces {
+                            Some(r) if r.set > 0 => {
+                                let earlier = sets.get(r.set - 1).map_or("", |s| s.text.as_str());
+                                format!("this `--set` overrides `{param}` of stage `{stage}`, set by `--set {earlier}` before it")
+                            }
                             Some(r) => {
                                 let was = source.lines().nth(r.line.saturating_sub(1)).unwrap_or("").trim();
                                 format!(

@@ -120,6 +120,19 @@ fn a_bad_set_is_reported_against_its_argument_by_every_command() {
             assert_not_contains!(bad.stderr, "--> pipeline.yaml:");
         }
     }
+    // A value an earlier `--set` gave is named as that argument's, not as a line of the file.
+    let twice = p.run(&[
+        "check",
+        "pipeline.yaml",
+        "--set",
+        "split.train=0.5",
+        "--set",
+        "split.train=abc",
+    ]);
+    assert_contains!(
+        twice.stderr,
+        "overrides `train` of stage `split`, set by `--set split.train=0.5` before it"
+    );
     assert!(
         !p.path("cache").exists() && !p.path("out.arrow").exists(),
         "nothing ran"

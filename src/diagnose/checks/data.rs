@@ -76,22 +76,21 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
 }
 
 /// The change that standardizes the inputs: the `normalize` stage upstream of the train stage
-/// set to `per_image` (by `--set` when that is all it takes), else a stage to add.
+/// set to `per_image` by `--set`, else a stage to add.
 fn standardize(ctx: &Ctx<'_>) -> String {
     let plan = ctx.plan;
     let mut at = plan.train_stage(Some(ctx.train_name)).ok();
     while let Some(i) = at {
         let stage = plan.stage(i);
         if let Params::Normalize(n) = &stage.params {
-            let replaced = match n.method {
+            let param = match n.method {
                 Method::PerImage => break,
-                Method::PerChannel(_) => "`per_channel` and its `std`",
-                Method::Scale(_) => "`scale` and its `factor`",
+                Method::PerChannel(_) => "std",
+                Method::Scale(_) => "factor",
             };
-            return format!(
-                "standardize each image: in stage `{}`, `method: per_image` in place of {replaced}",
-                stage.name
-            );
+            // Each image standardized on its own (`null` removes the old method's param).
+            let name = &stage.name;
+            return format!("--set {name}.method=per_image --set {name}.{param}=null");
         }
         at = plan.inputs[i].first().copied();
     }

@@ -116,7 +116,7 @@ pub fn learned(ctx: &Ctx<'_>) -> Option<Epoch> {
 /// ([`Cause::Collapsed`]), or every probability near 1/K though more than one class is
 /// predicted ([`Cause::Hovering`], the seed's 0.50 and 0.45); `None` for neither. `k` is the
 /// number of classes.
-fn symptom(majority: f64, p_min: f64, p_max: f64, k: f64) -> Option<Cause> {
+pub fn symptom(majority: f64, p_min: f64, p_max: f64, k: f64) -> Option<Cause> {
     let center = 1.0 / k;
     let band = HOVER_BAND / k;
     if majority >= COLLAPSE_MAJORITY {
