@@ -63,9 +63,14 @@ pub struct Verification {
     pub cause_gone: bool,
 }
 
-/// The `--set` arguments of a change (`--set train.l2=0.01 --set train.epochs=8`), if any.
+/// The `--set` arguments of a change (`--set train.l2=0.01 --set train.epochs=8`), if any;
+/// of its first alternative when it offers several (`--set a.b=1, or --set a.c=2`).
 fn sets_of(change: &str) -> Vec<String> {
-    let mut words = change.split_whitespace();
+    let first = change
+        .split(" or ")
+        .find(|alternative| alternative.contains("--set "))
+        .unwrap_or("");
+    let mut words = first.split_whitespace();
     let mut sets = Vec::new();
     while let Some(w) = words.next() {
         if w == "--set"
@@ -272,5 +277,13 @@ mod tests {
         );
         assert!(sets_of("fix the causes ranked above").is_empty());
         assert!(sets_of("a dangling --set").is_empty());
+        assert_eq!(
+            sets_of("--set train.augment=[hflip,crop_pad], or --set train.l2=0.001"),
+            ["train.augment=[hflip,crop_pad]"]
+        );
+        assert_eq!(
+            sets_of("--set train.activation=leaky_relu or a lower learning rate"),
+            ["train.activation=leaky_relu"]
+        );
     }
 }

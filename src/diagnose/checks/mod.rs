@@ -107,6 +107,18 @@ impl Ctx<'_> {
     fn set(&self, param: &str, value: impl std::fmt::Display) -> String {
         format!("--set {}.{param}={value}", self.train_name)
     }
+
+    /// The changes against overfitting, the first the one to try: augmentation when the
+    /// recipe has none (flips and shifts), then a stronger L2 (tenfold, or 0.001 from none).
+    fn regularize(&self) -> Vec<String> {
+        let train = self.recipe.train;
+        let l2 = self.set("l2", if train.l2 > 0.0 { train.l2 * 10.0 } else { 0.001 });
+        if train.augment.is_empty() {
+            vec![self.set("augment", "[hflip,crop_pad]"), l2]
+        } else {
+            vec![l2]
+        }
+    }
 }
 
 fn result(

@@ -80,6 +80,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
             findings.push(finding(Cause::Hovering, NAME, evidence, String::new()));
         }
         findings.extend(too_few_epochs(ctx, &history, chosen, e)?);
+        findings.extend(overfitting(ctx, &history));
     }
     let per_epoch: Vec<_> = history
         .iter()
@@ -93,7 +94,12 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
         NAME,
         summary_line,
         findings,
-        &[Cause::Collapsed, Cause::Hovering, Cause::TooFewEpochs],
+        &[
+            Cause::Collapsed,
+            Cause::Hovering,
+            Cause::TooFewEpochs,
+            Cause::Overfitting,
+        ],
         json!({"chosen_epoch": chosen, "epochs": per_epoch}),
     ))
 }
@@ -127,6 +133,59 @@ pub fn symptom(majority: f64, p_min: f64, p_max: f64, k: f64) -> Option<Cause> {
         None
     }
 }
+
+/// Overfitting, read from the history: by the last epoch the training accuracy has pulled
+/// away from val's (ahead by more than [`OVERFIT_GAP`], and by [`GAP_GROWTH`] more than at the
+/// epoch of the lowest val loss), while the val loss climbed from that lowest point by a
+/// tenth or more: the model learns its training images, not the classes.
+fn overfitting(ctx: &Ctx<'_>, history: &[Epoch]) -> Option<Finding> {
+    let (last, low) = (history.last()?, &history[overfits_after(history)?]);
+    let gap = |e: &Epoch| e.train_accuracy - e.val_accuracy;
+    Some(finding(
+        Cause::Overfitting,
+        NAME,
+        format!(
+            "by epoch {} the training accuracy is {:.1}% against val's {:.1}% (a gap of {:.1} points, {:.1} at \
+             epoch {}), and the val loss climbed from {:.3} at epoch {} to {:.3}: the model learns its training \
+             images rather than the classes",
+            last.epoch,
+            100.0 * last.train_accuracy,
+            100.0 * last.val_accuracy,
+            100.0 * gap(last),
+            100.0 * gap(low),
+            low.epoch,
+            low.val_loss,
+            low.epoch,
+            last.val_loss
+        ),
+        ctx.regularize().join(", or "),
+    ))
+}
+
+/// Whether the trained run overfits (see [`overfitting`]); `None` untrained.
+pub fn trained_overfits(ctx: &Ctx<'_>) -> Option<bool> {
+    let history: Vec<Epoch> = serde_json::from_value(ctx.trained.as_ref()?["history"].clone()).ok()?;
+    Some(overfits_after(&history).is_some())
+}
+
+/// The epoch (an index) of the lowest val loss, when the history overfits after it (see
+/// [`overfitting`]).
+fn overfits_after(history: &[Epoch]) -> Option<usize> {
+    let last = history.last()?;
+    let (at, low) = history
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.val_loss.is_finite())
+        .min_by(|a, b| a.1.val_loss.total_cmp(&b.1.val_loss))?;
+    let gap = |e: &Epoch| e.train_accuracy - e.val_accuracy;
+    let grew = gap(last) > OVERFIT_GAP && gap(last) - gap(low) > GAP_GROWTH;
+    (at + 1 < history.len() && grew && last.val_loss >= 1.1 * low.val_loss).then_some(at)
+}
+
+/// The gap between train and val accuracy (a fraction) past which a run overfits.
+const OVERFIT_GAP: f64 = 0.15;
+/// How much more that gap must be at the end than at the lowest val loss.
+const GAP_GROWTH: f64 = 0.05;
 
 /// Too few epochs: training stopped short of the baseline's run ([`stopped_short`]), or the
 /// val loss still fell over the last three epochs and the last was the one kept.
@@ -191,6 +250,44 @@ fn stopped_short(ctx: &Ctx<'_>, epochs: usize, e: &Epoch) -> Result<Option<Findi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn epoch(epoch: u64, train_accuracy: f64, val_accuracy: f64, val_loss: f64) -> Epoch {
+        Epoch {
+            epoch,
+            lr: 0.001,
+            train_loss: 0.5,
+            train_accuracy,
+            val_loss,
+            val_accuracy,
+            val_probability_min: 0.0,
+            val_probability_max: 1.0,
+            val_majority_fraction: 0.5,
+            dead_fraction: Vec::new(),
+            grad_norm: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_growing_gap_with_a_climbing_val_loss_overfits() {
+        // The val loss lowest at epoch 2, then climbing while train accuracy runs away.
+        let over = [
+            epoch(1, 0.60, 0.58, 0.66),
+            epoch(2, 0.70, 0.66, 0.60),
+            epoch(3, 0.85, 0.68, 0.64),
+            epoch(4, 0.97, 0.67, 0.80),
+        ];
+        assert_eq!(overfits_after(&over), Some(1));
+        // A gap that was already there (the augmented train accuracy below val's is no gap).
+        let steady = [epoch(1, 0.80, 0.60, 0.60), epoch(2, 0.82, 0.61, 0.70)];
+        assert_eq!(overfits_after(&steady), None);
+        // The val loss still at its lowest at the end, or barely above it: not (yet).
+        let mut falling = over.clone();
+        falling[3].val_loss = 0.59;
+        assert_eq!(overfits_after(&falling), None);
+        let mut flat = over.clone();
+        flat[3].val_loss = 0.63;
+        assert_eq!(overfits_after(&flat), None);
+    }
 
     #[test]
     fn outputs_near_chance_hover_and_one_class_collapses() {
