@@ -45,6 +45,7 @@ done <<'CASES'
 --set train.lr=0.5|learning_rate_too_high
 --set train.lr=0.000001|learning_rate_too_low
 --set train.augment=[] --set train.l2=0|overfitting
+--set train.blocks=[2,2] --set train.hidden=[2]|model_too_small
 --set mean_subtract.mean=[0,0,0] --set normalize.method=scale --set normalize.factor=1|input_scale
 CASES
 exit $fail

@@ -28,6 +28,8 @@ pub enum Cause {
     DeadUnits,
     Initialization,
     CannotFit,
+    /// A wider model memorizes the rows the configured one cannot.
+    ModelTooSmall,
     NotUsingInputs,
     TooFewEpochs,
     Underfitting,
@@ -52,6 +54,7 @@ impl Cause {
             Cause::DeadUnits => "dead ReLU units",
             Cause::Initialization => "the weight initialization",
             Cause::CannotFit => "the model cannot fit a handful of examples",
+            Cause::ModelTooSmall => "the model is too small to fit a handful of examples",
             Cause::NotUsingInputs => "the model does not use its inputs",
             Cause::TooFewEpochs => "too few epochs",
             Cause::Underfitting => "underfitting",
