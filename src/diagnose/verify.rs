@@ -21,7 +21,6 @@ use crate::diagnose::diagnosis::{self, Diagnosis};
 use crate::pipeline::executor::{self, RunOptions, resolve_closure};
 use crate::pipeline::plan::Plan;
 use crate::stage::params::Params;
-use crate::stage::train::Epoch;
 
 /// One training run of the loop: what its kept epoch shows on `val`.
 #[derive(Clone, Debug, Serialize)]
@@ -177,13 +176,8 @@ fn train_run(plan: &Plan, stage: Option<&str>, seed: u64, changed: bool, progres
         );
     };
     let summary = record.summary;
-    let history: Vec<Epoch> =
-        serde_json::from_value(summary["history"].clone()).context("the model's record holds no readable history")?;
-    let kept = summary["best_epoch"].as_u64().unwrap_or(history.len() as u64) as usize;
-    let e = history
-        .get(kept.saturating_sub(1))
-        .context("the training history is empty")?;
-    let diverged = summary["diverged"].as_bool().unwrap_or(false) || !e.val_probability_min.is_finite();
+    let t = spread::Trained::read(&summary).context("the model's record holds no readable history")?;
+    let (e, diverged) = (&t.history[t.chosen - 1], t.diverged);
     let classes = summary["classes"].as_array().map_or(2, Vec::len) as f64;
     Ok(Run {
         seed,

@@ -34,13 +34,16 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
             seconds: 0.0,
         });
     };
-    let history: Vec<Epoch> = serde_json::from_value(summary["history"].clone()).unwrap_or_default();
-    let chosen = summary["best_epoch"].as_u64().unwrap_or(history.len() as u64) as usize;
-    let Some(e) = history.get(chosen.saturating_sub(1)) else {
-        anyhow::bail!("the training history is empty");
+    let Some(Trained {
+        history,
+        chosen,
+        diverged,
+    }) = Trained::read(summary)
+    else {
+        anyhow::bail!("the training history is empty or unreadable");
     };
+    let e = &history[chosen - 1];
     let k = ctx.data.classes.len() as f64;
-    let diverged = summary["diverged"].as_bool().unwrap_or(false) || !e.val_probability_min.is_finite();
     let summary_line = if diverged {
         format!(
             "trained model (epoch {chosen} of {}): its predictions are NaN, the training loss diverged",
@@ -104,15 +107,39 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
     ))
 }
 
+/// A trained run, from its record's summary: its history, the epoch it kept (from 1, an
+/// epoch of the history) and whether it diverged (its loss, or the kept epoch's predictions,
+/// not numbers).
+pub struct Trained {
+    pub history: Vec<Epoch>,
+    pub chosen: usize,
+    pub diverged: bool,
+}
+
+impl Trained {
+    /// `None` when the summary holds no readable, non-empty history.
+    pub fn read(summary: &serde_json::Value) -> Option<Trained> {
+        let history: Vec<Epoch> = serde_json::from_value(summary["history"].clone()).ok()?;
+        if history.is_empty() {
+            return None;
+        }
+        let chosen = (summary["best_epoch"].as_u64().unwrap_or(history.len() as u64) as usize).clamp(1, history.len());
+        let e = history.get(chosen - 1)?;
+        let diverged = summary["diverged"].as_bool().unwrap_or(false) || !e.val_probability_min.is_finite();
+        Some(Trained {
+            history,
+            chosen,
+            diverged,
+        })
+    }
+}
+
 /// The trained run's chosen epoch when its val predictions are healthy (it did not diverge,
 /// and they are neither collapsed nor hovering): evidence that the configured training
 /// works, whatever a short probe suggests. `None` untrained or unhealthy.
 pub fn learned(ctx: &Ctx<'_>) -> Option<Epoch> {
-    let summary = ctx.trained.as_ref()?;
-    let history: Vec<Epoch> = serde_json::from_value(summary["history"].clone()).ok()?;
-    let chosen = summary["best_epoch"].as_u64().unwrap_or(history.len() as u64) as usize;
-    let e = history.get(chosen.saturating_sub(1))?;
-    let diverged = summary["diverged"].as_bool().unwrap_or(false) || !e.val_probability_min.is_finite();
+    let t = Trained::read(ctx.trained.as_ref()?)?;
+    let (e, diverged) = (&t.history[t.chosen - 1], t.diverged);
     let k = ctx.data.classes.len() as f64;
     let healthy = symptom(e.val_majority_fraction, e.val_probability_min, e.val_probability_max, k).is_none();
     (!diverged && healthy).then(|| e.clone())
@@ -164,8 +191,7 @@ fn overfitting(ctx: &Ctx<'_>, history: &[Epoch]) -> Option<Finding> {
 
 /// Whether the trained run overfits (see [`overfitting`]); `None` untrained.
 pub fn trained_overfits(ctx: &Ctx<'_>) -> Option<bool> {
-    let history: Vec<Epoch> = serde_json::from_value(ctx.trained.as_ref()?["history"].clone()).ok()?;
-    Some(overfits_after(&history).is_some())
+    Some(overfits_after(&Trained::read(ctx.trained.as_ref()?)?.history).is_some())
 }
 
 /// The epoch (an index) of the lowest val loss, when the history overfits after it (see
