@@ -30,6 +30,8 @@ pub enum Cause {
     CannotFit,
     /// A wider model memorizes the rows the configured one cannot.
     ModelTooSmall,
+    /// The model fits small training sets, but held-out error stays at chance at every size.
+    LabelsWithoutSignal,
     NotUsingInputs,
     TooFewEpochs,
     Underfitting,
@@ -55,6 +57,7 @@ impl Cause {
             Cause::Initialization => "the weight initialization",
             Cause::CannotFit => "the model cannot fit a handful of examples",
             Cause::ModelTooSmall => "the model is too small to fit a handful of examples",
+            Cause::LabelsWithoutSignal => "the labels carry no signal the images show",
             Cause::NotUsingInputs => "the model does not use its inputs",
             Cause::TooFewEpochs => "too few epochs",
             Cause::Underfitting => "underfitting",
@@ -72,6 +75,11 @@ impl Cause {
             Cause::LearningRateTooHigh => "lower the learning rate (`--check lr_range` suggests a value)",
             Cause::LearningRateTooLow => "raise the learning rate (`--check lr_range` suggests a value)",
             Cause::NotUsingInputs | Cause::Hovering | Cause::Collapsed if !first => "fix the causes ranked above",
+            Cause::LabelsWithoutSignal => {
+                "check where the labels come from (`pipeline audit FILE` lists each image's label and its \
+                 source: a shuffled CSV, a wrong `labels:` rule or a folder of mixed classes); no setting of \
+                 `train` fixes labels that do not belong to their images"
+            }
             Cause::NotUsingInputs => {
                 "check that the labels belong to the images (`pipeline audit FILE` shows where each label comes \
                  from), then try the learning rate `--check lr_range` suggests"

@@ -20,14 +20,35 @@ pub struct CurvePoint {
     pub val_error: f64,
 }
 
-/// Reads a learning curve: underfitting (training error near chance), overfitting (a large
-/// gap at full size), and whether more data still helps (held-out error falling).
+/// Reads a learning curve: labels without signal (the smallest subset memorized, held-out
+/// error at chance at every size), underfitting (training error near chance), overfitting (a
+/// large gap at full size), and whether more data still helps (held-out error falling).
 pub fn read_curve(points: &[CurvePoint], chance: f64) -> Vec<(Cause, String)> {
     let mut out = Vec::new();
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return out;
     };
     if !(last.train_error.is_finite() && last.val_error.is_finite()) {
+        return out;
+    }
+    // Small subsets are memorized, yet what is learnt never carries to held-out rows: the
+    // labels are not a function of the images (shuffled, from a wrong source).
+    let memorized = first.train_error <= 0.25 * chance;
+    if memorized && points.iter().all(|p| p.val_error >= 0.9 * chance) {
+        out.push((
+            Cause::LabelsWithoutSignal,
+            format!(
+                "the model fits {} training rows (training error {:.3}), yet held-out error stays at chance \
+                 ({chance:.3}) at every training-set size: {}",
+                first.rows,
+                first.train_error,
+                points
+                    .iter()
+                    .map(|p| format!("{:.3} at {:.0}%", p.val_error, 100.0 * p.fraction))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
         return out;
     }
     if last.train_error > 0.8 * chance {
@@ -131,6 +152,8 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
                 }
                 Cause::Underfitting => "train longer or use a larger model".to_string(),
                 Cause::Overfitting => ctx.regularize().join(", or "),
+                // The cause's own change (where the labels come from).
+                Cause::LabelsWithoutSignal => String::new(),
                 _ => "collect more labelled images".to_string(),
             };
             finding(cause, NAME, evidence, change)
@@ -168,7 +191,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Result<CheckResult> {
         NAME,
         summary,
         findings,
-        &[Cause::Underfitting, Cause::Overfitting],
+        &[Cause::LabelsWithoutSignal, Cause::Underfitting, Cause::Overfitting],
         json!({"steps": steps, "chance_error": chance, "points": points}),
     ))
 }
@@ -204,5 +227,11 @@ mod tests {
         assert_eq!(causes(over), vec![Cause::Overfitting, Cause::MoreDataHelps]);
         // Healthy and saturated.
         assert!(read_curve(&curve([0.2; 5], [0.25; 5]), 0.5).is_empty());
+        // Small sets memorized, held-out error at chance at every size: the labels.
+        let noise = read_curve(&curve([0.0, 0.2, 0.3, 0.35, 0.4], [0.5, 0.49, 0.51, 0.48, 0.5]), 0.5);
+        assert_eq!(causes(noise), vec![Cause::LabelsWithoutSignal]);
+        // The same held-out errors without memorizing anything: underfitting, not the labels.
+        let under = read_curve(&curve([0.3, 0.4, 0.45, 0.45, 0.45], [0.5, 0.49, 0.51, 0.48, 0.5]), 0.5);
+        assert_eq!(causes(under), vec![Cause::Underfitting]);
     }
 }
