@@ -125,18 +125,18 @@ pub fn verify(
         }
     }
     let after = diagnosis::diagnose(&plan_with(&sets)?, stage, only, progress)?;
-    let loss = |r: &Run| if r.val_loss.is_nan() { f64::INFINITY } else { r.val_loss };
-    let mean = |changed: bool| {
-        let l: Vec<f64> = runs.iter().filter(|r| r.changed == changed).map(loss).collect();
-        l.iter().sum::<f64>() / l.len() as f64
-    };
-    let (before, after_loss) = (mean(false), mean(true));
-    let spread = [false, true]
+    // The val losses of the two seeds without and with the change (a diverged run's: +inf).
+    let [without, with]: [[f64; 2]; 2] = [false, true].map(|changed| {
+        let mut l = runs
+            .iter()
+            .filter(|r| r.changed == changed)
+            .map(|r| if r.val_loss.is_nan() { f64::INFINITY } else { r.val_loss });
+        [l.next().unwrap_or(f64::NAN), l.next().unwrap_or(f64::NAN)]
+    });
+    let (before, after_loss) = ((without[0] + without[1]) / 2.0, (with[0] + with[1]) / 2.0);
+    let spread = [without, with]
         .iter()
-        .map(|&changed| {
-            let l: Vec<f64> = runs.iter().filter(|r| r.changed == changed).map(loss).collect();
-            (l[0] - l[1]).abs()
-        })
+        .map(|l| (l[0] - l[1]).abs())
         .filter(|d| d.is_finite())
         .fold(0.0, f64::max);
     let gain = before - after_loss;
